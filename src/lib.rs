@@ -1,1 +1,188 @@
-pub fn placeholder() {}
+//! triton-sidecar: per-pod autoscaling gauges, GPU gauges and graceful drain for NVIDIA Triton.
+//!
+//! ```text
+//! Triton /metrics + /v2/health ──► poller ──► PollState ──► publisher ──► cached /metrics page
+//!                                     │            │
+//!                                     │            └──► drain controller ──► DrainView
+//!                                     └── interval follows the drain phase
+//! NVML thread ──► GPU state ──────────────────────────────► publisher
+//! ```
+//! Each arrow is one direction; the HTTP handlers only read published state.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod derive;
+pub mod drain;
+pub mod gpu;
+pub mod http;
+pub mod metrics;
+pub mod poller;
+pub mod signals;
+pub mod triton;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use config::Config;
+use drain::controller::{DrainHandle, DrainView};
+use gpu::GpuState;
+use poller::{PollState, Poller};
+use triton::client::TritonClient;
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A listener could not be bound (port taken, no permission).
+    #[error("cannot listen on {addr} ({flag}): {source}")]
+    Bind {
+        /// The flag that names the address.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("{0}")]
+    Client(String),
+}
+
+/// A bound, not yet running agent. Binding first lets tests use port 0 and read the ports.
+pub struct Agent {
+    config: Config,
+    metrics: TcpListener,
+    admin: TcpListener,
+}
+
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { flag, addr, source })
+}
+
+impl Agent {
+    /// Bind both listeners.
+    pub async fn bind(config: Config) -> Result<Agent, AgentError> {
+        let metrics = bind("--metrics-addr", config.metrics_addr).await?;
+        let admin = bind("--admin-addr", config.admin_addr).await?;
+        Ok(Agent { config, metrics, admin })
+    }
+
+    /// The bound metrics address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr().unwrap_or(self.config.metrics_addr)
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin_addr)
+    }
+
+    /// Run until the drain that the first item of `signals` starts has completed and every
+    /// `/wait-for-drain` caller has had its answer. A second item stops promptly.
+    pub async fn run<S>(self, mut signals: S) -> Result<(), AgentError>
+    where
+        S: Stream<Item = ()> + Unpin + Send,
+    {
+        let Agent { config, metrics, admin } = self;
+        let origin = Instant::now();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let client = TritonClient::new(&config).map_err(AgentError::Client)?;
+
+        let (poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
+        let (drain, phase_rx) = drain::controller::spawn(config.drain, origin, poll_rx.clone());
+        let poller = Poller::new(config.clone(), client, origin);
+        let poll_task = tokio::spawn(poller::run(poller, poll_tx, phase_rx, stop_rx.clone()));
+        let gpu_rx = gpu::spawn(&config.gpu, poll_rx.clone(), stop_rx.clone());
+
+        // Render once before listening, so pod-level series exist (at 0) from the first scrape.
+        let (page_tx, page_rx) = watch::channel(Bytes::new());
+        let publisher = tokio::spawn(publish(poll_rx.clone(), drain.subscribe(), gpu_rx, page_tx, stop_rx.clone()));
+
+        let waiters = Arc::new(AtomicUsize::new(0));
+        let limits = http::server::Limits::default();
+        let metrics_srv = tokio::spawn(http::server::serve(metrics, limits, http::metrics::handler(page_rx), stop_rx.clone()));
+        let admin_state = http::admin::AdminState { drain: drain.clone(), polls: poll_rx.clone(), waiters: waiters.clone() };
+        let admin_srv = tokio::spawn(http::server::serve(admin, limits, http::admin::handler(admin_state), stop_rx.clone()));
+        tracing::info!(metrics = %config.metrics_addr, admin = %config.admin_addr, triton = %config.triton_url, "triton-sidecar started");
+
+        lifecycle(&drain, &mut signals).await;
+
+        // Every /wait-for-drain caller gets its answer before the listeners close.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while waiters.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop_tx.send(true);
+        let _ = tokio::join!(metrics_srv, admin_srv, poll_task, publisher);
+        tracing::info!("triton-sidecar stopped");
+        Ok(())
+    }
+}
+
+/// Wait for the first signal, drain, and return when the drain has completed or a second
+/// signal asks to stop now.
+async fn lifecycle<S: Stream<Item = ()> + Unpin + Send>(drain: &DrainHandle, signals: &mut S) {
+    if signals.next().await.is_none() {
+        // No signal source: run until the process is killed.
+        std::future::pending::<()>().await;
+    }
+    let Ok(generation) = drain.terminate().await else { return };
+    let second = async {
+        match signals.next().await {
+            Some(()) => (),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = drain.wait(generation) => {}
+        _ = second => {
+            drain.abort().await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), drain.wait(generation)).await;
+        }
+    }
+}
+
+/// Re-render the page whenever an input changes. The only writer of the registry.
+async fn publish(
+    mut polls: watch::Receiver<Arc<PollState>>,
+    mut drains: watch::Receiver<Arc<DrainView>>,
+    mut gpus: watch::Receiver<GpuState>,
+    page: watch::Sender<Bytes>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut m = metrics::Metrics::new();
+    loop {
+        let p = polls.borrow_and_update().clone();
+        let d = drains.borrow_and_update().clone();
+        let g = gpus.borrow_and_update().clone();
+        let text = m.render(&p, &d, &g);
+        page.send_replace(Bytes::copy_from_slice(text.as_bytes()));
+        tokio::select! {
+            r = polls.changed() => if r.is_err() { return },
+            r = drains.changed() => if r.is_err() { return },
+            r = gpus.changed() => if r.is_err() { return },
+            _ = crate::stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard wait_for returns is not Send: drop it here, inside.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Bind and run: what the binary calls.
+pub async fn run<S>(config: Config, signals: S) -> Result<(), AgentError>
+where
+    S: Stream<Item = ()> + Unpin + Send,
+{
+    Agent::bind(config).await?.run(signals).await
+}

@@ -1,0 +1,423 @@
+//! Typed, validated configuration.
+//!
+//! [`Args`] is what clap parses from flags and `TRITON_SIDECAR_<FLAG>` environment variables;
+//! [`Config::from_args`] validates it into a [`Config`]. Tests build a `Config` directly (see
+//! [`Config::for_tests`]) and never touch the process environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// A configuration error. The message names the flag, so the user knows what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for {flag}: {reason}")]
+pub struct ConfigError {
+    /// The flag, e.g. `--window`.
+    pub flag: &'static str,
+    /// What is wrong with the value.
+    pub reason: String,
+}
+
+fn err(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// Parse a duration such as `250ms`, `1s` or `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}' is not a duration like 250ms, 1s or 2m ({e})"))
+}
+
+/// Parse a size such as `8MiB`, `512KiB`, `1GiB`, `10MB` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 8MiB, 512KiB or 1048576"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        "KB" | "kB" | "K" | "k" => 1_000,
+        "MB" | "M" => 1_000_000,
+        "GB" | "G" => 1_000_000_000,
+        other => return Err(format!("unknown size unit '{other}' in '{s}' (use B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "triton-sidecar", version, about = "Per-pod autoscaling gauges, GPU gauges and graceful drain for NVIDIA Triton")]
+pub struct Cli {
+    /// What to run; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Agent flags for the default `serve`.
+    #[command(flatten)]
+    pub args: Args,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (the default).
+    Serve(Args),
+    /// Scrape Triton twice, one poll interval apart, and print the derived values.
+    Check {
+        /// Agent flags.
+        #[command(flatten)]
+        args: Args,
+        /// Skip Triton: print only the GPU table (for `tests/gpu/check.sh`).
+        #[arg(long)]
+        no_triton: bool,
+    },
+    /// Ask a running agent to drain, and wait until it has (for `exec` preStop hooks).
+    Drain {
+        /// The agent's admin URL.
+        #[arg(long, default_value = "http://127.0.0.1:8004", env = "TRITON_SIDECAR_ADMIN_URL")]
+        admin_url: String,
+        /// Give up after this long (exit 1).
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Copy this binary into DIR (an init container fills an emptyDir for the exec hook).
+    Install {
+        /// Target directory.
+        dir: PathBuf,
+    },
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Agent flags. Every flag also reads `TRITON_SIDECAR_<FLAG>`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Triton's HTTP endpoint, for health and model readiness.
+    #[arg(long, env = "TRITON_SIDECAR_TRITON_URL", default_value = "http://127.0.0.1:8000")]
+    pub triton_url: String,
+    /// Triton's metrics page.
+    #[arg(long, env = "TRITON_SIDECAR_TRITON_METRICS_URL", default_value = "http://127.0.0.1:8002/metrics")]
+    pub triton_metrics_url: String,
+    /// Where the derived gauges are served (`GET /metrics`).
+    #[arg(long, env = "TRITON_SIDECAR_METRICS_ADDR", default_value = "0.0.0.0:8003")]
+    pub metrics_addr: String,
+    /// Probes and drain endpoints.
+    #[arg(long, env = "TRITON_SIDECAR_ADMIN_ADDR", default_value = "0.0.0.0:8004")]
+    pub admin_addr: String,
+    /// How often Triton is polled.
+    #[arg(long, env = "TRITON_SIDECAR_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Sliding window for averages and rates.
+    #[arg(long, env = "TRITON_SIDECAR_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub window: Duration,
+    /// Readiness also requires this model to be ready (repeatable). Needed in explicit
+    /// model-control mode, where /v2/health/ready answers 200 before any model is loaded.
+    #[arg(long = "require-model", value_name = "NAME", env = "TRITON_SIDECAR_REQUIRE_MODEL", value_delimiter = ',')]
+    pub require_model: Vec<String>,
+    /// Timeout of each request to Triton; unchanged while a drain polls faster.
+    #[arg(long, env = "TRITON_SIDECAR_SCRAPE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub scrape_timeout: Duration,
+    /// A larger metrics page is refused.
+    #[arg(long, env = "TRITON_SIDECAR_MAX_BODY", default_value = "8MiB", value_parser = parse_size)]
+    pub max_body: u64,
+    /// Log format.
+    #[arg(long, env = "TRITON_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Poll interval while draining.
+    #[arg(long, env = "TRITON_SIDECAR_DRAIN_POLL_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
+    pub drain_poll_interval: Duration,
+    /// A drain never completes earlier: covers readiness-probe lag plus endpoint propagation.
+    #[arg(long, env = "TRITON_SIDECAR_MIN_DRAIN", default_value = "5s", value_parser = parse_duration)]
+    pub min_drain: Duration,
+    /// Triton must look idle for this long before the drain completes.
+    #[arg(long, env = "TRITON_SIDECAR_DRAIN_QUIET", default_value = "2s", value_parser = parse_duration)]
+    pub drain_quiet: Duration,
+    /// The drain completes with result `timeout` after this long.
+    #[arg(long, env = "TRITON_SIDECAR_DRAIN_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// NVML library to load.
+    #[arg(long, env = "TRITON_SIDECAR_NVML_LIB", value_name = "PATH")]
+    pub nvml_lib: Option<PathBuf>,
+    /// Turn GPU gauges off.
+    #[arg(long, env = "TRITON_SIDECAR_NO_GPU")]
+    pub no_gpu: bool,
+    /// GPUs to report: `all`, or a comma-separated list of UUIDs. Default: the GPUs named by
+    /// Triton's own nv_gpu_* series.
+    #[arg(long, env = "TRITON_SIDECAR_GPU", value_name = "all|UUID,...")]
+    pub gpu: Option<String>,
+    /// How often NVML is read.
+    #[arg(long, env = "TRITON_SIDECAR_GPU_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub gpu_poll_interval: Duration,
+}
+
+/// Which GPUs to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuChoice {
+    /// GPU gauges are off.
+    Off,
+    /// Every GPU NVML can see.
+    All,
+    /// These UUIDs.
+    Uuids(Vec<String>),
+    /// The GPUs Triton's own page names.
+    FromTriton,
+}
+
+/// Validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Triton's HTTP base URL, without a trailing slash.
+    pub triton_url: String,
+    /// Triton's metrics page URL.
+    pub triton_metrics_url: String,
+    /// Metrics listener address.
+    pub metrics_addr: SocketAddr,
+    /// Admin listener address.
+    pub admin_addr: SocketAddr,
+    /// Poll interval while serving.
+    pub poll_interval: Duration,
+    /// Sliding window.
+    pub window: Duration,
+    /// Models that must be ready.
+    pub require_models: Vec<String>,
+    /// Per-request timeout towards Triton.
+    pub scrape_timeout: Duration,
+    /// Largest metrics page accepted, bytes.
+    pub max_body: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Drain timing.
+    pub drain: DrainConfig,
+    /// GPU reporting.
+    pub gpu: GpuConfig,
+}
+
+/// Drain timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainConfig {
+    /// Poll interval while draining.
+    pub poll_interval: Duration,
+    /// Lower bound of a drain.
+    pub min_drain: Duration,
+    /// Required idle time.
+    pub quiet: Duration,
+    /// Upper bound of a drain.
+    pub timeout: Duration,
+}
+
+/// GPU reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuConfig {
+    /// Which GPUs.
+    pub choice: GpuChoice,
+    /// NVML library path; `libnvidia-ml.so.1` from the loader path when `None`.
+    pub nvml_lib: Option<PathBuf>,
+    /// NVML poll interval.
+    pub poll_interval: Duration,
+}
+
+fn check_url(flag: &'static str, s: &str) -> Result<String, ConfigError> {
+    let url = reqwest::Url::parse(s).map_err(|e| err(flag, format!("'{s}' is not a URL ({e})")))?;
+    if url.scheme() != "http" {
+        return Err(err(flag, format!("'{s}': only http:// is supported (Triton is on localhost)")));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+fn check_addr(flag: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| err(flag, format!("'{s}' is not an address like 0.0.0.0:8003")))
+}
+
+fn nonzero(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(err(flag, "must be greater than 0"))
+    } else {
+        Ok(d)
+    }
+}
+
+impl Config {
+    /// Validate parsed flags.
+    pub fn from_args(a: &Args) -> Result<Config, ConfigError> {
+        let poll_interval = nonzero("--poll-interval", a.poll_interval)?;
+        let window = nonzero("--window", a.window)?;
+        if window < poll_interval {
+            return Err(err("--window", format!("{} is shorter than --poll-interval ({})", humantime::format_duration(window), humantime::format_duration(poll_interval))));
+        }
+        if a.max_body == 0 {
+            return Err(err("--max-body", "must be greater than 0"));
+        }
+        let require_models: Vec<String> = a.require_model.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+        for m in &require_models {
+            if m.contains(['/', '?', '#', ' ']) {
+                return Err(err("--require-model", format!("'{m}' is not a model name")));
+            }
+        }
+        let drain = DrainConfig {
+            poll_interval: nonzero("--drain-poll-interval", a.drain_poll_interval)?,
+            min_drain: a.min_drain,
+            quiet: a.drain_quiet,
+            timeout: nonzero("--drain-timeout", a.drain_timeout)?,
+        };
+        if drain.timeout < drain.min_drain {
+            return Err(err("--drain-timeout", "is shorter than --min-drain"));
+        }
+        let choice = if a.no_gpu {
+            GpuChoice::Off
+        } else {
+            match a.gpu.as_deref().map(str::trim) {
+                None | Some("") => GpuChoice::FromTriton,
+                Some("all") => GpuChoice::All,
+                Some("none") => GpuChoice::Off,
+                Some(list) => {
+                    let uuids: Vec<String> = list.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+                    if uuids.iter().any(|u| !u.starts_with("GPU-") && !u.starts_with("MIG-")) {
+                        return Err(err("--gpu", format!("'{list}': expected 'all' or UUIDs like GPU-xxxxxxxx")));
+                    }
+                    GpuChoice::Uuids(uuids)
+                }
+            }
+        };
+        Ok(Config {
+            triton_url: check_url("--triton-url", &a.triton_url)?,
+            triton_metrics_url: check_url("--triton-metrics-url", &a.triton_metrics_url)?,
+            metrics_addr: check_addr("--metrics-addr", &a.metrics_addr)?,
+            admin_addr: check_addr("--admin-addr", &a.admin_addr)?,
+            poll_interval,
+            window,
+            require_models,
+            scrape_timeout: nonzero("--scrape-timeout", a.scrape_timeout)?,
+            max_body: a.max_body,
+            log_format: a.log_format,
+            drain,
+            gpu: GpuConfig {
+                choice,
+                nvml_lib: a.nvml_lib.clone(),
+                poll_interval: nonzero("--gpu-poll-interval", a.gpu_poll_interval)?,
+            },
+        })
+    }
+
+    /// Defaults, with both listeners on `127.0.0.1:0` and GPU gauges off: the base for tests.
+    pub fn for_tests(triton: &str) -> Config {
+        let mut c = Config::from_args(&default_args()).expect("defaults are valid");
+        c.triton_url = triton.trim_end_matches('/').to_string();
+        c.triton_metrics_url = format!("{}/metrics", c.triton_url);
+        c.metrics_addr = ([127, 0, 0, 1], 0).into();
+        c.admin_addr = ([127, 0, 0, 1], 0).into();
+        c.gpu.choice = GpuChoice::Off;
+        c
+    }
+}
+
+/// The flags' defaults, as clap would produce them with no flag and no environment variable.
+pub fn default_args() -> Args {
+    #[derive(Parser)]
+    struct Only {
+        #[command(flatten)]
+        args: Args,
+    }
+    // Parsing an empty command line cannot fail: every flag has a default. Use
+    // `try_parse_from` anyway and fall back to a panic message that says why.
+    match Only::try_parse_from(["triton-sidecar"]) {
+        Ok(o) => o.args,
+        Err(e) => panic!("built-in defaults failed to parse: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<Config, String> {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: Args,
+        }
+        let mut full = vec!["triton-sidecar"];
+        full.extend_from_slice(argv);
+        let o = Only::try_parse_from(full).map_err(|e| e.to_string())?;
+        Config::from_args(&o.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.triton_url, "http://127.0.0.1:8000");
+        assert_eq!(c.triton_metrics_url, "http://127.0.0.1:8002/metrics");
+        assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:8003");
+        assert_eq!(c.admin_addr.to_string(), "0.0.0.0:8004");
+        assert_eq!(c.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.window, Duration::from_secs(10));
+        assert_eq!(c.scrape_timeout, Duration::from_secs(1));
+        assert_eq!(c.max_body, 8 << 20);
+        assert_eq!(c.drain.poll_interval, Duration::from_millis(200));
+        assert_eq!(c.drain.min_drain, Duration::from_secs(5));
+        assert_eq!(c.drain.quiet, Duration::from_secs(2));
+        assert_eq!(c.drain.timeout, Duration::from_secs(90));
+        assert_eq!(c.gpu.choice, GpuChoice::FromTriton);
+    }
+
+    #[test]
+    fn values() {
+        let c = parse(&["--poll-interval", "250ms", "--window", "2m", "--max-body", "512KiB", "--require-model", "a", "--require-model", "b", "--gpu", "GPU-1,GPU-2"]).unwrap();
+        assert_eq!(c.poll_interval, Duration::from_millis(250));
+        assert_eq!(c.window, Duration::from_secs(120));
+        assert_eq!(c.max_body, 512 * 1024);
+        assert_eq!(c.require_models, vec!["a", "b"]);
+        assert_eq!(c.gpu.choice, GpuChoice::Uuids(vec!["GPU-1".into(), "GPU-2".into()]));
+        assert_eq!(parse(&["--no-gpu"]).unwrap().gpu.choice, GpuChoice::Off);
+        assert_eq!(parse(&["--gpu", "all"]).unwrap().gpu.choice, GpuChoice::All);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        // (argv, flag expected in the message)
+        let table: &[(&[&str], &str)] = &[
+            (&["--poll-interval", "fast"], "--poll-interval"),
+            (&["--poll-interval", "0s"], "--poll-interval"),
+            (&["--window", "500ms"], "--window"),
+            (&["--max-body", "8 parsecs"], "--max-body"),
+            (&["--max-body", "0"], "--max-body"),
+            (&["--triton-url", "not a url"], "--triton-url"),
+            (&["--triton-metrics-url", "https://x/metrics"], "--triton-metrics-url"),
+            (&["--metrics-addr", "8003"], "--metrics-addr"),
+            (&["--admin-addr", "localhost"], "--admin-addr"),
+            (&["--gpu", "0,1"], "--gpu"),
+            (&["--drain-timeout", "1s"], "--drain-timeout"),
+            (&["--log-format", "xml"], "--log-format"),
+        ];
+        for (argv, flag) in table {
+            let e = parse(argv).expect_err(&format!("{argv:?} should fail"));
+            assert!(e.contains(flag), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! The drain controller: the only owner of the [`DrainMachine`]. It takes commands (start,
+//! cancel, terminate, abort) and poll results, and publishes a [`DrainView`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::machine::{CancelError, Completion, DrainMachine, DrainResult, Observation, Phase, Probe, Trigger};
+use crate::config::DrainConfig;
+use crate::poller::PollState;
+use crate::triton::client::ScrapeError;
+
+/// The published drain state. Immutable once sent.
+#[derive(Debug, Clone)]
+pub struct DrainView {
+    /// Current phase.
+    pub phase: Phase,
+    /// Trigger of the current or last drain.
+    pub trigger: Option<Trigger>,
+    /// Result of the last drain.
+    pub result: Option<DrainResult>,
+    /// When the current drain started (monotonic axis).
+    pub started: Option<Duration>,
+    /// Since when Triton has looked idle.
+    pub quiet_since: Option<Duration>,
+    /// In-flight work at the last poll.
+    pub pending: f64,
+    /// Generation of the current or last drain.
+    pub generation: u64,
+    /// The last completed drain.
+    pub last: Option<Completion>,
+    /// Completed drains by (trigger, result), cumulative.
+    pub counts: BTreeMap<(Trigger, DrainResult), u64>,
+    /// A signal arrived.
+    pub terminating: bool,
+    /// The configuration, for `/drain/status`.
+    pub config: DrainConfig,
+}
+
+impl DrainView {
+    /// Whether drain `generation` has completed.
+    pub fn completed(&self, generation: u64) -> Option<Completion> {
+        self.last.filter(|c| c.generation >= generation)
+    }
+
+    /// `GET /drain/status` as JSON.
+    pub fn status_json(&self, now: Duration) -> String {
+        let elapsed = match (self.phase, self.started, self.last) {
+            (Phase::Draining, Some(s), _) => now.saturating_sub(s),
+            (Phase::Drained, _, Some(c)) => c.duration,
+            _ => Duration::ZERO,
+        };
+        let quiet = match (self.phase, self.quiet_since) {
+            (Phase::Draining, Some(q)) => now.saturating_sub(q),
+            _ => Duration::ZERO,
+        };
+        serde_json::json!({
+            "state": self.phase.as_str(),
+            "trigger": self.trigger.map(Trigger::as_str),
+            "result": self.result.map(DrainResult::as_str),
+            "elapsed_ms": elapsed.as_millis() as u64,
+            "pending": self.pending,
+            "quiet_ms": quiet.as_millis() as u64,
+            "timeout_ms": self.config.timeout.as_millis() as u64,
+            "terminating": self.terminating,
+        })
+        .to_string()
+    }
+}
+
+/// A command to the controller.
+#[derive(Debug)]
+pub enum Command {
+    /// Start a drain (or join the current one); answers the generation to wait for.
+    Start(Trigger, oneshot::Sender<u64>),
+    /// Cancel a manual drain.
+    Cancel(oneshot::Sender<Result<(), CancelError>>),
+    /// A first signal: drain and never return to serving.
+    Terminate(oneshot::Sender<u64>),
+    /// A second signal: finish now.
+    Abort,
+}
+
+/// A cheap handle for the HTTP layer and the lifecycle.
+#[derive(Debug, Clone)]
+pub struct DrainHandle {
+    tx: mpsc::Sender<Command>,
+    view: watch::Receiver<Arc<DrainView>>,
+    origin: Instant,
+}
+
+/// The controller is gone (the agent is shutting down).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the drain controller has stopped")]
+pub struct ControllerGone;
+
+impl DrainHandle {
+    /// The current view.
+    pub fn view(&self) -> Arc<DrainView> {
+        self.view.borrow().clone()
+    }
+    /// A receiver of views.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<DrainView>> {
+        self.view.clone()
+    }
+    /// Now, on the agent's monotonic axis.
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Start (or join) a drain; returns its generation.
+    pub async fn start(&self, trigger: Trigger) -> Result<u64, ControllerGone> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Start(trigger, tx)).await.map_err(|_| ControllerGone)?;
+        rx.await.map_err(|_| ControllerGone)
+    }
+
+    /// Signal-initiated drain.
+    pub async fn terminate(&self) -> Result<u64, ControllerGone> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Terminate(tx)).await.map_err(|_| ControllerGone)?;
+        rx.await.map_err(|_| ControllerGone)
+    }
+
+    /// Second signal.
+    pub async fn abort(&self) {
+        let _ = self.tx.send(Command::Abort).await;
+    }
+
+    /// Cancel a manual drain.
+    pub async fn cancel(&self) -> Result<Result<(), CancelError>, ControllerGone> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Cancel(tx)).await.map_err(|_| ControllerGone)?;
+        rx.await.map_err(|_| ControllerGone)
+    }
+
+    /// Wait until drain `generation` has completed.
+    pub async fn wait(&self, generation: u64) -> Result<Completion, ControllerGone> {
+        let mut rx = self.view.clone();
+        let v = rx.wait_for(|v| v.completed(generation).is_some()).await.map_err(|_| ControllerGone)?;
+        v.completed(generation).ok_or(ControllerGone)
+    }
+}
+
+/// Turn a poll into the drain's observation.
+pub fn observation(p: &PollState) -> Observation {
+    let probe = match (&p.activity, &p.last_error) {
+        (Some(a), _) => Probe::Ok {
+            counters: a.counters,
+            in_flight: a.in_flight,
+            ready: p.health.is_ready(),
+        },
+        (None, Some(ScrapeError::Refused)) => Probe::Refused,
+        _ => Probe::Failed,
+    };
+    Observation {
+        at: p.at,
+        probe,
+        counter_reset: p.counter_reset,
+    }
+}
+
+fn view_of(m: &DrainMachine, counts: &BTreeMap<(Trigger, DrainResult), u64>) -> DrainView {
+    DrainView {
+        phase: m.phase(),
+        trigger: m.trigger(),
+        result: m.result(),
+        started: m.started(),
+        quiet_since: m.quiet_since(),
+        pending: m.last_in_flight(),
+        generation: m.generation(),
+        last: m.last_completion(),
+        counts: counts.clone(),
+        terminating: m.terminating(),
+        config: m.config(),
+    }
+}
+
+/// Spawn the controller. Returns the handle, and a phase receiver for the poller.
+pub fn spawn(
+    cfg: DrainConfig,
+    origin: Instant,
+    mut polls: watch::Receiver<Arc<PollState>>,
+) -> (DrainHandle, watch::Receiver<Phase>) {
+    let mut m = DrainMachine::new(cfg);
+    let mut counts: BTreeMap<(Trigger, DrainResult), u64> = BTreeMap::new();
+    let (view_tx, view_rx) = watch::channel(Arc::new(view_of(&m, &counts)));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    let (tx, mut rx) = mpsc::channel::<Command>(256);
+    tokio::spawn(async move {
+        // Timeouts must fire even when polls stall, so a tick runs beside the poll feed.
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut done: Option<Completion> = None;
+            let before = (m.phase(), m.generation(), m.quiet_since(), m.last_in_flight().to_bits());
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(Command::Start(trigger, reply)) => {
+                        let (g, started) = m.start(origin.elapsed(), trigger);
+                        if started {
+                            tracing::info!(trigger = trigger.as_str(), "drain started: readiness is now 503");
+                        }
+                        let _ = reply.send(g);
+                    }
+                    Some(Command::Terminate(reply)) => {
+                        let (g, d) = m.terminate(origin.elapsed());
+                        tracing::info!("termination signal: draining before exit");
+                        done = d;
+                        let _ = reply.send(g);
+                    }
+                    Some(Command::Abort) => {
+                        tracing::warn!("second signal: stopping now");
+                        done = m.abort(origin.elapsed());
+                    }
+                    Some(Command::Cancel(reply)) => {
+                        let r = m.cancel(origin.elapsed());
+                        if let Ok(d) = &r {
+                            done = *d;
+                            tracing::info!("drain cancelled: back to serving");
+                        }
+                        let _ = reply.send(r.map(|_| ()));
+                    }
+                },
+                changed = polls.changed() => {
+                    if changed.is_err() {
+                        // The poller stopped; keep answering commands and ticks.
+                        polls = watch::channel(Arc::new(PollState::default())).1;
+                        continue;
+                    }
+                    let p = polls.borrow_and_update().clone();
+                    let phase_before = m.phase();
+                    done = m.observe(observation(&p));
+                    if phase_before == Phase::Drained && m.phase() == Phase::Serving {
+                        tracing::info!("a new Triton process is ready and no termination is under way: back to serving");
+                    }
+                }
+                _ = tick.tick() => {
+                    done = m.tick(origin.elapsed());
+                }
+            }
+            if let Some(c) = done {
+                *counts.entry((c.trigger, c.result)).or_insert(0) += 1;
+                match c.result {
+                    DrainResult::Timeout => tracing::warn!(trigger = c.trigger.as_str(), seconds = c.duration.as_secs_f64(), "drain timed out; Triton may still have work in flight"),
+                    r => tracing::info!(trigger = c.trigger.as_str(), result = r.as_str(), seconds = c.duration.as_secs_f64(), requests = c.requests_seen, "drain completed"),
+                }
+            }
+            let after = (m.phase(), m.generation(), m.quiet_since(), m.last_in_flight().to_bits());
+            if done.is_some() || before != after {
+                view_tx.send_replace(Arc::new(view_of(&m, &counts)));
+                phase_tx.send_if_modified(|p| {
+                    let changed = *p != m.phase();
+                    *p = m.phase();
+                    changed
+                });
+            }
+        }
+    });
+    (DrainHandle { tx, view: view_rx, origin }, phase_rx)
+}

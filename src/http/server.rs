@@ -1,0 +1,116 @@
+//! A small HTTP/1 server with the limits a sidecar needs on every listener:
+//! a connection cap, a header-read timeout (slowloris), and caps on header size and count.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+/// Response type of every route.
+pub type Resp = Response<Full<Bytes>>;
+/// A boxed route future.
+pub type RespFuture = Pin<Box<dyn Future<Output = Resp> + Send>>;
+/// A request handler.
+pub type Handler = Arc<dyn Fn(Request<Incoming>) -> RespFuture + Send + Sync>;
+
+/// Per-listener limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections accepted at once. Per listener, so held `/wait-for-drain` calls on
+    /// the admin port can never starve `/metrics`, and the cap is far above what a kubelet,
+    /// Prometheus and a few hooks need.
+    pub max_connections: usize,
+    /// Time allowed to send the request head.
+    pub header_read_timeout: Duration,
+    /// Maximum number of request headers.
+    pub max_headers: usize,
+    /// Read buffer cap, which bounds the request head size (hyper's minimum is 8 KiB).
+    pub max_buf_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(5),
+            max_headers: 64,
+            max_buf_size: 16 * 1024,
+        }
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: u16, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// A response with an explicit content type.
+pub fn with_type(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = text(status, body);
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r
+}
+
+/// Serve `listener` until `stop` turns true, then let open connections finish (up to 1 s).
+pub async fn serve(listener: TcpListener, limits: Limits, handler: Handler, mut stop: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = crate::stopped(&mut stop) => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = crate::stopped(&mut stop) => break,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let mut stop = stop.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req| {
+                let h = handler.clone();
+                async move { Ok::<_, Infallible>(h(req).await) }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_headers(limits.max_headers)
+                .max_buf_size(limits.max_buf_size);
+            let conn = b.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = crate::stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+        });
+        // Reap finished connection tasks so the set does not grow.
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while conns.join_next().await.is_some() {} }).await;
+}

@@ -1,0 +1,240 @@
+//! The agent's own metrics: a prometheus-client registry filled from the published state.
+//!
+//! [`Metrics::render`] is called by the publisher whenever the poll state, the drain view or
+//! the GPU state changes. It sets every family from those immutable values and encodes the page
+//! once; the `/metrics` handler then serves the cached bytes. So a scrape never sees a
+//! half-updated registry and never does any work beyond copying a buffer.
+//!
+//! Counter families are registered under their base names: prometheus-client appends `_total`
+//! itself, and panics in debug builds if the name already ends in `_total`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::derive::clean;
+use crate::drain::controller::DrainView;
+use crate::drain::machine::{DrainResult, Phase, Trigger};
+use crate::gpu::{GpuSource, GpuState};
+use crate::poller::{readiness, PollState};
+use crate::triton::client::ScrapeError;
+
+/// The Content-Type of the page: Prometheus text 0.0.4. Prometheus 3 fails scrapes without a
+/// valid one.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+type G = Gauge<f64, AtomicU64>;
+type Labels = Vec<(&'static str, String)>;
+type GF = Family<Labels, G>;
+
+/// Every family the agent exports.
+pub struct Metrics {
+    registry: Registry,
+    queue_wait: GF,
+    pending: GF,
+    request_rate: GF,
+    failure_rate: GF,
+    compute: GF,
+    pod_queue_wait: G,
+    pod_pending: G,
+    pod_request_rate: G,
+    ready: G,
+    up: G,
+    draining: G,
+    scrape_duration: G,
+    scrape_errors: Family<Labels, Counter>,
+    drain_seconds: G,
+    drains: Family<Labels, Counter>,
+    gpu_util: GF,
+    gpu_mem_used: GF,
+    gpu_mem_total: GF,
+    gpu_mem_ratio: GF,
+    gpu_power: GF,
+    gpu_temp: GF,
+    gpu_source: GF,
+    nvml_up: G,
+    buf: String,
+}
+
+fn lbl(k: &'static str, v: &str) -> Labels {
+    vec![(k, v.to_string())]
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Register every family.
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let mut gf = |name: &str, help: &str| {
+            let f = GF::default();
+            r.register(name, help, f.clone());
+            f
+        };
+        let queue_wait = gf("triton_queue_wait_ms", "Mean queue wait (ms) of the requests completed in the window, per model");
+        let pending = gf("triton_pending_requests", "Requests waiting in the queue now, per model (Triton's pending count plus TensorRT-LLM waiting)");
+        let request_rate = gf("triton_request_rate", "Successful requests per second over the window, per model");
+        let failure_rate = gf("triton_failure_rate", "Failed requests per second over the window, per model");
+        let compute = gf("triton_compute_ms", "Mean compute time (ms) per request over the window, per model");
+        let gpu_util = gf("triton_gpu_utilization_ratio", "GPU utilization, 0 to 1");
+        let gpu_mem_used = gf("triton_gpu_memory_used_bytes", "GPU memory used, bytes");
+        let gpu_mem_total = gf("triton_gpu_memory_total_bytes", "GPU memory total, bytes");
+        let gpu_mem_ratio = gf("triton_gpu_memory_used_ratio", "GPU memory used over total, 0 to 1");
+        let gpu_power = gf("triton_gpu_power_watts", "GPU power draw, watts");
+        let gpu_temp = gf("triton_gpu_temperature_celsius", "GPU temperature, degrees Celsius");
+        let gpu_source = gf("triton_sidecar_gpu_source", "1 for the source of the GPU gauges in use (nvml, triton or none)");
+        let mut g = |name: &str, help: &str| {
+            let x = G::default();
+            r.register(name, help, x.clone());
+            x
+        };
+        let pod_queue_wait = g("triton_pod_queue_wait_ms", "Mean queue wait (ms) over all models, weighted by completed requests");
+        let pod_pending = g("triton_pod_pending_requests", "Requests waiting now, summed over all models");
+        let pod_request_rate = g("triton_pod_request_rate", "Client-facing successful requests per second, summed over models (ensemble steps left out)");
+        let ready = g("triton_ready", "1 when Triton is ready, every required model is ready and no drain is under way");
+        let up = g("triton_up", "1 when the last scrape of Triton's metrics succeeded");
+        let draining = g("triton_draining", "1 while a drain is under way or done");
+        let scrape_duration = g("triton_sidecar_scrape_duration_seconds", "Duration of the last scrape of Triton");
+        let drain_seconds = g("triton_sidecar_drain_seconds", "Length of the last completed drain, seconds");
+        let nvml_up = g("triton_sidecar_nvml_up", "1 when NVML is loaded and answering");
+        let scrape_errors = Family::<Labels, Counter>::default();
+        r.register("triton_sidecar_scrape_errors", "Failed scrapes of Triton, by reason", scrape_errors.clone());
+        let drains = Family::<Labels, Counter>::default();
+        r.register("triton_sidecar_drains", "Completed drains, by trigger and result", drains.clone());
+        let build = GF::default();
+        r.register("triton_sidecar_build_info", "Build information; always 1", build.clone());
+        build.get_or_create(&lbl("version", env!("CARGO_PKG_VERSION"))).set(1.0);
+        // Pre-create the error counters so a rate() over them has a starting point.
+        for reason in ScrapeError::REASONS {
+            let _ = scrape_errors.get_or_create(&lbl("reason", reason));
+        }
+        Metrics {
+            registry: r,
+            queue_wait,
+            pending,
+            request_rate,
+            failure_rate,
+            compute,
+            pod_queue_wait,
+            pod_pending,
+            pod_request_rate,
+            ready,
+            up,
+            draining,
+            scrape_duration,
+            scrape_errors,
+            drain_seconds,
+            drains,
+            gpu_util,
+            gpu_mem_used,
+            gpu_mem_total,
+            gpu_mem_ratio,
+            gpu_power,
+            gpu_temp,
+            gpu_source,
+            nvml_up,
+            buf: String::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Set every family from the published state (no encoding).
+    pub fn update(&mut self, poll: &PollState, drain: &DrainView, gpu: &GpuState) {
+        let d = &poll.derived;
+        for f in [&self.queue_wait, &self.pending, &self.request_rate, &self.failure_rate, &self.compute] {
+            f.clear(); // models that left Triton's page lose their series
+        }
+        for (model, m) in &d.models {
+            let l = lbl("model", model);
+            self.queue_wait.get_or_create(&l).set(clean(m.queue_wait_ms));
+            self.pending.get_or_create(&l).set(clean(m.pending));
+            self.request_rate.get_or_create(&l).set(clean(m.request_rate));
+            self.failure_rate.get_or_create(&l).set(clean(m.failure_rate));
+            self.compute.get_or_create(&l).set(clean(m.compute_ms));
+        }
+        self.pod_queue_wait.set(clean(d.pod.queue_wait_ms));
+        self.pod_pending.set(clean(d.pod.pending));
+        self.pod_request_rate.set(clean(d.pod.request_rate));
+        let (ready, _) = readiness(poll, drain.phase);
+        self.ready.set(if ready { 1.0 } else { 0.0 });
+        self.up.set(if poll.triton_up { 1.0 } else { 0.0 });
+        self.draining.set(if drain.phase == Phase::Serving { 0.0 } else { 1.0 });
+        self.scrape_duration.set(clean(poll.scrape_seconds));
+        for (reason, n) in &poll.scrape_errors {
+            let c = self.scrape_errors.get_or_create(&lbl("reason", reason));
+            let cur = c.get();
+            if *n > cur {
+                c.inc_by(n - cur);
+            }
+        }
+        if let Some(c) = drain.last {
+            self.drain_seconds.set(clean(c.duration.as_secs_f64()));
+        }
+        for ((t, r), n) in &drain.counts {
+            let l: Labels = vec![("trigger", t.as_str().to_string()), ("result", r.as_str().to_string())];
+            let c = self.drains.get_or_create(&l);
+            let cur = c.get();
+            if *n > cur {
+                c.inc_by(n - cur);
+            }
+        }
+        self.update_gpu(gpu);
+    }
+
+    fn update_gpu(&mut self, gpu: &GpuState) {
+        for f in [&self.gpu_util, &self.gpu_mem_used, &self.gpu_mem_total, &self.gpu_mem_ratio, &self.gpu_power, &self.gpu_temp] {
+            f.clear();
+        }
+        for g in &gpu.readings {
+            let l: Labels = vec![("gpu_uuid", g.uuid.clone()), ("gpu_name", g.name.clone())];
+            let set = |f: &GF, v: Option<f64>| {
+                if let Some(v) = v.filter(|v| v.is_finite() && *v >= 0.0) {
+                    f.get_or_create(&l).set(v);
+                }
+            };
+            set(&self.gpu_util, g.utilization_ratio);
+            set(&self.gpu_mem_used, g.memory_used_bytes);
+            set(&self.gpu_mem_total, g.memory_total_bytes);
+            let ratio = match (g.memory_used_bytes, g.memory_total_bytes) {
+                (Some(u), Some(t)) if t > 0.0 => Some(u / t),
+                _ => None,
+            };
+            set(&self.gpu_mem_ratio, ratio);
+            set(&self.gpu_power, g.power_watts);
+            set(&self.gpu_temp, g.temperature_celsius);
+        }
+        for s in [GpuSource::Nvml, GpuSource::Triton, GpuSource::None] {
+            self.gpu_source
+                .get_or_create(&lbl("source", s.as_str()))
+                .set(if s == gpu.source { 1.0 } else { 0.0 });
+        }
+        self.nvml_up.set(if gpu.nvml_up { 1.0 } else { 0.0 });
+    }
+
+    /// Encode the registry as Prometheus text.
+    pub fn encode(&mut self) -> &str {
+        self.buf.clear();
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut self.buf, &self.registry);
+        &self.buf
+    }
+
+    /// Update, then encode.
+    pub fn render(&mut self, poll: &PollState, drain: &DrainView, gpu: &GpuState) -> &str {
+        self.update(poll, drain, gpu);
+        self.encode()
+    }
+}
+
+/// Drain counts every (trigger, result) pair could take; kept for docs and tests.
+pub fn drain_label_pairs() -> Vec<(Trigger, DrainResult)> {
+    let results = [DrainResult::Idle, DrainResult::Timeout, DrainResult::TritonGone, DrainResult::Cancelled, DrainResult::Aborted];
+    Trigger::ALL.iter().flat_map(|t| results.iter().map(move |r| (*t, *r))).collect()
+}

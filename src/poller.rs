@@ -1,0 +1,248 @@
+//! The poll loop: fetch → snapshot → window → derive → publish.
+//!
+//! It is the only writer of [`PollState`]. It polls every `--poll-interval`, and every
+//! `--drain-poll-interval` while a drain is under way (the request timeout stays
+//! `--scrape-timeout`). It logs one line when Triton becomes reachable and one when it stops
+//! being reachable, never one per failed poll.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::derive::{derive, Derived, Pushed, Window};
+use crate::drain::machine::Phase;
+use crate::triton::client::{ScrapeError, TritonClient};
+use crate::triton::snapshot::{Snapshot, TritonGpuSample};
+
+/// Triton's readiness as last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Health {
+    /// No poll has completed yet.
+    #[default]
+    Unknown,
+    /// Server and every required model answered 200.
+    Ready,
+    /// Something answered, but not ready; the text says what.
+    NotReady(String),
+    /// The health endpoint could not be reached.
+    Unreachable(String),
+}
+
+impl Health {
+    /// Ready?
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Health::Ready)
+    }
+}
+
+/// Totals the drain's idle test uses, from the newest page.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Activity {
+    /// (success, failure, exec_count) summed over models.
+    pub counters: (f64, f64, f64),
+    /// Pending plus backend-reported in-flight work.
+    pub in_flight: f64,
+}
+
+/// What the poller publishes after every poll. Immutable once sent; swapped whole.
+#[derive(Debug, Clone, Default)]
+pub struct PollState {
+    /// Poll count; 0 before the first poll completed.
+    pub seq: u64,
+    /// When this poll completed, on the agent's monotonic axis.
+    pub at: Duration,
+    /// The last metrics scrape succeeded.
+    pub triton_up: bool,
+    /// Readiness of the server and required models.
+    pub health: Health,
+    /// The derived gauges.
+    pub derived: Derived,
+    /// Seconds the last metrics scrape took.
+    pub scrape_seconds: f64,
+    /// Failed scrapes by reason, cumulative.
+    pub scrape_errors: BTreeMap<&'static str, u64>,
+    /// The error of the last metrics scrape, if it failed.
+    pub last_error: Option<ScrapeError>,
+    /// Activity totals, when the last scrape succeeded.
+    pub activity: Option<Activity>,
+    /// A counter went down in this poll: a new Triton process.
+    pub counter_reset: bool,
+    /// Triton's `nv_gpu_*` series from the newest page; `None` until a page was read.
+    pub triton_gpu: Option<Arc<Vec<TritonGpuSample>>>,
+}
+
+/// Why readiness is what it is: `(ready, reason)`; the reason is `/readyz`'s body.
+pub fn readiness(poll: &PollState, drain: Phase) -> (bool, String) {
+    if drain != Phase::Serving {
+        return (false, "draining".to_string());
+    }
+    match &poll.health {
+        Health::Ready => (true, "ready".to_string()),
+        Health::Unknown => (false, "waiting for the first poll of Triton".to_string()),
+        Health::NotReady(why) => (false, why.clone()),
+        Health::Unreachable(why) => (false, format!("triton unreachable: {why}")),
+    }
+}
+
+/// The poller's inputs.
+pub struct Poller {
+    cfg: Config,
+    client: TritonClient,
+    origin: Instant,
+    window: Window,
+    steps: HashSet<String>,
+    known_models: HashSet<String>,
+    state: PollState,
+    reachable: Option<bool>,
+}
+
+impl Poller {
+    /// A poller for `cfg`; times are measured from `origin`.
+    pub fn new(cfg: Config, client: TritonClient, origin: Instant) -> Self {
+        let window = Window::new(cfg.window);
+        let mut state = PollState::default();
+        for r in ScrapeError::REASONS {
+            state.scrape_errors.insert(r, 0);
+        }
+        Poller {
+            cfg,
+            client,
+            origin,
+            window,
+            steps: HashSet::new(),
+            known_models: HashSet::new(),
+            state,
+            reachable: None,
+        }
+    }
+
+    /// The state the poller would publish now.
+    pub fn state(&self) -> &PollState {
+        &self.state
+    }
+
+    /// Poll once and return the new state.
+    pub async fn poll_once(&mut self) -> &PollState {
+        let started = Instant::now();
+        let health_fut = self.health();
+        let metrics_fut = async {
+            let body = self.client.metrics().await?;
+            Snapshot::parse(&body).map_err(|e| ScrapeError::Parse(e.to_string()))
+        };
+        let (health, page) = tokio::join!(health_fut, metrics_fut);
+        let scrape_seconds = started.elapsed().as_secs_f64();
+        let now = self.origin.elapsed();
+        let mut st = self.state.clone();
+        st.seq += 1;
+        st.at = now;
+        st.health = health;
+        st.scrape_seconds = scrape_seconds;
+        st.counter_reset = false;
+        match page {
+            Ok(snap) => {
+                self.log_reachable(true, None);
+                st.triton_up = true;
+                st.last_error = None;
+                st.activity = Some(Activity {
+                    counters: snap.activity_counters(),
+                    in_flight: snap.in_flight(),
+                });
+                st.triton_gpu = Some(Arc::new(snap.gpu.clone()));
+                self.learn_steps(&snap).await;
+                if self.window.push(now, Arc::new(snap)) == Pushed::Reset {
+                    tracing::info!("Triton counters went down: a new Triton process; the window starts afresh");
+                    st.counter_reset = true;
+                }
+            }
+            Err(e) => {
+                self.log_reachable(false, Some(&e));
+                *st.scrape_errors.entry(e.reason()).or_insert(0) += 1;
+                st.triton_up = false;
+                st.activity = None;
+                st.last_error = Some(e);
+            }
+        }
+        st.derived = derive(&self.window, now, &self.steps);
+        self.state = st;
+        &self.state
+    }
+
+    fn log_reachable(&mut self, ok: bool, e: Option<&ScrapeError>) {
+        if self.reachable == Some(ok) {
+            return;
+        }
+        let first = self.reachable.is_none();
+        self.reachable = Some(ok);
+        match (ok, e) {
+            (true, _) => tracing::info!(url = %self.cfg.triton_metrics_url, "Triton metrics reachable"),
+            (false, Some(e)) if first => tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason(), error = %e, "Triton metrics not reachable yet; will keep polling"),
+            (false, Some(e)) => tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason(), error = %e, "Triton metrics stopped being reachable"),
+            (false, None) => {}
+        }
+    }
+
+    /// Learn once per model whether it is an ensemble, and which models are its steps.
+    async fn learn_steps(&mut self, snap: &Snapshot) {
+        let new: Vec<String> = snap.models.keys().filter(|m| !self.known_models.contains(*m)).cloned().collect();
+        for m in new {
+            match self.client.ensemble_steps(&m).await {
+                Ok(steps) => {
+                    if !steps.is_empty() {
+                        tracing::info!(ensemble = %m, steps = ?steps, "ensemble found; its steps are left out of the pod request rate");
+                    }
+                    self.steps.extend(steps);
+                    self.known_models.insert(m);
+                }
+                // Try again next poll; until then the model counts as client-facing.
+                Err(e) => tracing::debug!(model = %m, error = %e, "model config not readable yet"),
+            }
+        }
+    }
+
+    async fn health(&self) -> Health {
+        let server = self.client.server_ready();
+        let models = futures_util::future::join_all(self.cfg.require_models.iter().map(|m| async move { (m, self.client.model_ready(m).await) }));
+        let (server, models) = tokio::join!(server, models);
+        match server {
+            Err(e) => return Health::Unreachable(e.to_string()),
+            Ok(false) => return Health::NotReady("triton not ready (/v2/health/ready)".to_string()),
+            Ok(true) => {}
+        }
+        let not_ready: Vec<&str> = models
+            .iter()
+            .filter(|(_, r)| !matches!(r, Ok(true)))
+            .map(|(m, _)| m.as_str())
+            .collect();
+        if not_ready.is_empty() {
+            Health::Ready
+        } else {
+            Health::NotReady(format!("model not ready: {}", not_ready.join(",")))
+        }
+    }
+}
+
+/// Run the poll loop until `stop` turns true. The interval follows the drain phase.
+pub async fn run(
+    mut poller: Poller,
+    tx: watch::Sender<Arc<PollState>>,
+    mut drain: watch::Receiver<Phase>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (normal, fast) = (poller.cfg.poll_interval, poller.cfg.drain.poll_interval);
+    loop {
+        let began = Instant::now();
+        let st = poller.poll_once().await.clone();
+        tx.send_replace(Arc::new(st));
+        let interval = if *drain.borrow() == Phase::Draining { fast } else { normal };
+        let sleep = interval.saturating_sub(began.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            // A drain just started: poll now, at the fast rate.
+            Ok(()) = drain.changed() => {}
+            _ = crate::stopped(&mut stop) => return,
+        }
+    }
+}

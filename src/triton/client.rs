@@ -1,0 +1,194 @@
+//! Fetching Triton's metrics page and health API, with a timeout and a body cap.
+//!
+//! GET {metrics_url}                 the Prometheus page
+//! GET {triton_url}/v2/health/ready  server readiness
+//! GET {triton_url}/v2/models/M/ready  model readiness
+//! GET {triton_url}/v2/models/M/config model config (ensemble steps), fetched once per model
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// Why a request to Triton failed. `reason()` is the `reason` label of
+/// `triton_sidecar_scrape_errors_total`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScrapeError {
+    /// Nothing listens: Triton is not running (or gone). The drain treats three in a row as
+    /// "Triton gone".
+    #[error("connection refused")]
+    Refused,
+    /// No complete answer within `--scrape-timeout`. Never taken for "gone": a busy Triton on
+    /// a loaded node answers late.
+    #[error("timed out")]
+    Timeout,
+    /// Another connection-level failure (reset, DNS, ...).
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// Triton answered with a non-2xx status.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// The page is larger than `--max-body`.
+    #[error("body larger than --max-body ({limit} bytes)")]
+    TooLarge {
+        /// The configured cap.
+        limit: u64,
+    },
+    /// The body could not be read to the end (truncated, reset mid-body).
+    #[error("reading the body failed: {0}")]
+    Body(String),
+    /// The body is not UTF-8 (binary garbage).
+    #[error("body is not UTF-8")]
+    NotUtf8,
+    /// The body is not a valid Prometheus text page.
+    #[error("bad metrics page: {0}")]
+    Parse(String),
+}
+
+impl ScrapeError {
+    /// The `reason` label value.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScrapeError::Refused => "refused",
+            ScrapeError::Timeout => "timeout",
+            ScrapeError::Connect(_) => "connect",
+            ScrapeError::Status(_) => "http_status",
+            ScrapeError::TooLarge { .. } => "too_large",
+            ScrapeError::Body(_) => "body",
+            ScrapeError::NotUtf8 | ScrapeError::Parse(_) => "parse",
+        }
+    }
+
+    /// Every reason label, so the counter family exists at 0 from start-up.
+    pub const REASONS: [&'static str; 7] =
+        ["refused", "timeout", "connect", "http_status", "too_large", "body", "parse"];
+}
+
+fn classify(e: &reqwest::Error) -> ScrapeError {
+    if e.is_timeout() {
+        return ScrapeError::Timeout;
+    }
+    // Walk the source chain for the io::Error kind: reqwest does not expose "refused" itself.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return ScrapeError::Refused;
+            }
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ScrapeError::Timeout;
+            }
+        }
+        src = s.source();
+    }
+    if e.is_connect() {
+        ScrapeError::Connect(e.to_string())
+    } else if e.is_body() || e.is_decode() {
+        ScrapeError::Body(e.to_string())
+    } else {
+        ScrapeError::Connect(e.to_string())
+    }
+}
+
+/// An HTTP client bound to one Triton.
+#[derive(Debug, Clone)]
+pub struct TritonClient {
+    http: reqwest::Client,
+    base: String,
+    metrics_url: String,
+    max_body: u64,
+}
+
+impl TritonClient {
+    /// A client with the configured timeout and body cap. Proxies are ignored: Triton is on
+    /// localhost, and an `HTTP_PROXY` inherited from the pod must not reroute the scrape.
+    pub fn new(cfg: &Config) -> Result<Self, String> {
+        Self::with(&cfg.triton_url, &cfg.triton_metrics_url, cfg.scrape_timeout, cfg.max_body)
+    }
+
+    /// A client from explicit parts.
+    pub fn with(base: &str, metrics_url: &str, timeout: Duration, max_body: u64) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(|e| format!("building the HTTP client failed: {e}"))?;
+        Ok(TritonClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            metrics_url: metrics_url.to_string(),
+            max_body,
+        })
+    }
+
+    /// The metrics page, as text. Refused above `max_body` without reading it all.
+    pub async fn metrics(&self) -> Result<String, ScrapeError> {
+        let mut resp = self.http.get(&self.metrics_url).send().await.map_err(|e| classify(&e))?;
+        if !resp.status().is_success() {
+            return Err(ScrapeError::Status(resp.status().as_u16()));
+        }
+        let limit = self.max_body;
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(ScrapeError::TooLarge { limit });
+        }
+        let mut buf: Vec<u8> = Vec::with_capacity(resp.content_length().unwrap_or(16 * 1024).min(limit) as usize);
+        while let Some(chunk) = resp.chunk().await.map_err(|e| match classify(&e) {
+            ScrapeError::Timeout => ScrapeError::Timeout,
+            other => ScrapeError::Body(other.to_string()),
+        })? {
+            if buf.len() as u64 + chunk.len() as u64 > limit {
+                return Err(ScrapeError::TooLarge { limit });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        String::from_utf8(buf).map_err(|_| ScrapeError::NotUtf8)
+    }
+
+    async fn status_of(&self, url: String) -> Result<u16, ScrapeError> {
+        let resp = self.http.get(url).send().await.map_err(|e| classify(&e))?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// `GET /v2/health/ready`: `Ok(true)` on 200.
+    pub async fn server_ready(&self) -> Result<bool, ScrapeError> {
+        Ok(self.status_of(format!("{}/v2/health/ready", self.base)).await? == 200)
+    }
+
+    /// `GET /v2/models/<m>/ready`: `Ok(true)` on 200.
+    pub async fn model_ready(&self, model: &str) -> Result<bool, ScrapeError> {
+        Ok(self.status_of(format!("{}/v2/models/{}/ready", self.base, model)).await? == 200)
+    }
+
+    /// The ensemble steps named by `/v2/models/<m>/config` (`ensemble_scheduling.step[].model_name`).
+    pub async fn ensemble_steps(&self, model: &str) -> Result<Vec<String>, ScrapeError> {
+        let resp = self
+            .http
+            .get(format!("{}/v2/models/{}/config", self.base, model))
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        if !resp.status().is_success() {
+            return Err(ScrapeError::Status(resp.status().as_u16()));
+        }
+        let body = resp.bytes().await.map_err(|e| ScrapeError::Body(e.to_string()))?;
+        Ok(ensemble_steps_from_config(&body))
+    }
+}
+
+/// Step model names of an ensemble config; empty for any other model or an unreadable body.
+pub fn ensemble_steps_from_config(body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    v.get("ensemble_scheduling")
+        .and_then(|e| e.get("step"))
+        .and_then(|s| s.as_array())
+        .map(|steps| {
+            steps
+                .iter()
+                .filter_map(|s| s.get("model_name").and_then(|n| n.as_str()).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

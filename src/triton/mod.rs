@@ -1,0 +1,6 @@
+//! Everything that talks to, or reads, Triton: the text parser, the snapshot built from a page,
+//! and the HTTP client.
+
+pub mod client;
+pub mod snapshot;
+pub mod text;

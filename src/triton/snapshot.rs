@@ -1,0 +1,213 @@
+//! A parsed Triton metrics page turned into per-model counters and gauges.
+//!
+//! Values are summed over `version` (and over `reason` for failures): the agent reports per
+//! model, and an autoscaler does not care which version served a request. The model label is
+//! `model` (not `model_name`, which common recipes use and which Triton never emits).
+//!
+//! Non-finite values (NaN, ±Inf) are dropped here, at the edge, and counted in
+//! [`Snapshot::non_finite`], so nothing downstream can turn them into a gauge.
+
+use std::collections::BTreeMap;
+
+use super::text::{self, ParseError, Sample};
+
+/// Cumulative counters and current gauges of one model, summed over versions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelCounters {
+    /// `nv_inference_request_success`.
+    pub success: f64,
+    /// `nv_inference_request_failure`, summed over `reason`.
+    pub failure: f64,
+    /// `nv_inference_exec_count`.
+    pub exec_count: f64,
+    /// `nv_inference_queue_duration_us`; absent with `counter_latencies=false`.
+    pub queue_us: Option<f64>,
+    /// `nv_inference_compute_infer_duration_us`; absent with `counter_latencies=false`.
+    pub compute_infer_us: Option<f64>,
+    /// `nv_inference_queue_summary_us_sum` / `_count`, the fallback for `queue_us`.
+    pub queue_summary: Option<(f64, f64)>,
+    /// `nv_inference_compute_infer_summary_us_sum` / `_count`, the fallback for `compute_infer_us`.
+    pub compute_summary: Option<(f64, f64)>,
+    /// `nv_inference_pending_request_count`: requests queued, not yet executing.
+    pub pending: f64,
+    /// TensorRT-LLM `nv_trt_llm_request_metrics{request_type="waiting"}`; the backend holds its
+    /// own queue, so Triton's pending count stays near 0 for those models.
+    pub trtllm_waiting: Option<f64>,
+    /// TensorRT-LLM `nv_trt_llm_request_metrics{request_type="active"}`: in-flight work.
+    pub trtllm_active: Option<f64>,
+}
+
+impl ModelCounters {
+    /// Pending requests as the agent reports them: Triton's queue plus TRT-LLM's own.
+    pub fn pending_total(&self) -> f64 {
+        self.pending + self.trtllm_waiting.unwrap_or(0.0)
+    }
+
+    /// Summed queue (sum_us, count) from the counter or, failing that, the summary.
+    ///
+    /// The counter pairs with `success` because Triton adds queue time only for successful
+    /// requests; the summary carries its own count.
+    pub fn queue_pair(&self) -> Option<(f64, f64)> {
+        match self.queue_us {
+            Some(q) => Some((q, self.success)),
+            None => self.queue_summary,
+        }
+    }
+
+    /// Summed compute-infer (sum_us, count) from the counter or, failing that, the summary.
+    pub fn compute_pair(&self) -> Option<(f64, f64)> {
+        match self.compute_infer_us {
+            Some(c) => Some((c, self.success)),
+            None => self.compute_summary,
+        }
+    }
+}
+
+/// One GPU series from Triton's own `nv_gpu_*` families.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TritonGpuSample {
+    /// Family name, e.g. `nv_gpu_utilization`.
+    pub metric: String,
+    /// The `gpu_uuid` label.
+    pub gpu_uuid: String,
+    /// The value.
+    pub value: f64,
+}
+
+/// Everything the agent uses from one metrics page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Per-model counters, keyed by the `model` label.
+    pub models: BTreeMap<String, ModelCounters>,
+    /// `vllm:num_requests_running` summed, when a vLLM backend publishes it.
+    pub vllm_running: Option<f64>,
+    /// `vllm:num_requests_waiting` summed, when a vLLM backend publishes it.
+    pub vllm_waiting: Option<f64>,
+    /// Triton's `nv_gpu_*` series (utilization, memory, power), for GPU selection and fallback.
+    pub gpu: Vec<TritonGpuSample>,
+    /// Samples dropped because their value was NaN or ±Inf.
+    pub non_finite: usize,
+}
+
+impl Snapshot {
+    /// Parse a page. Only the families the agent uses are built; the rest are skipped.
+    pub fn parse(body: &str) -> Result<Snapshot, ParseError> {
+        let mut snap = Snapshot::default();
+        text::parse(body, wanted, |s| snap.add(&s))?;
+        Ok(snap)
+    }
+
+    /// The distinct `gpu_uuid` values Triton's page names, sorted.
+    pub fn gpu_uuids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.gpu.iter().map(|g| g.gpu_uuid.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Totals used by the drain's idle test: (success, failure, exec_count) over all models.
+    pub fn activity_counters(&self) -> (f64, f64, f64) {
+        self.models.values().fold((0.0, 0.0, 0.0), |(s, f, e), m| {
+            (s + m.success, f + m.failure, e + m.exec_count)
+        })
+    }
+
+    /// Work the backends report as waiting or in flight: pending (core + TRT-LLM waiting),
+    /// TRT-LLM active, and vLLM running + waiting.
+    pub fn in_flight(&self) -> f64 {
+        let models: f64 = self
+            .models
+            .values()
+            .map(|m| m.pending_total() + m.trtllm_active.unwrap_or(0.0))
+            .sum();
+        models + self.vllm_running.unwrap_or(0.0) + self.vllm_waiting.unwrap_or(0.0)
+    }
+
+    fn add(&mut self, s: &Sample<'_>) {
+        if !s.value.is_finite() {
+            self.non_finite += 1;
+            return;
+        }
+        let v = s.value;
+        match s.name {
+            "vllm:num_requests_running" => *self.vllm_running.get_or_insert(0.0) += v,
+            "vllm:num_requests_waiting" => *self.vllm_waiting.get_or_insert(0.0) += v,
+            n if n.starts_with("nv_gpu_") => {
+                if let Some(uuid) = s.label("gpu_uuid") {
+                    self.gpu.push(TritonGpuSample {
+                        metric: n.to_string(),
+                        gpu_uuid: uuid.into_owned(),
+                        value: v,
+                    });
+                }
+            }
+            n => {
+                let Some(model) = s.label("model") else { return };
+                // Avoid allocating the key when the model is already known.
+                let m = match self.models.get_mut(model.as_ref()) {
+                    Some(m) => m,
+                    None => self.models.entry(model.into_owned()).or_default(),
+                };
+                match n {
+                    "nv_inference_request_success" => m.success += v,
+                    "nv_inference_request_failure" => m.failure += v,
+                    "nv_inference_exec_count" => m.exec_count += v,
+                    "nv_inference_queue_duration_us" => *m.queue_us.get_or_insert(0.0) += v,
+                    "nv_inference_compute_infer_duration_us" => {
+                        *m.compute_infer_us.get_or_insert(0.0) += v
+                    }
+                    "nv_inference_queue_summary_us_sum" => add_pair(&mut m.queue_summary, v, 0.0),
+                    "nv_inference_queue_summary_us_count" => add_pair(&mut m.queue_summary, 0.0, v),
+                    "nv_inference_compute_infer_summary_us_sum" => {
+                        add_pair(&mut m.compute_summary, v, 0.0)
+                    }
+                    "nv_inference_compute_infer_summary_us_count" => {
+                        add_pair(&mut m.compute_summary, 0.0, v)
+                    }
+                    "nv_inference_pending_request_count" => m.pending += v,
+                    "nv_trt_llm_request_metrics" => match s.label("request_type").as_deref() {
+                        Some("waiting") => *m.trtllm_waiting.get_or_insert(0.0) += v,
+                        Some("active") => *m.trtllm_active.get_or_insert(0.0) += v,
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn add_pair(p: &mut Option<(f64, f64)>, sum: f64, count: f64) {
+    let e = p.get_or_insert((0.0, 0.0));
+    e.0 += sum;
+    e.1 += count;
+}
+
+/// The name filter: the families the agent reads. Everything else is skipped unparsed.
+pub fn wanted(name: &str) -> bool {
+    if let Some(rest) = name.strip_prefix("nv_inference_") {
+        matches!(
+            rest,
+            "request_success"
+                | "request_failure"
+                | "exec_count"
+                | "queue_duration_us"
+                | "compute_infer_duration_us"
+                | "queue_summary_us_sum"
+                | "queue_summary_us_count"
+                | "compute_infer_summary_us_sum"
+                | "compute_infer_summary_us_count"
+                | "pending_request_count"
+        )
+    } else if let Some(rest) = name.strip_prefix("nv_gpu_") {
+        matches!(
+            rest,
+            "utilization" | "memory_total_bytes" | "memory_used_bytes" | "power_usage"
+        )
+    } else {
+        matches!(
+            name,
+            "nv_trt_llm_request_metrics" | "vllm:num_requests_running" | "vllm:num_requests_waiting"
+        )
+    }
+}
