@@ -251,6 +251,10 @@ fn check_comment(rest: &str) -> Result<(), ParseErrorKind> {
 
 fn parse_rest<'a>(line: &'a str, name: &'a str, mut i: usize) -> Result<Sample<'a>, ParseErrorKind> {
     let b = line.as_bytes();
+    // The name must end at a blank or '{': "m-x 1" is not the metric "m".
+    if !matches!(b.get(i), Some(b' ' | b'\t' | b'{') | None) {
+        return Err(ParseErrorKind::InvalidName);
+    }
     i = skip_blanks(b, i);
     let mut labels_raw = "";
     let mut has_escapes = false;
@@ -313,10 +317,6 @@ fn parse_rest<'a>(line: &'a str, name: &'a str, mut i: usize) -> Result<Sample<'
     let v0 = skip_blanks(b, i);
     if v0 == b.len() {
         return Err(ParseErrorKind::MissingValue);
-    }
-    if v0 == i && labels_raw.is_empty() && !line[..i].ends_with('}') {
-        // name directly followed by something that is neither blank nor '{'
-        return Err(ParseErrorKind::InvalidName);
     }
     let mut v1 = v0;
     while v1 < b.len() && b[v1] != b' ' && b[v1] != b'\t' {
