@@ -3,6 +3,18 @@
 //! Data flow: NVML (own blocking thread, `nvml.rs`) or Triton's `nv_gpu_*` series
 //! (`triton_fallback.rs`) ──► [`GpuState`] ──► published by the poller, encoded by `metrics.rs`.
 //! Which GPUs are reported is decided by `select.rs`.
+//!
+//! - [`nvml`]: the blocking NVML poller thread and a one-shot read for `check`;
+//! - [`select`]: pure rules that pick the GPU set and the source;
+//! - [`triton_fallback`]: pure conversion of Triton's `nv_gpu_*` samples into readings.
+//!
+//! See `docs/gpu.md` for how the sidecar container gets to see the pod's GPUs.
+
+pub mod nvml;
+pub mod select;
+pub mod task;
+pub mod triton_fallback;
+pub use task::{check_report, spawn};
 
 /// One GPU's readings. `None` means the value is not available (NotSupported, a missing
 /// symbol, or not carried by the source) and the series is omitted, never reported as 0.
@@ -56,4 +68,94 @@ pub struct GpuState {
     pub nvml_up: bool,
     /// One entry per reported GPU, sorted by UUID.
     pub readings: Vec<GpuReading>,
+}
+
+impl GpuReading {
+    /// A reading with only the labels set, every value unknown.
+    pub fn new(uuid: impl Into<String>, name: impl Into<String>) -> Self {
+        GpuReading {
+            uuid: uuid.into(),
+            name: name.into(),
+            utilization_ratio: None,
+            memory_used_bytes: None,
+            memory_total_bytes: None,
+            power_watts: None,
+            temperature_celsius: None,
+        }
+    }
+
+    /// `triton_gpu_memory_used_ratio`: used / total, `None` unless both are known and total > 0,
+    /// so the gauge is never NaN or infinite.
+    pub fn memory_used_ratio(&self) -> Option<f64> {
+        match (self.memory_used_bytes, self.memory_total_bytes) {
+            (Some(used), Some(total)) if total > 0.0 && used.is_finite() && total.is_finite() => {
+                Some(used / total)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One line of `triton-sidecar check`'s GPU table. `tests/gpu/check.sh` parses exactly this
+/// shape, so change both together:
+///
+/// `gpu uuid=<UUID> name="<NAME>" util=<ratio|NA> mem_used_bytes=<N|NA> mem_total_bytes=<N|NA>
+/// power_w=<x|NA> temp_c=<x|NA>`
+///
+/// Bytes are printed as integers because nvidia-smi is compared in whole MiB; `"` and `\` in the
+/// name are escaped with a backslash.
+pub fn format_gpu_line(r: &GpuReading) -> String {
+    fn num(v: Option<f64>) -> String {
+        match v {
+            Some(x) if x.is_finite() => format!("{x}"),
+            _ => "NA".to_owned(),
+        }
+    }
+    fn bytes(v: Option<f64>) -> String {
+        match v {
+            Some(x) if x.is_finite() => format!("{x:.0}"),
+            _ => "NA".to_owned(),
+        }
+    }
+    let name = r.name.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        "gpu uuid={} name=\"{}\" util={} mem_used_bytes={} mem_total_bytes={} power_w={} temp_c={}",
+        r.uuid,
+        name,
+        num(r.utilization_ratio),
+        bytes(r.memory_used_bytes),
+        bytes(r.memory_total_bytes),
+        num(r.power_watts),
+        num(r.temperature_celsius),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_line_has_the_shape_check_sh_parses() {
+        let mut r = GpuReading::new("GPU-1", "NVIDIA \"A\" 100");
+        r.utilization_ratio = Some(0.37);
+        r.memory_used_bytes = Some(1073741824.0);
+        r.memory_total_bytes = Some(85899345920.0);
+        r.temperature_celsius = Some(45.0);
+        assert_eq!(
+            format_gpu_line(&r),
+            "gpu uuid=GPU-1 name=\"NVIDIA \\\"A\\\" 100\" util=0.37 mem_used_bytes=1073741824 \
+             mem_total_bytes=85899345920 power_w=NA temp_c=45"
+        );
+    }
+
+    #[test]
+    fn memory_ratio_is_never_nan() {
+        let mut r = GpuReading::new("GPU-1", "");
+        assert_eq!(r.memory_used_ratio(), None);
+        r.memory_used_bytes = Some(1.0);
+        r.memory_total_bytes = Some(0.0);
+        assert_eq!(r.memory_used_ratio(), None);
+        r.memory_total_bytes = Some(4.0);
+        assert_eq!(r.memory_used_ratio(), Some(0.25));
+    }
 }

@@ -1,0 +1,349 @@
+//! Which GPUs are reported, and from which source. Pure: values in, values out.
+//!
+//! The GPU set is the first of these that applies:
+//! 1. `--gpu UUID,...` or `--gpu all`: right only when the sidecar sees what Triton sees;
+//! 2. the `gpu_uuid` labels of Triton's `nv_gpu_*` series, which name exactly Triton's GPUs.
+//!    With `NVIDIA_VISIBLE_DEVICES=all` NVML sees every GPU on the node, so reporting all of them
+//!    would credit this pod with its neighbours' GPUs. Nothing is reported until Triton's page
+//!    was read once;
+//! 3. otherwise none, and the caller logs [`NO_GPU_CHOSEN`] once.
+//!
+//! The source is NVML when it is up and answers for at least one GPU of the set. Otherwise, if
+//! Triton's page carries utilization, memory used and memory total for a GPU of the set, those
+//! are copied (source `triton`): hardened clusters do not let a sidecar see GPUs. Otherwise none.
+
+use super::nvml::{NvmlReport, Wanted};
+use super::{triton_fallback, GpuReading, GpuSource, GpuState};
+
+/// The warning the caller logs once when no GPU could be chosen.
+pub const NO_GPU_CHOSEN: &str = "no GPU gauges: Triton's page carries no nv_gpu_* series with a \
+    gpu_uuid label (GPU metrics off, or no GPU), and --gpu is not set. Pass --gpu UUID,... or \
+    --gpu all (only when the sidecar sees exactly Triton's GPUs), or --no-gpu to silence this";
+
+/// The GPU choice from the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum GpuSelection {
+    /// `--no-gpu`: no NVML, no GPU gauges.
+    Off,
+    /// `--gpu` not given: follow Triton's `gpu_uuid` labels.
+    #[default]
+    Auto,
+    /// `--gpu all`.
+    All,
+    /// `--gpu UUID,...`, without duplicates, in the order given.
+    Uuids(Vec<String>),
+}
+
+impl GpuSelection {
+    /// Builds the choice from `--no-gpu` and `--gpu`. `--no-gpu` wins, so that a deployment can
+    /// turn gauges off without removing `--gpu`. The error text names the flag.
+    pub fn from_flags(no_gpu: bool, gpu: Option<&str>) -> Result<Self, String> {
+        if no_gpu {
+            return Ok(GpuSelection::Off);
+        }
+        let Some(raw) = gpu else {
+            return Ok(GpuSelection::Auto);
+        };
+        let raw = raw.trim();
+        if raw.eq_ignore_ascii_case("all") {
+            return Ok(GpuSelection::All);
+        }
+        let mut uuids: Vec<String> = Vec::new();
+        for part in raw.split(',') {
+            let u = part.trim();
+            if u.is_empty() {
+                return Err(format!(
+                    "--gpu: empty UUID in {raw:?}; expected UUID,... or all"
+                ));
+            }
+            if u.chars().any(|c| c.is_whitespace() || c == '"') {
+                return Err(format!("--gpu: {u:?} is not a GPU UUID"));
+            }
+            if !uuids.iter().any(|x| x == u) {
+                uuids.push(u.to_owned());
+            }
+        }
+        Ok(GpuSelection::Uuids(uuids))
+    }
+}
+
+/// What the NVML poller should read, or `None` when no poller should run (`--no-gpu`).
+/// `triton` is the readings from Triton's page, `None` until the page was read once.
+pub fn wanted(sel: &GpuSelection, triton: Option<&[GpuReading]>) -> Option<Wanted> {
+    Some(match sel {
+        GpuSelection::Off => return None,
+        GpuSelection::All => Wanted::All,
+        GpuSelection::Uuids(u) => Wanted::Uuids(u.clone()),
+        GpuSelection::Auto => match triton {
+            Some(r) if !r.is_empty() => Wanted::Uuids(r.iter().map(|g| g.uuid.clone()).collect()),
+            _ => Wanted::Unknown,
+        },
+    })
+}
+
+/// The outcome of [`select`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Selection {
+    /// The GPU part of the published state.
+    pub state: GpuState,
+    /// No GPU could be chosen: the caller logs [`NO_GPU_CHOSEN`], once.
+    pub no_gpu_chosen: bool,
+}
+
+/// Picks the GPU set and the source. `nvml` is the poller's latest report (`None` when no poller
+/// runs); `triton` is [`triton_fallback::readings`] of Triton's latest page, `None` until the page
+/// was read once.
+pub fn select(
+    sel: &GpuSelection,
+    nvml: Option<&NvmlReport>,
+    triton: Option<&[GpuReading]>,
+) -> Selection {
+    let nvml_up = nvml.is_some_and(|r| r.nvml_up);
+    let none = |no_gpu_chosen| Selection {
+        state: GpuState {
+            source: GpuSource::None,
+            nvml_up,
+            readings: Vec::new(),
+        },
+        no_gpu_chosen,
+    };
+    // `None` = every GPU.
+    let set: Option<Vec<&str>> = match sel {
+        GpuSelection::Off => {
+            return Selection {
+                state: GpuState::default(),
+                no_gpu_chosen: false,
+            };
+        }
+        GpuSelection::All => None,
+        GpuSelection::Uuids(u) => Some(u.iter().map(String::as_str).collect()),
+        GpuSelection::Auto => match triton {
+            None => return none(false),
+            Some([]) => return none(true),
+            Some(r) => Some(r.iter().map(|g| g.uuid.as_str()).collect()),
+        },
+    };
+    let in_set = |g: &&GpuReading| set.as_ref().map_or(true, |s| s.contains(&g.uuid.as_str()));
+    let pick = |rs: &[GpuReading]| -> Vec<GpuReading> {
+        let mut v: Vec<GpuReading> = rs.iter().filter(in_set).cloned().collect();
+        v.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        v
+    };
+
+    if let Some(report) = nvml.filter(|r| r.nvml_up) {
+        let readings = pick(&report.readings);
+        if !readings.is_empty() {
+            return Selection {
+                state: GpuState {
+                    source: GpuSource::Nvml,
+                    nvml_up,
+                    readings,
+                },
+                no_gpu_chosen: false,
+            };
+        }
+    }
+    if let Some(t) = triton {
+        let readings = pick(t);
+        if readings.iter().any(triton_fallback::usable) {
+            return Selection {
+                state: GpuState {
+                    source: GpuSource::Triton,
+                    nvml_up,
+                    readings,
+                },
+                no_gpu_chosen: false,
+            };
+        }
+    }
+    none(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(uuid: &str, util: f64) -> GpuReading {
+        GpuReading {
+            utilization_ratio: Some(util),
+            memory_used_bytes: Some(1.0),
+            memory_total_bytes: Some(2.0),
+            ..GpuReading::new(uuid, "NVIDIA T")
+        }
+    }
+
+    fn up(readings: Vec<GpuReading>) -> NvmlReport {
+        NvmlReport {
+            nvml_up: true,
+            readings,
+            error: None,
+            polls: 1,
+        }
+    }
+
+    fn down() -> NvmlReport {
+        NvmlReport {
+            nvml_up: false,
+            readings: vec![],
+            error: Some("x".into()),
+            polls: 1,
+        }
+    }
+
+    fn uuids(s: &Selection) -> Vec<&str> {
+        s.state.readings.iter().map(|r| r.uuid.as_str()).collect()
+    }
+
+    #[test]
+    fn flags() {
+        assert_eq!(
+            GpuSelection::from_flags(false, None),
+            Ok(GpuSelection::Auto)
+        );
+        assert_eq!(
+            GpuSelection::from_flags(true, Some("all")),
+            Ok(GpuSelection::Off)
+        );
+        assert_eq!(
+            GpuSelection::from_flags(false, Some("ALL")),
+            Ok(GpuSelection::All)
+        );
+        assert_eq!(
+            GpuSelection::from_flags(false, Some("GPU-a, GPU-b,GPU-a")),
+            Ok(GpuSelection::Uuids(vec!["GPU-a".into(), "GPU-b".into()]))
+        );
+        let e = GpuSelection::from_flags(false, Some("GPU-a,,")).unwrap_err();
+        assert!(e.starts_with("--gpu"), "{e}");
+        assert!(GpuSelection::from_flags(false, Some("")).is_err());
+    }
+
+    #[test]
+    fn wanted_follows_the_rules() {
+        let t = [g("GPU-b", 0.1)];
+        assert_eq!(wanted(&GpuSelection::Off, Some(&t)), None);
+        assert_eq!(wanted(&GpuSelection::All, None), Some(Wanted::All));
+        assert_eq!(wanted(&GpuSelection::Auto, None), Some(Wanted::Unknown));
+        assert_eq!(
+            wanted(&GpuSelection::Auto, Some(&[])),
+            Some(Wanted::Unknown)
+        );
+        assert_eq!(
+            wanted(&GpuSelection::Auto, Some(&t)),
+            Some(Wanted::Uuids(vec!["GPU-b".into()]))
+        );
+        let explicit = GpuSelection::Uuids(vec!["GPU-a".into()]);
+        assert_eq!(
+            wanted(&explicit, Some(&t)),
+            Some(Wanted::Uuids(vec!["GPU-a".into()]))
+        );
+    }
+
+    #[test]
+    fn off_reports_nothing() {
+        let s = select(&GpuSelection::Off, Some(&up(vec![g("GPU-a", 0.1)])), None);
+        assert_eq!(s, Selection::default());
+    }
+
+    #[test]
+    fn all_reports_every_nvml_gpu() {
+        let s = select(
+            &GpuSelection::All,
+            Some(&up(vec![g("GPU-b", 0.2), g("GPU-a", 0.1)])),
+            None,
+        );
+        assert_eq!(s.state.source, GpuSource::Nvml);
+        assert!(s.state.nvml_up);
+        assert_eq!(uuids(&s), ["GPU-a", "GPU-b"]);
+    }
+
+    #[test]
+    fn explicit_list_filters_nvml() {
+        let sel = GpuSelection::Uuids(vec!["GPU-b".into()]);
+        let s = select(
+            &sel,
+            Some(&up(vec![g("GPU-a", 0.1), g("GPU-b", 0.2)])),
+            None,
+        );
+        assert_eq!(uuids(&s), ["GPU-b"]);
+        assert_eq!(s.state.source, GpuSource::Nvml);
+    }
+
+    #[test]
+    fn auto_waits_for_tritons_page() {
+        let s = select(&GpuSelection::Auto, Some(&up(vec![g("GPU-a", 0.1)])), None);
+        assert_eq!(s.state.source, GpuSource::None);
+        assert!(s.state.readings.is_empty());
+        assert!(s.state.nvml_up);
+        assert!(!s.no_gpu_chosen);
+    }
+
+    #[test]
+    fn auto_reports_only_tritons_gpus_from_nvml() {
+        // NVML sees the whole node; Triton names one GPU.
+        let nvml = up(vec![g("GPU-a", 0.1), g("GPU-b", 0.2)]);
+        let triton = [GpuReading::new("GPU-b", "")];
+        let s = select(&GpuSelection::Auto, Some(&nvml), Some(&triton));
+        assert_eq!(s.state.source, GpuSource::Nvml);
+        assert_eq!(uuids(&s), ["GPU-b"]);
+        assert_eq!(s.state.readings[0].name, "NVIDIA T");
+    }
+
+    #[test]
+    fn auto_without_triton_gpus_warns() {
+        let s = select(
+            &GpuSelection::Auto,
+            Some(&up(vec![g("GPU-a", 0.1)])),
+            Some(&[]),
+        );
+        assert_eq!(s.state.source, GpuSource::None);
+        assert!(s.state.readings.is_empty());
+        assert!(s.no_gpu_chosen);
+    }
+
+    #[test]
+    fn falls_back_to_triton_when_nvml_is_down() {
+        let triton = [g("GPU-b", 0.3)];
+        let s = select(&GpuSelection::Auto, Some(&down()), Some(&triton));
+        assert_eq!(s.state.source, GpuSource::Triton);
+        assert!(!s.state.nvml_up);
+        assert_eq!(s.state.readings, triton);
+        // Also with no poller at all, and with --gpu all.
+        let s = select(&GpuSelection::All, None, Some(&triton));
+        assert_eq!(s.state.source, GpuSource::Triton);
+    }
+
+    #[test]
+    fn falls_back_when_nvml_sees_none_of_the_set() {
+        let triton = [g("GPU-b", 0.3)];
+        let s = select(
+            &GpuSelection::Auto,
+            Some(&up(vec![g("GPU-a", 0.1)])),
+            Some(&triton),
+        );
+        assert_eq!(s.state.source, GpuSource::Triton);
+        assert!(s.state.nvml_up);
+        assert_eq!(uuids(&s), ["GPU-b"]);
+    }
+
+    #[test]
+    fn fallback_needs_utilization_and_memory() {
+        let mut partial = g("GPU-b", 0.3);
+        partial.memory_total_bytes = None;
+        let s = select(&GpuSelection::Auto, Some(&down()), Some(&[partial]));
+        assert_eq!(s.state.source, GpuSource::None);
+        assert!(s.state.readings.is_empty());
+        assert!(!s.no_gpu_chosen);
+    }
+
+    #[test]
+    fn explicit_list_filters_the_fallback_too() {
+        let sel = GpuSelection::Uuids(vec!["GPU-a".into()]);
+        let s = select(
+            &sel,
+            Some(&down()),
+            Some(&[g("GPU-a", 0.1), g("GPU-b", 0.2)]),
+        );
+        assert_eq!(s.state.source, GpuSource::Triton);
+        assert_eq!(uuids(&s), ["GPU-a"]);
+    }
+}
