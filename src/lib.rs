@@ -158,6 +158,8 @@ async fn publish(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut m = metrics::Metrics::new();
+    // The GPU side may have nothing to send (GPU gauges off): its closing is not an exit.
+    let mut gpu_open = true;
     loop {
         let p = polls.borrow_and_update().clone();
         let d = drains.borrow_and_update().clone();
@@ -167,7 +169,7 @@ async fn publish(
         tokio::select! {
             r = polls.changed() => if r.is_err() { return },
             r = drains.changed() => if r.is_err() { return },
-            r = gpus.changed() => if r.is_err() { return },
+            r = gpus.changed(), if gpu_open => if r.is_err() { gpu_open = false },
             _ = crate::stopped(&mut stop) => return,
         }
     }

@@ -1,0 +1,309 @@
+//! Test support: a scripted fake Triton on 127.0.0.1:0, and helpers to run the agent.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use triton_sidecar::config::Config;
+use triton_sidecar::{Agent, AgentError};
+
+/// How the fake answers `/metrics`.
+#[derive(Clone, Debug)]
+pub enum MetricsMode {
+    /// 200 with `Script::metrics`.
+    Page,
+    /// This status with a short body.
+    Status(u16),
+    /// 200 with this raw body (HTML, garbage).
+    Raw(Vec<u8>),
+    /// Content-Length says more than is sent, then the connection closes.
+    Truncated,
+    /// Accept, read the request, never answer.
+    Hang,
+    /// Answer after this delay.
+    Delay(Duration),
+    /// A streamed body of this many bytes (chunked, no Content-Length).
+    Huge(usize),
+}
+
+/// What the fake serves.
+#[derive(Clone, Debug)]
+pub struct Script {
+    /// The metrics page.
+    pub metrics: String,
+    /// How /metrics answers.
+    pub mode: MetricsMode,
+    /// Status of /v2/health/ready.
+    pub ready: u16,
+    /// Status of /v2/models/<m>/ready (404 when absent).
+    pub model_ready: HashMap<String, u16>,
+    /// Bodies of /v2/models/<m>/config.
+    pub configs: HashMap<String, String>,
+    /// Requests served to /metrics.
+    pub metrics_hits: usize,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            metrics: String::new(),
+            mode: MetricsMode::Page,
+            ready: 200,
+            model_ready: HashMap::new(),
+            configs: HashMap::new(),
+            metrics_hits: 0,
+        }
+    }
+}
+
+/// A fake Triton.
+pub struct FakeTriton {
+    pub addr: SocketAddr,
+    pub script: Arc<Mutex<Script>>,
+    tasks: Option<JoinSet<()>>,
+}
+
+fn listener_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = TcpSocket::new_v4()?;
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
+}
+
+impl FakeTriton {
+    /// Start on a free port.
+    pub async fn start(script: Script) -> FakeTriton {
+        let l = listener_on(([127, 0, 0, 1], 0).into()).expect("bind fake triton");
+        let addr = l.local_addr().unwrap();
+        let mut f = FakeTriton { addr, script: Arc::new(Mutex::new(script)), tasks: None };
+        f.serve(l);
+        f
+    }
+
+    /// A port where nothing listens yet (for "Triton absent at start").
+    pub async fn reserve() -> FakeTriton {
+        let l = listener_on(([127, 0, 0, 1], 0).into()).unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        FakeTriton { addr, script: Arc::new(Mutex::new(Script::default())), tasks: None }
+    }
+
+    fn serve(&mut self, l: TcpListener) {
+        let mut set = JoinSet::new();
+        let script = self.script.clone();
+        set.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((s, _)) = l.accept().await else { break };
+                let script = script.clone();
+                conns.spawn(handle(s, script));
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        self.tasks = Some(set);
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:12345`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Change the script.
+    pub fn set(&self, f: impl FnOnce(&mut Script)) {
+        f(&mut self.script.lock().unwrap());
+    }
+
+    /// Stop listening and drop every connection: connections are now refused.
+    pub async fn kill(&mut self) {
+        if let Some(mut t) = self.tasks.take() {
+            t.abort_all();
+            while t.join_next().await.is_some() {}
+        }
+    }
+
+    /// Listen again on the same port.
+    pub async fn revive(&mut self) {
+        self.kill().await;
+        let l = listener_on(self.addr).expect("rebind fake triton");
+        self.serve(l);
+    }
+}
+
+async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
+    loop {
+        let mut buf = Vec::with_capacity(1024);
+        let mut tmp = [0u8; 1024];
+        // Read one request head.
+        loop {
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let head = String::from_utf8_lossy(&buf).to_string();
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let sc = script.lock().unwrap().clone();
+        let (status, body): (u16, Vec<u8>) = if path == "/metrics" {
+            script.lock().unwrap().metrics_hits += 1;
+            match sc.mode {
+                MetricsMode::Page => (200, sc.metrics.into_bytes()),
+                MetricsMode::Status(c) => (c, b"error\n".to_vec()),
+                MetricsMode::Raw(b) => (200, b),
+                MetricsMode::Truncated => {
+                    let body = sc.metrics.as_bytes();
+                    let half = &body[..body.len() / 2];
+                    let h = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let _ = s.write_all(h.as_bytes()).await;
+                    let _ = s.write_all(half).await;
+                    return;
+                }
+                MetricsMode::Hang => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
+                MetricsMode::Delay(d) => {
+                    tokio::time::sleep(d).await;
+                    (200, sc.metrics.into_bytes())
+                }
+                MetricsMode::Huge(n) => {
+                    let h = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n";
+                    if s.write_all(h.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let line = "nv_inference_request_success{model=\"m\",version=\"1\"} 1\n".repeat(1000);
+                    let mut sent = 0;
+                    while sent < n {
+                        let chunk = format!("{:x}\r\n{}\r\n", line.len(), line);
+                        if s.write_all(chunk.as_bytes()).await.is_err() {
+                            return; // the agent hung up: what we want
+                        }
+                        sent += line.len();
+                    }
+                    let _ = s.write_all(b"0\r\n\r\n").await;
+                    continue;
+                }
+            }
+        } else if path == "/v2/health/ready" || path == "/v2/health/live" {
+            (sc.ready, Vec::new())
+        } else if let Some(rest) = path.strip_prefix("/v2/models/") {
+            let mut parts = rest.splitn(2, '/');
+            let m = parts.next().unwrap_or("");
+            match parts.next() {
+                Some("ready") => (*sc.model_ready.get(m).unwrap_or(&404), Vec::new()),
+                Some("config") => match sc.configs.get(m) {
+                    Some(c) => (200, c.clone().into_bytes()),
+                    None => (200, format!("{{\"name\":\"{m}\"}}").into_bytes()),
+                },
+                _ => (404, Vec::new()),
+            }
+        } else {
+            (404, Vec::new())
+        };
+        let h = format!("HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n", body.len());
+        if s.write_all(h.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A page with one model `m` and the given counters.
+pub fn page(model: &str, success: u64, failure: u64, queue_us: u64, pending: u64) -> String {
+    format!(
+        "# HELP nv_inference_request_success Number of successful inference requests, all batch sizes\n\
+         # TYPE nv_inference_request_success counter\n\
+         nv_inference_request_success{{model=\"{model}\",version=\"1\"}} {success}\n\
+         nv_inference_request_failure{{model=\"{model}\",reason=\"BACKEND\",version=\"1\"}} {failure}\n\
+         nv_inference_exec_count{{model=\"{model}\",version=\"1\"}} {success}\n\
+         nv_inference_queue_duration_us{{model=\"{model}\",version=\"1\"}} {queue_us}\n\
+         nv_inference_compute_infer_duration_us{{model=\"{model}\",version=\"1\"}} {}\n\
+         nv_inference_pending_request_count{{model=\"{model}\",version=\"1\"}} {pending}\n",
+        success * 1000
+    )
+}
+
+/// A running agent.
+pub struct RunningAgent {
+    pub metrics: SocketAddr,
+    pub admin: SocketAddr,
+    pub signal: mpsc::UnboundedSender<()>,
+    pub join: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+/// A config for a fake Triton with fast timings.
+pub fn fast_config(triton: &FakeTriton) -> Config {
+    let mut c = Config::for_tests(&triton.url());
+    c.poll_interval = Duration::from_millis(100);
+    c.window = Duration::from_secs(2);
+    c.scrape_timeout = Duration::from_millis(300);
+    c.drain.poll_interval = Duration::from_millis(50);
+    c.drain.min_drain = Duration::from_millis(1000);
+    c.drain.quiet = Duration::from_millis(400);
+    c.drain.timeout = Duration::from_secs(5);
+    c
+}
+
+/// Bind on port 0 and run.
+pub async fn start_agent(cfg: Config) -> RunningAgent {
+    let agent = Agent::bind(cfg).await.expect("bind agent");
+    let (metrics, admin) = (agent.metrics_addr(), agent.admin_addr());
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }));
+    let join = tokio::spawn(agent.run(stream));
+    RunningAgent { metrics, admin, signal: tx, join }
+}
+
+/// A plain HTTP client (no proxy).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// GET and return (status, body).
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = client().get(format!("http://{addr}{path}")).send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// POST and return (status, body).
+pub async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = client().post(format!("http://{addr}{path}")).send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// The value of one series in a metrics page (exact series text up to the value).
+pub fn value(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        let rest = rest.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Poll `f` every 20 ms until it returns true, or panic after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
