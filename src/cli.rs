@@ -27,6 +27,7 @@ pub fn format_table(st: &PollState) -> String {
 /// Returns the process exit code.
 pub async fn check(cfg: Config, no_triton: bool) -> i32 {
     let mut code = 0;
+    let mut triton_gpu = None;
     if !no_triton {
         let client = match TritonClient::new(&cfg) {
             Ok(c) => c,
@@ -49,11 +50,9 @@ pub async fn check(cfg: Config, no_triton: bool) -> i32 {
         }
         println!("triton: {}  (two scrapes {} apart)", cfg.triton_metrics_url, humantime::format_duration(cfg.poll_interval));
         print!("{}", format_table(&second));
-        if !second.health.is_ready() {
-            code = 0; // not ready is a finding, not a failure of the check
-        }
+        triton_gpu = second.triton_gpu.clone();
     }
-    let gpu_code = crate::gpu::check_report(&cfg.gpu, no_triton).await;
+    let gpu_code = crate::gpu::check_report(&cfg.gpu, triton_gpu.as_deref().map(|v| v.as_slice())).await;
     if code == 0 {
         code = gpu_code;
     }

@@ -1,0 +1,166 @@
+//! The whole agent (real binary) with `--nvml-lib` pointing at the fake NVML library: the real
+//! nvml-wrapper loading path, GPU selection from Triton's page, the Triton fallback, and
+//! `check --no-triton`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_triton-sidecar");
+const A: &str = "GPU-aaaaaaaa-1111-2222-3333-444444444444";
+const B: &str = "GPU-bbbbbbbb-1111-2222-3333-444444444444";
+const GIB: u64 = 1 << 30;
+
+fn fake_lib() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        if let Some(p) = std::env::var_os("FAKE_NVML_LIB") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).map(|p| if p.is_absolute() { p } else { root.join(p) }).unwrap_or_else(|| root.join("target")).join("fake-nvml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo).current_dir(root).args(["build", "--quiet", "-p", "fake-nvml", "--target-dir"]).arg(&dir).status().unwrap();
+        assert!(st.success());
+        dir.join("debug").join("libnvidia_ml.so")
+    })
+    .clone()
+}
+
+/// A private copy of the fake library with its config beside it.
+fn fake_dir(test: &str, config: serde_json::Value) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ts-gpu-agent-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fake_lib(), dir.join("libnvidia-ml.so.1")).unwrap();
+    std::fs::write(dir.join("fake-nvml.json"), config.to_string()).unwrap();
+    dir
+}
+
+fn two_gpus() -> serde_json::Value {
+    let d = |uuid: &str, name: &str, util: u64| serde_json::json!({"uuid": uuid, "name": name, "utilization": util, "memory_used": 3 * GIB, "memory_total": 80 * GIB, "power_mw": 251_500, "temperature": 45});
+    serde_json::json!({"devices": [d(A, "NVIDIA H100 80GB HBM3", 37), d(B, "NVIDIA A100-SXM4-40GB", 5)]})
+}
+
+struct Agent {
+    child: Child,
+    metrics: std::net::SocketAddr,
+}
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn(t: &FakeTriton, args: &[&str]) -> Agent {
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", port()).parse().unwrap();
+    let child = Command::new(BIN)
+        .args(["--triton-url", &t.url(), "--triton-metrics-url", &format!("{}/metrics", t.url())])
+        .args(["--metrics-addr", &metrics.to_string(), "--admin-addr", &format!("127.0.0.1:{}", port())])
+        .args(["--poll-interval", "100ms", "--gpu-poll-interval", "100ms"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it listens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(metrics).is_err() {
+        assert!(std::time::Instant::now() < deadline, "agent did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Agent { child, metrics }
+}
+
+fn triton_gpu_page(uuids: &[&str]) -> String {
+    let mut p = page("m", 1, 0, 0, 0);
+    for u in uuids {
+        // Triton's documented GPU families (metrics.md): utilization 0..1, bytes, watts.
+        p += &format!("nv_gpu_utilization{{gpu_uuid=\"{u}\"}} 0.25\n");
+        p += &format!("nv_gpu_memory_total_bytes{{gpu_uuid=\"{u}\"}} 85899345920\n");
+        p += &format!("nv_gpu_memory_used_bytes{{gpu_uuid=\"{u}\"}} 4294967296\n");
+        p += &format!("nv_gpu_power_usage{{gpu_uuid=\"{u}\"}} 120.5\n");
+    }
+    p
+}
+
+#[tokio::test]
+async fn reports_only_the_gpu_tritons_page_names() {
+    let dir = fake_dir("names-one", two_gpus());
+    let t = FakeTriton::start(Script { metrics: triton_gpu_page(&[A]), ..Default::default() }).await;
+    let a = spawn(&t, &["--nvml-lib", dir.join("libnvidia-ml.so.1").to_str().unwrap()]);
+    let l = format!("{{gpu_uuid=\"{A}\",gpu_name=\"NVIDIA H100 80GB HBM3\"}}");
+    eventually(Duration::from_secs(10), "GPU A from NVML", || async { value(&get(a.metrics, "/metrics").await.1, &format!("triton_gpu_utilization_ratio{l}")) == Some(0.37) }).await;
+    let p = get(a.metrics, "/metrics").await.1;
+    assert!(!p.contains(B), "the neighbour's GPU must not be reported:\n{p}");
+    assert_eq!(value(&p, &format!("triton_gpu_memory_used_bytes{l}")), Some((3 * GIB) as f64));
+    assert_eq!(value(&p, &format!("triton_gpu_memory_total_bytes{l}")), Some((80 * GIB) as f64));
+    assert_eq!(value(&p, &format!("triton_gpu_memory_used_ratio{l}")), Some(0.0375));
+    assert_eq!(value(&p, &format!("triton_gpu_power_watts{l}")), Some(251.5));
+    assert_eq!(value(&p, &format!("triton_gpu_temperature_celsius{l}")), Some(45.0));
+    assert_eq!(value(&p, "triton_sidecar_gpu_source{source=\"nvml\"}"), Some(1.0));
+    assert_eq!(value(&p, "triton_sidecar_nvml_up"), Some(1.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn falls_back_to_tritons_series_without_nvml() {
+    let t = FakeTriton::start(Script { metrics: triton_gpu_page(&[A]), ..Default::default() }).await;
+    let a = spawn(&t, &["--nvml-lib", "/nonexistent/libnvidia-ml.so.1"]);
+    let l = format!("{{gpu_uuid=\"{A}\",gpu_name=\"\"}}");
+    eventually(Duration::from_secs(10), "fallback source", || async { value(&get(a.metrics, "/metrics").await.1, "triton_sidecar_gpu_source{source=\"triton\"}") == Some(1.0) }).await;
+    let p = get(a.metrics, "/metrics").await.1;
+    assert_eq!(value(&p, &format!("triton_gpu_utilization_ratio{l}")), Some(0.25), "{p}");
+    assert_eq!(value(&p, &format!("triton_gpu_memory_used_ratio{l}")), Some(0.05));
+    assert_eq!(value(&p, &format!("triton_gpu_power_watts{l}")), Some(120.5));
+    assert!(!p.contains("triton_gpu_temperature_celsius{"), "Triton publishes no temperature");
+    assert_eq!(value(&p, "triton_sidecar_nvml_up"), Some(0.0));
+    assert_eq!(get(a.metrics, "/metrics").await.0, 200);
+}
+
+#[tokio::test]
+async fn default_with_no_gpu_on_tritons_page_reports_none_and_gpu_all_reports_both() {
+    let dir = fake_dir("none-all", two_gpus());
+    let lib = dir.join("libnvidia-ml.so.1");
+    let t = FakeTriton::start(Script { metrics: page("m", 1, 0, 0, 0), ..Default::default() }).await;
+    let a = spawn(&t, &["--nvml-lib", lib.to_str().unwrap()]);
+    eventually(Duration::from_secs(10), "nvml up", || async { value(&get(a.metrics, "/metrics").await.1, "triton_sidecar_nvml_up") == Some(1.0) }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = get(a.metrics, "/metrics").await.1;
+    assert_eq!(value(&p, "triton_sidecar_gpu_source{source=\"none\"}"), Some(1.0), "{p}");
+    assert!(!p.contains("triton_gpu_utilization_ratio{"));
+    drop(a);
+    let a = spawn(&t, &["--nvml-lib", lib.to_str().unwrap(), "--gpu", "all"]);
+    eventually(Duration::from_secs(10), "both GPUs", || async {
+        let p = get(a.metrics, "/metrics").await.1;
+        p.contains(A) && p.contains(B)
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_no_triton_prints_gpu_lines() {
+    let dir = fake_dir("check", two_gpus());
+    let out = Command::new(BIN).args(["check", "--no-triton", "--gpu", "all", "--nvml-lib", dir.join("libnvidia-ml.so.1").to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("gpu source: nvml"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with(&format!("gpu uuid={A} ")) && l.contains(&format!("mem_total_bytes={}", 80 * GIB))), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with(&format!("gpu uuid={B} "))), "{stdout}");
+    // A missing library with an explicit --gpu: exit 1 and say why.
+    let out = Command::new(BIN).args(["check", "--no-triton", "--gpu", "all", "--nvml-lib", "/nonexistent/libnvidia-ml.so.1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gpu source: none (NVML:"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
