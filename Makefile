@@ -1,0 +1,57 @@
+# triton-sidecar: one entry point for tests, the demo and benchmarks.
+#
+#   make test    every test: Rust unit/integration/process tests, deploy checks, real-Triton e2e
+#   make demo    a real Triton, the agent and a load; live gauges, then a graceful scale-down
+#
+# Each target installs what it needs (Debian packages, a Python venv) on a fresh machine.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: test test-deps test-rust test-deploy test-e2e build release demo clean venv
+
+# Stages run one after another (timing tests never share the machine with another load), each
+# with its duration printed, so CI logs show where the time goes.
+test:
+	@t_all=$$SECONDS; for s in test-deps test-rust test-deploy test-e2e; do \
+	  t0=$$SECONDS; echo "=== stage: $$s"; $(MAKE) --no-print-directory $$s; \
+	  echo "=== stage: $$s took $$((SECONDS - t0)) s"; done; \
+	echo "=== make test took $$((SECONDS - t_all)) s"
+
+## Debian packages the tests call: promtool (prometheus) for `promtool check metrics`.
+test-deps:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  echo "installing Debian's prometheus package (promtool)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	fi
+	@promtool --version 2>&1 | head -n1
+
+test-rust:
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace
+
+test-deploy:
+	@if [ -x tests/deploy/run.sh ]; then bash tests/deploy/run.sh; else echo "tests/deploy/run.sh missing" >&2; exit 1; fi
+
+venv:
+	bash tests/e2e/setup_venv.sh
+
+test-e2e: venv release
+	@if [ -f tests/e2e/test_scenarios.py ]; then \
+	  TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) -m pytest -q -x tests/e2e; \
+	else echo "tests/e2e/test_scenarios.py missing" >&2; exit 1; fi
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release --locked
+
+demo: venv release
+	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) tests/e2e/demo.py
+
+clean:
+	$(CARGO) clean
