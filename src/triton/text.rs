@@ -353,18 +353,10 @@ fn parse_value(s: &str) -> Option<f64> {
         "+Inf" | "Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),
         "NaN" => Some(f64::NAN),
-        _ => {
-            // Rust also accepts "inf"/"infinity"/"nan" spellings; the format does not.
-            let first = s.as_bytes().first()?;
-            if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
-                return None;
-            }
-            let v: f64 = s.parse().ok()?;
-            if !v.is_finite() {
-                return None; // e.g. "+infinity" spelled out
-            }
-            Some(v)
-        }
+        // Go's ParseFloat (Prometheus's own parser) takes any case of nan/inf/infinity, and
+        // Triton's prometheus-cpp writes "Nan" for an empty summary quantile. Rust's parser takes
+        // the same spellings.
+        _ => s.parse::<f64>().ok(),
     }
 }
 
@@ -421,9 +413,15 @@ mod tests {
     }
 
     #[test]
-    fn nan_value() {
-        let (_, _, v, _) = one("m NaN").unwrap();
-        assert!(v.is_nan());
+    fn nan_and_inf_spellings() {
+        // "Nan" is what Triton 2.51 writes for an empty summary quantile (summary-idle.prom).
+        for s in ["m NaN", "m Nan", "m nan"] {
+            assert!(one(s).unwrap().2.is_nan(), "{s}");
+        }
+        for s in ["m inf", "m +inf", "m Infinity"] {
+            assert_eq!(one(s).unwrap().2, f64::INFINITY, "{s}");
+        }
+        assert_eq!(one("m -inf").unwrap().2, f64::NEG_INFINITY);
     }
 
     #[test]
@@ -449,7 +447,8 @@ mod tests {
             ("m", 1, ParseErrorKind::MissingValue),
             ("m{a=\"1\"}", 1, ParseErrorKind::MissingValue),
             ("m abc", 1, ParseErrorKind::InvalidValue),
-            ("m inf", 1, ParseErrorKind::InvalidValue),
+            ("m 0x10", 1, ParseErrorKind::InvalidValue),
+            ("m 1,5", 1, ParseErrorKind::InvalidValue),
             ("m 1 abc", 1, ParseErrorKind::InvalidTimestamp),
             ("m 1 2 3", 1, ParseErrorKind::TrailingText),
             ("a 1\n# TYPE a flounder\n", 2, ParseErrorKind::InvalidType),
