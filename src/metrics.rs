@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::derive::clean;
 use crate::drain::controller::DrainView;
-use crate::drain::machine::{DrainResult, Phase, Trigger};
+use crate::drain::machine::Phase;
 use crate::gpu::{GpuSource, GpuState};
 use crate::poller::{readiness, PollState};
 use crate::triton::client::ScrapeError;
@@ -231,10 +231,4 @@ impl Metrics {
         self.update(poll, drain, gpu);
         self.encode()
     }
-}
-
-/// Drain counts every (trigger, result) pair could take; kept for docs and tests.
-pub fn drain_label_pairs() -> Vec<(Trigger, DrainResult)> {
-    let results = [DrainResult::Idle, DrainResult::Timeout, DrainResult::TritonGone, DrainResult::Cancelled, DrainResult::Aborted];
-    Trigger::ALL.iter().flat_map(|t| results.iter().map(move |r| (*t, *r))).collect()
 }

@@ -397,6 +397,16 @@ class LoadGenerator:
             t.start()
         return self
 
+    def request_stop(self) -> None:
+        """Stop sending new requests; do not wait (in-flight ones still get recorded)."""
+        self._stop.set()
+
+    def join(self, timeout: Optional[float] = None) -> List[Outcome]:
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout_s + 5)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return self.outcomes()
+
     def stop(self, join_timeout: Optional[float] = None) -> List[Outcome]:
         """Stop sending; wait for in-flight requests to finish (up to timeout_s + 5 by default)."""
         self._stop.set()
