@@ -196,7 +196,13 @@ impl Poller {
                     self.steps.extend(steps);
                     self.known_models.insert(m);
                 }
-                // Try again next poll; until then the model counts as client-facing.
+                // An HTTP error answer will not change: treat the model as client-facing and
+                // stop asking, so a Triton without the config endpoint costs nothing per poll.
+                Err(e @ ScrapeError::Status(_)) => {
+                    tracing::debug!(model = %m, error = %e, "model config not available; counted as client-facing");
+                    self.known_models.insert(m);
+                }
+                // A transport error: try again next poll; until then the model counts as client-facing.
                 Err(e) => tracing::debug!(model = %m, error = %e, "model config not readable yet"),
             }
         }
