@@ -29,6 +29,9 @@ Sources and the substitution rule applied to each (stated here, and repeated in 
   dashboard  Grafana targets (entry point `grafana`, ConfigMap triton-sidecar-dashboard):
              $namespace / ${namespace} -> NS, $pod -> .*, $model -> .*,
              $__rate_interval -> 1m, $__interval -> 15s, $__range -> 1h.
+  variable   the dashboard's query variables, `label_values(SELECTOR, LABEL)`: `expr` is
+             SELECTOR (same substitution as dashboard), `label` is LABEL. Grafana answers them
+             with /api/v1/label/LABEL/values?match[]=SELECTOR; the live test does the same.
 
 Each item also has `needs`: [] when the series exist on any running agent beside a Triton with a
 loaded model; ["gpu"] when it reads triton_gpu_* (present only with a GPU); ["drain"] when it reads
@@ -151,6 +154,25 @@ def extract(args):
             for p in dash.get("panels") or []:
                 panels.append(p)
                 panels.extend(p.get("panels") or [])
+            for v in (dash.get("templating") or {}).get("list") or []:
+                if v.get("type") != "query":
+                    continue
+                vq = v.get("query")
+                vq = vq.get("query") if isinstance(vq, dict) else vq
+                m = re.fullmatch(r"\s*label_values\(\s*(?:(.+?)\s*,\s*)?([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*", vq or "")
+                if not m:
+                    raise SystemExit(f"dashboard variable {v.get('name')}: not label_values(...): {vq!r}")
+                sel = m.group(1) or ""
+                for pat, rep in subs:
+                    sel = re.sub(pat, rep, sel)
+                if "$" in sel:
+                    raise SystemExit(f"unsubstituted variable in dashboard variable: {vq}")
+                items.append({
+                    "role": "variable", "source": f"{key}: variable ${v.get('name')}",
+                    "name": v.get("name"), "expr": one_line(sel), "label": m.group(2),
+                    "substitution": f"$namespace -> {ns}, $pod -> .*, $model -> .*",
+                    "needs": needs(sel),
+                })
             for p in panels:
                 for t in p.get("targets") or []:
                     expr = t.get("expr")
@@ -179,7 +201,7 @@ def main():
     ap.add_argument("--pod-regex", default=".+")
     args = ap.parse_args()
     items = extract(args)
-    roles = {r: sum(1 for i in items if i["role"] == r) for r in ("keda", "adapter", "recording", "alert", "dashboard")}
+    roles = {r: sum(1 for i in items if i["role"] == r) for r in ("keda", "adapter", "recording", "alert", "dashboard", "variable")}
     missing = [r for r, n in roles.items() if n == 0]
     if missing:
         raise SystemExit(f"no expressions found for: {', '.join(missing)}")

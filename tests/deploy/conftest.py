@@ -1,0 +1,40 @@
+"""pytest hooks for tests/deploy: print what test_promql_live.py measured."""
+import json
+import signal
+import sys
+
+
+def pytest_configure(config):
+    # SIGTERM (e.g. from `timeout`) becomes KeyboardInterrupt, so the live test's fixture unwinds
+    # and stops Triton, the agents and Prometheus (they run in their own process groups and would
+    # otherwise outlive pytest).
+    def _term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, _term)
+
+
+def pytest_terminal_summary(terminalreporter):
+    mod = sys.modules.get("test_promql_live")
+    report = getattr(mod, "REPORT", None)
+    if not report:
+        return
+    tr = terminalreporter
+    tr.section("PromQL on a live Prometheus: measured")
+    if "prometheus" in report:
+        tr.write_line(f"prometheus: {report['prometheus']}")
+    for j in (report.get("scrape") or {}).get("jobs", []):
+        tr.write_line(f"scrape {j['job']}: port {j['port']} ({j['container']}) every {j['interval']} "
+                      f"(manifest {j['manifest_interval']}), {j['relabelings']} ServiceMonitor relabelings")
+    for phase, vals in (report.get("keda") or {}).items():
+        ok = (report.get("phase_ok") or {}).get(phase)
+        tr.write_line(f"KEDA at {phase:5} (condition reached: {ok}): "
+                      + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in vals.items()))
+    if report.get("control"):
+        tr.write_line(f"control, series per unaggregated selector under load: {report['control']}")
+    for k in ("startup_s", "first_above_s", "load_wait_s", "idle_wait_s", "drain_wait_s", "total_s"):
+        if k in report:
+            tr.write_line(f"{k}: {report[k]}")
+    if "load_outcomes" in report:
+        tr.write_line(f"load outcomes: {json.dumps(report['load_outcomes'])}")
+    if "drain_status" in report:
+        tr.write_line(f"drain of the second pod: {report['drain_status']}")

@@ -1,0 +1,443 @@
+"""Check 4 of issue 8: every PromQL expression deploy/ ships, on a real Prometheus.
+
+    .venv/bin/python -m pytest -q tests/deploy/test_promql_live.py
+
+Needs: the e2e venv (tests/e2e/setup_venv.sh; it has pytest), the agent binary
+(target/release/triton-sidecar, or TRITON_SIDECAR_BIN), kubectl, Debian's `prometheus`, and a
+Python with PyYAML for the two helper scripts (this interpreter if it has it, else
+.venv-tools/bin/python, which tests/deploy/run.sh makes). Anything missing is an error, never a
+skip.
+
+What runs (loopback only, every port picked free, every process stopped at the end, also on
+failure):
+  * one real Triton (tests/e2e harness: models `fast` and `slow`);
+  * two agents against it, as the sidecars of two pods POD_A and POD_B of namespace NS. Two
+    pods, so that a KEDA query that is not aggregated to one series would answer two and fail;
+    they share one Triton to spare the 2-core machine, so both report the same numbers;
+  * Debian's `prometheus`, configured by prometheus_config.py from the *rendered* ServiceMonitor
+    (its endpoints, paths, relabelings; `namespace`, `pod`, `container`, ... set as the operator
+    would) and loading the rendered PrometheusRule. Scrape interval: the manifest's, capped at
+    5 s (the agent's stays 5 s; Triton's 30 s becomes 5 s). Rule evaluation every 5 s; the
+    recording group keeps its own 15 s.
+
+The expressions come from extract_promql.py run on the rendered manifests (nothing is copied by
+hand). Its substitution rules apply: KEDA's namespace matcher -> NS (pod regexes kept: the pod
+names below match the manifests' `triton-.+`); adapter templates rendered with
+namespace="NS",pod=~".+" and GroupBy pod; dashboard $namespace -> NS, $pod -> .*, $model -> .*,
+$__rate_interval -> 1m, $__interval -> 15s, $__range -> 1h; dashboard variables
+label_values(SEL, L) asked as /api/v1/label/L/values?match[]=SEL.
+
+Phases, each evaluated at one instant (the API's `time=`) so all answers are consistent:
+  load   16 clients on `slow` (1 instance, 350 ms/request: ~15 pending, seconds of queue wait)
+         and 2 light clients on `fast`; once both KEDA queries are above their thresholds, the
+         load goes on for 15 s more (the agents' 10 s window plus a scrape), and the phase is
+         evaluated at an instant where both are above (or at the deadline, when the test then
+         fails and shows the values). Control: the selector inside the pending query, without
+         its sum(), answers two series (one per pod);
+  idle   load stopped; evaluated once both KEDA queries are at or below activationThreshold;
+  drain  POD_B's agent drained (POST /drain), so triton_sidecar_drains_total exists; evaluated
+         once Prometheus has two samples of it.
+
+Assertions, per expression and phase:
+  keda       exactly one series, finite; load: > threshold; idle: <= activationThreshold;
+             drain: one series, finite (no threshold: the load is gone);
+  adapter, recording, dashboard
+             at least one series, every value finite;
+  variable   the label's values are not empty (namespace: NS; pod: both pods; model: fast, slow);
+  alert      evaluates without error (an alert answers nothing unless it fires; the promtool
+             unit tests of run.sh prove them firing and not firing);
+  rules      in this Prometheus every loaded rule reports health "ok".
+Thresholds are the production ones from the manifests: this machine's `slow` load exceeds them,
+so no test overlay is needed. Expressions that read triton_gpu_* are skipped (no GPU here: the
+agents run --no-gpu); those that need a drain are skipped in load/idle and checked in drain.
+
+Env: DEPLOY_LIVE_LOAD_TIMEOUT / DEPLOY_LIVE_IDLE_TIMEOUT (s, default 90 / 90).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from typing import Dict, List, Optional
+
+import pytest
+import requests
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+import common  # noqa: E402
+
+NS = "triton-test"
+POD_A, POD_B = "triton-7c9d8f6b5-lv7qz", "triton-7c9d8f6b5-x4mnp"
+PODS = (POD_A, POD_B)
+SCRAPE_CAP = "5s"
+SLOW_CLIENTS, FAST_CLIENTS = 16, 2
+STEADY_S = 15.0  # the agents' --window (10 s) plus one scrape (5 s)
+LOAD_TIMEOUT = float(os.environ.get("DEPLOY_LIVE_LOAD_TIMEOUT", "90"))
+IDLE_TIMEOUT = float(os.environ.get("DEPLOY_LIVE_IDLE_TIMEOUT", "90"))
+PHASES = ("load", "idle", "drain")
+
+# Measured values, printed by conftest.py's terminal summary.
+REPORT: Dict[str, object] = {}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def yaml_python() -> str:
+    """An interpreter with PyYAML, for extract_promql.py and prometheus_config.py."""
+    for cand in (sys.executable, str(ROOT / ".venv-tools" / "bin" / "python"), "/usr/bin/python3"):
+        if cand and os.path.exists(cand) and subprocess.run(
+                [cand, "-c", "import yaml"], capture_output=True).returncode == 0:
+            return cand
+    raise RuntimeError("no Python with PyYAML: run tests/deploy/run.sh first (it makes .venv-tools)")
+
+
+def extract_items() -> List[dict]:
+    r = subprocess.run([yaml_python(), str(HERE / "extract_promql.py"), "--root", str(ROOT), "--namespace", NS],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"extract_promql.py failed:\n{r.stderr}")
+    return json.loads(r.stdout)
+
+
+ITEMS = extract_items()  # at collection: every expression becomes a test id
+
+
+def agent_bin() -> pathlib.Path:
+    env = os.environ.get("TRITON_SIDECAR_BIN")
+    p = pathlib.Path(env) if env else ROOT / "target" / "release" / "triton-sidecar"
+    p = p if p.is_absolute() else ROOT / p
+    if not p.exists():
+        raise FileNotFoundError(f"{p} missing: cargo build --release (or set TRITON_SIDECAR_BIN)")
+    return p
+
+
+class Prom:
+    def __init__(self, base: str):
+        self.base = base
+        self.s = requests.Session()
+        self.s.trust_env = False  # loopback, never a proxy
+
+    def api(self, path: str, **params) -> dict:
+        r = self.s.get(f"{self.base}/api/v1/{path}", params=params, timeout=15)
+        body = r.json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"{body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str, t: Optional[float] = None) -> List[tuple]:
+        params = {"query": expr}
+        if t is not None:
+            params["time"] = f"{t:.3f}"
+        data = self.api("query", **params)
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        if data["resultType"] != "vector":
+            raise RuntimeError(f"unexpected result type {data['resultType']}")
+        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
+
+    def label_values(self, label: str, selector: str, t: float) -> List[str]:
+        params = {"start": f"{t - 3600:.3f}", "end": f"{t:.3f}"}
+        if selector:
+            params["match[]"] = selector
+        return self.api(f"label/{urllib.parse.quote(label)}/values", **params)
+
+
+def keda_items() -> List[dict]:
+    return [it for it in ITEMS if it["role"] == "keda"]
+
+
+def keda_values(prom: Prom, t: Optional[float] = None) -> Dict[str, object]:
+    out = {}
+    for it in keda_items():
+        try:
+            res = prom.query(it["expr"], t)
+            out[it["name"]] = res[0][1] if len(res) == 1 else [v for _, v in res]
+        except Exception as e:  # noqa: BLE001
+            out[it["name"]] = f"error: {e}"
+    return out
+
+
+def wait_for(pred, timeout: float, interval: float = 1.0):
+    """(True, t) once pred() holds, else (False, t at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        t = time.time()
+        try:
+            if pred(t):
+                return True, t
+        except Exception:  # noqa: BLE001 - retried until the deadline
+            pass
+        if time.monotonic() > deadline:
+            return False, time.time()
+        time.sleep(interval)
+
+
+def evaluate(prom: Prom, t: float) -> Dict[int, dict]:
+    """Every item at instant t: {index: {"result": [...]} or {"error": str}}."""
+    out = {}
+    for i, it in enumerate(ITEMS):
+        try:
+            if it["role"] == "variable":
+                out[i] = {"values": prom.label_values(it["label"], it["expr"], t)}
+            else:
+                out[i] = {"result": prom.query(it["expr"], t)}
+        except Exception as e:  # noqa: BLE001 - reported by the item's own test
+            out[i] = {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+@contextlib.contextmanager
+def start_agent(triton, pod: str):
+    mport, aport = common.free_ports(2)
+    argv = [str(agent_bin()), "--triton-url", triton.http_url, "--triton-metrics-url", triton.metrics_url,
+            "--metrics-addr", f"127.0.0.1:{mport}", "--admin-addr", f"127.0.0.1:{aport}",
+            "--require-model", "fast", "--require-model", "slow", "--no-gpu",
+            "--poll-interval", "1s", "--window", "10s",
+            # Short drain for the drain phase (the idle pod drains at min-drain + quiet).
+            "--min-drain", "1s", "--drain-quiet", "1s", "--drain-timeout", "20s"]
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    proc = common.start_process(f"agent-{pod}", argv, env=env)
+    try:
+        def ready():
+            if not proc.alive():
+                raise RuntimeError(f"agent for {pod} exited rc={proc.proc.returncode}:\n{proc.log_tail()}")
+            with contextlib.suppress(Exception):
+                return (common.http_get(f"http://127.0.0.1:{aport}/readyz", 1)[0] == 200
+                        and common.fetch_metrics(f"http://127.0.0.1:{mport}/metrics").get("triton_up") == 1)
+            return False
+        deadline = time.monotonic() + 30
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"agent for {pod} not ready in 30 s:\n{proc.log_tail()}")
+            time.sleep(0.2)
+        yield {"metrics": f"127.0.0.1:{mport}", "admin": f"http://127.0.0.1:{aport}", "proc": proc}
+    finally:
+        proc.stop(grace=10)
+
+
+@pytest.fixture(scope="module")
+def live():
+    t_start = time.monotonic()
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="promql-live-"))
+    results: Dict[str, Dict[int, dict]] = {}
+    info: Dict[str, object] = {"phase_ok": {}, "keda": {}}
+    loads: List[common.LoadGenerator] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            triton = stack.enter_context(common.start_triton())
+            agents = {pod: stack.enter_context(start_agent(triton, pod)) for pod in PODS}
+
+            # Prometheus, configured from the rendered ServiceMonitor and PrometheusRule.
+            targets = {pod: {"metrics": a["metrics"], "triton-metrics": f"127.0.0.1:{triton.metrics_port}"}
+                       for pod, a in agents.items()}
+            r = subprocess.run([yaml_python(), str(HERE / "prometheus_config.py"), "--root", str(ROOT),
+                                "--out", str(tmp), "--namespace", NS, "--interval-cap", SCRAPE_CAP,
+                                "--targets", json.dumps(targets)], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"prometheus_config.py failed:\n{r.stderr}")
+            info["scrape"] = json.loads(r.stdout)
+            prometheus = shutil.which("prometheus")
+            if not prometheus:
+                raise RuntimeError("no `prometheus` binary: apt-get install -y prometheus (Debian's package)")
+            pport = common.free_port()
+            pproc = common.start_process("prometheus", [
+                prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{pport}", "--storage.tsdb.retention.time=1h",
+                "--log.level=warn"])
+            stack.callback(pproc.stop, 10)
+            prom = Prom(f"http://127.0.0.1:{pport}")
+            if not common.wait_until(lambda: common.http_get(f"{prom.base}/-/ready", 1)[0] == 200, 30, 0.2):
+                raise RuntimeError(f"prometheus not ready in 30 s:\n{pproc.log_tail()}")
+            info["prometheus"] = subprocess.run([prometheus, "--version"], capture_output=True,
+                                                text=True).stdout.splitlines()[0]
+            # Every target up, with the labels the queries select on.
+            n_targets = len(PODS) * len(info["scrape"]["jobs"])
+            ok, _ = wait_for(lambda t: len(prom.query(f'up{{namespace="{NS}",pod=~"triton-.+",container!=""}} == 1'))
+                             == n_targets, 30)
+            info["targets_up"] = prom.query(f'up{{namespace="{NS}"}}')
+            if not ok:
+                raise RuntimeError(f"not all {n_targets} targets up: {info['targets_up']}")
+            info["startup_s"] = round(time.monotonic() - t_start, 1)
+
+            # ---- load
+            t0 = time.monotonic()
+            # Registered after Triton, so on failure the clients stop first: Triton's shutdown waits
+            # for open client connections (up to its --exit-timeout-secs).
+            stack.callback(lambda: [lg.stop(join_timeout=15) for lg in loads])
+            loads.append(common.LoadGenerator(triton.infer_url, "slow", SLOW_CLIENTS, timeout_s=30).start())
+            loads.append(common.LoadGenerator(triton.infer_url, "fast", FAST_CLIENTS, think_s=0.1,
+                                              timeout_s=30).start())
+
+            def above(t):
+                v = keda_values(prom, t)
+                return all(isinstance(v[it["name"]], float) and v[it["name"]] > it["threshold"]
+                           for it in keda_items())
+            ok, t = wait_for(above, LOAD_TIMEOUT)
+            info["first_above_s"] = round(time.monotonic() - t0, 1) if ok else None
+            if ok:
+                # Past the ramp: keep the load for the agent's window plus a scrape, then
+                # evaluate at an instant where both queries are (still) above threshold.
+                time.sleep(STEADY_S)
+                ok, t = wait_for(above, 30)
+            info["phase_ok"]["load"] = ok
+            info["keda"]["load"] = keda_values(prom, t)
+            info["load_wait_s"] = round(time.monotonic() - t0, 1)
+            results["load"] = evaluate(prom, t)
+            # Control: the selector inside the pending-requests query, without its sum(), answers one
+            # series per pod, so a KEDA query that lost its aggregation would fail here.
+            info["control"] = {}
+            for it in keda_items():
+                m = re.search(r"triton_pod_pending_requests\{[^}]*\}", it["expr"])
+                if m:
+                    info["control"][m.group(0)] = len(prom.query(m.group(0), t))
+            summ = {}
+            for lg in loads:
+                lg.stop(join_timeout=15)
+                s = lg.summary()
+                summ[lg.models[0]] = s
+            loads.clear()
+            info["load_outcomes"] = summ
+
+            # ---- idle
+            t0 = time.monotonic()
+
+            def quiet(t):
+                v = keda_values(prom, t)
+                return all(isinstance(v[it["name"]], float) and v[it["name"]] <= it["activation_threshold"]
+                           for it in keda_items())
+            ok, t = wait_for(quiet, IDLE_TIMEOUT)
+            info["phase_ok"]["idle"] = ok
+            info["keda"]["idle"] = keda_values(prom, t)
+            info["idle_wait_s"] = round(time.monotonic() - t0, 1)
+            results["idle"] = evaluate(prom, t)
+
+            # ---- drain (POD_B)
+            t0 = time.monotonic()
+            s = requests.Session()
+            s.trust_env = False
+            code = s.post(f"{agents[POD_B]['admin']}/drain", timeout=5).status_code
+            if code != 202:
+                raise RuntimeError(f"POST /drain answered {code}")
+            done = common.wait_until(
+                lambda: json.loads(s.get(f"{agents[POD_B]['admin']}/drain/status", timeout=2).text).get("result"),
+                30, 0.2)
+            info["drain_status"] = s.get(f"{agents[POD_B]['admin']}/drain/status", timeout=2).text
+            if not done:
+                raise RuntimeError(f"drain of {POD_B} did not end in 30 s: {info['drain_status']}")
+            ok, t = wait_for(lambda t: prom.query(
+                f'count_over_time(triton_sidecar_drains_total{{namespace="{NS}",pod="{POD_B}"}}[1m]) >= 2', t), 40)
+            info["phase_ok"]["drain"] = ok
+            info["keda"]["drain"] = keda_values(prom, t)
+            info["drain_wait_s"] = round(time.monotonic() - t0, 1)
+            results["drain"] = evaluate(prom, t)
+
+            # ---- the loaded rules, as this Prometheus evaluated them all along
+            info["rules"] = [{"group": g["name"], "name": r["name"], "type": r["type"], "health": r["health"],
+                              "lastError": r.get("lastError", "")}
+                             for g in prom.api("rules")["groups"] for r in g["rules"]]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        info["total_s"] = round(time.monotonic() - t_start, 1)
+        REPORT.update(info)
+    yield results, info
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def _id(i: int, it: dict) -> str:
+    name = it["name"] if it["role"] != "dashboard" else it["source"].split(": ", 1)[-1]
+    return f"{i:02d}-{it['role']}-{name}".replace(" ", "_")
+
+
+CASES = [pytest.param(phase, i, id=f"{phase}-{_id(i, it)}") for phase in PHASES for i, it in enumerate(ITEMS)]
+
+
+def test_extraction_covers_every_role():
+    roles = {it["role"] for it in ITEMS}
+    assert roles >= {"keda", "adapter", "recording", "alert", "dashboard", "variable"}, roles
+    for it in keda_items():
+        assert it["threshold"] > 0 and it["activation_threshold"] >= 0, it
+
+
+def test_targets_scraped_with_servicemonitor_labels(live):
+    _, info = live
+    ups = info["targets_up"]
+    assert len(ups) == len(PODS) * 2, ups
+    for labels, v in ups:
+        assert v == 1, labels
+        assert labels["namespace"] == NS and labels["pod"] in PODS, labels
+        assert labels["container"] in ("triton", "triton-sidecar") and labels["endpoint"], labels
+
+
+def test_unaggregated_selector_answers_per_pod(live):
+    """Control for 'exactly one series': the two pods are both seen, so without sum() KEDA would
+    get two series."""
+    _, info = live
+    assert info.get("control"), "no triton_pod_pending_requests selector found in the KEDA queries"
+    for sel, n in info["control"].items():
+        assert n == len(PODS), f"{sel} answered {n} series under load, expected {len(PODS)} (one per pod)"
+
+
+@pytest.mark.parametrize("phase", ["load", "idle", "drain"])
+def test_phase_reached(live, phase):
+    _, info = live
+    assert info["phase_ok"].get(phase), f"{phase} condition not reached; KEDA values then: {info['keda'].get(phase)}"
+
+
+@pytest.mark.parametrize("phase,i", CASES)
+def test_expression(live, phase, i):
+    results, _ = live
+    it = ITEMS[i]
+    if "gpu" in it["needs"]:
+        pytest.skip("reads triton_gpu_*: no GPU on this machine (the agents run --no-gpu)")
+    if "drain" in it["needs"] and phase != "drain" and it["role"] != "alert":
+        pytest.skip("needs a drain: checked in the drain phase")
+    r = results[phase][i]
+    assert "error" not in r, f"{r.get('error')}\n  expr: {it['expr']}"
+    if it["role"] == "alert":
+        return  # evaluated without error is all that is asked here
+    if it["role"] == "variable":
+        vals = r["values"]
+        assert vals, f"label_values({it['expr']}, {it['label']}) is empty"
+        want = {"namespace": {NS}, "pod": set(PODS), "model": {"fast", "slow"}}.get(it["label"], set())
+        assert want <= set(vals), f"{it['label']} values {vals} lack {want - set(vals)}"
+        return
+    res = r["result"]
+    values = [v for _, v in res]
+    assert res, f"empty result\n  expr: {it['expr']}"
+    assert all(math.isfinite(v) for v in values), f"non-finite values {res}\n  expr: {it['expr']}"
+    if it["role"] == "keda":
+        assert len(res) == 1, f"{len(res)} series, KEDA needs exactly one: {res}\n  expr: {it['expr']}"
+        v = values[0]
+        if phase == "load":
+            assert v > it["threshold"], f"under load {v:g} is not above threshold {it['threshold']:g}"
+        elif phase == "idle":
+            assert v <= it["activation_threshold"], \
+                f"at idle {v:g} is above activationThreshold {it['activation_threshold']:g}"
+
+
+def test_loaded_rules_healthy(live):
+    _, info = live
+    rules = info["rules"]
+    n_expected = sum(1 for it in ITEMS if it["role"] in ("recording", "alert"))
+    assert len(rules) == n_expected, f"{len(rules)} rules loaded, {n_expected} extracted"
+    bad = [r for r in rules if r["health"] != "ok"]
+    assert not bad, bad
