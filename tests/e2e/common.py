@@ -219,14 +219,44 @@ def _leftover_snapshot() -> set:
     return set(glob.glob("/dev/shm/psm_*")) | set(glob.glob("/dev/shm/pytrtion*")) | set(glob.glob("/tmp/folder??????"))
 
 
-def _cleanup_leftovers(before: set) -> None:
-    # Only what appeared while our Triton ran. One harness at a time (timing tests never overlap).
-    for p in _leftover_snapshot() - before:
+def _shm_in_use() -> set:
+    """/dev/shm paths some live process still maps or holds open."""
+    used = set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
         with contextlib.suppress(OSError):
-            if os.path.isdir(p):
-                if os.path.exists(os.path.join(p, "config.pbtxt")):
-                    shutil.rmtree(p, ignore_errors=True)
-            else:
+            with open(f"/proc/{d}/maps") as f:
+                for line in f:
+                    i = line.find("/dev/shm/")
+                    if i >= 0:
+                        used.add(line[i:].strip().replace(" (deleted)", ""))
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{d}/fd"):
+                with contextlib.suppress(OSError):
+                    t = os.readlink(f"/proc/{d}/fd/{fd}")
+                    if t.startswith("/dev/shm/"):
+                        used.add(t)
+    return used
+
+
+def _cleanup_leftovers(before: set, workspace: str) -> None:
+    """Remove what our Triton left behind, never what another live Triton uses (other
+    harness runs may be running at the same time): a /tmp/folderXXXXXX only when its
+    config.pbtxt names our workspace, a /dev/shm segment only when no live process maps
+    or holds it."""
+    new = _leftover_snapshot() - before
+    if not new:
+        return
+    in_use = _shm_in_use() if any(p.startswith("/dev/shm/") for p in new) else set()
+    for p in new:
+        with contextlib.suppress(OSError):
+            if p.startswith("/tmp/folder"):
+                cfg = os.path.join(p, "config.pbtxt")
+                with open(cfg, errors="replace") as f:
+                    if workspace in f.read():
+                        shutil.rmtree(p, ignore_errors=True)
+            elif p not in in_use:
                 os.unlink(p)
 
 
@@ -310,7 +340,7 @@ def start_triton(
             if pid_alive(handle.triton_pid):  # should be impossible: same process group
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(handle.triton_pid, signal.SIGKILL)
-        _cleanup_leftovers(leftovers_before)
+        _cleanup_leftovers(leftovers_before, ws_parent)
         shutil.rmtree(ws_parent, ignore_errors=True)
 
 
