@@ -33,8 +33,11 @@ test-rust:
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace
 
-test-deploy:
-	@if [ -x tests/deploy/run.sh ]; then bash tests/deploy/run.sh; else echo "tests/deploy/run.sh missing" >&2; exit 1; fi
+## deploy/ checks 1-3 and 5 (render, schemas, promtool, hadolint, checkov), then check 4:
+## every PromQL expression in deploy/ evaluated on a real Prometheus scraping a real Triton + agents.
+test-deploy: venv release
+	bash tests/deploy/run.sh
+	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) -m pytest -q -p no:cacheprovider -rs tests/deploy/test_promql_live.py
 
 venv:
 	bash tests/e2e/setup_venv.sh
