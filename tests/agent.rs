@@ -195,3 +195,20 @@ async fn promtool_accepts_the_page() {
         assert!(name.ends_with("_ms") && complaint == "metric names should not contain abbreviated units", "promtool: {line}");
     }
 }
+
+/// Triton's SIGTERM handling waits until no HTTP connection is open, so the agent must never
+/// keep one idle on Triton's HTTP port (health, readiness, config). Measured in the end-to-end
+/// harness: with pooled connections, Triton waited its whole exit timeout and exited 1.
+#[tokio::test]
+async fn health_polls_never_hold_a_connection_open() {
+    let t = FakeTriton::start(Script { metrics: page("m", 5, 0, 0, 0), ..Default::default() }).await;
+    t.set(|s| {
+        s.model_ready.insert("m".into(), 200);
+    });
+    let mut cfg = fast_config(&t);
+    cfg.require_models = vec!["m".into()];
+    let _a = start_agent(cfg).await;
+    eventually(Duration::from_secs(5), "20 requests to /v2", || async { t.script.lock().unwrap().v2_hits >= 20 }).await;
+    let s = t.script.lock().unwrap().clone();
+    assert_eq!(s.v2_keepalive, 0, "{} of {} /v2 requests kept the connection open", s.v2_keepalive, s.v2_hits);
+}

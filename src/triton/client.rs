@@ -92,7 +92,13 @@ fn classify(e: &reqwest::Error) -> ScrapeError {
 /// An HTTP client bound to one Triton.
 #[derive(Debug, Clone)]
 pub struct TritonClient {
+    /// For the metrics page (Triton's metrics port): connections are reused.
     http: reqwest::Client,
+    /// For health, readiness and config on Triton's HTTP port: one connection per request,
+    /// closed by `Connection: close`. Triton's SIGTERM handling waits until no HTTP connection
+    /// is open; a pooled idle connection from this agent kept it waiting its whole
+    /// `--exit-timeout-secs` and exiting 1 (measured in the end-to-end harness).
+    health: reqwest::Client,
     base: String,
     metrics_url: String,
     max_body: u64,
@@ -114,8 +120,19 @@ impl TritonClient {
             .pool_max_idle_per_host(4)
             .build()
             .map_err(|e| format!("building the HTTP client failed: {e}"))?;
+        let mut close = reqwest::header::HeaderMap::new();
+        close.insert(reqwest::header::CONNECTION, reqwest::header::HeaderValue::from_static("close"));
+        let health = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(0)
+            .default_headers(close)
+            .build()
+            .map_err(|e| format!("building the HTTP client failed: {e}"))?;
         Ok(TritonClient {
             http,
+            health,
             base: base.trim_end_matches('/').to_string(),
             metrics_url: metrics_url.to_string(),
             max_body,
@@ -146,7 +163,7 @@ impl TritonClient {
     }
 
     async fn status_of(&self, url: String) -> Result<u16, ScrapeError> {
-        let resp = self.http.get(url).send().await.map_err(|e| classify(&e))?;
+        let resp = self.health.get(url).send().await.map_err(|e| classify(&e))?;
         Ok(resp.status().as_u16())
     }
 
@@ -163,7 +180,7 @@ impl TritonClient {
     /// The ensemble steps named by `/v2/models/<m>/config` (`ensemble_scheduling.step[].model_name`).
     pub async fn ensemble_steps(&self, model: &str) -> Result<Vec<String>, ScrapeError> {
         let resp = self
-            .http
+            .health
             .get(format!("{}/v2/models/{}/config", self.base, model))
             .send()
             .await

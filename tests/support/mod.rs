@@ -48,6 +48,10 @@ pub struct Script {
     pub configs: HashMap<String, String>,
     /// Requests served to /metrics.
     pub metrics_hits: usize,
+    /// Requests to /v2/* (Triton's HTTP port), and how many of them left the connection open.
+    pub v2_hits: usize,
+    /// Of those, requests without `Connection: close`.
+    pub v2_keepalive: usize,
 }
 
 impl Default for Script {
@@ -59,6 +63,8 @@ impl Default for Script {
             model_ready: HashMap::new(),
             configs: HashMap::new(),
             metrics_hits: 0,
+            v2_hits: 0,
+            v2_keepalive: 0,
         }
     }
 }
@@ -152,6 +158,14 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
         }
         let head = String::from_utf8_lossy(&buf).to_string();
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let close = head.to_ascii_lowercase().contains("\r\nconnection: close");
+        if path.starts_with("/v2/") {
+            let mut sc = script.lock().unwrap();
+            sc.v2_hits += 1;
+            if !close {
+                sc.v2_keepalive += 1;
+            }
+        }
         let sc = script.lock().unwrap().clone();
         let (status, body): (u16, Vec<u8>) = if path == "/metrics" {
             script.lock().unwrap().metrics_hits += 1;
@@ -211,6 +225,9 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
         };
         let h = format!("HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n", body.len());
         if s.write_all(h.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
+            return;
+        }
+        if close {
             return;
         }
     }
