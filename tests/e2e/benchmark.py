@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -36,6 +36,23 @@ def mmm(xs):
     return f"{min(xs):g} / {statistics.median(xs):g} / {max(xs):g}"
 
 
+def machine() -> str:
+    model = "?"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        model = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "?")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"{os.cpu_count()} CPUs, {model}"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -50,6 +67,8 @@ def main() -> int:
 
     strategies = args.strategies.split(",")
     results = {s: [] for s in strategies}
+    load_start = loadavg()
+    date = time.strftime("%Y-%m-%d %H:%M %Z")
     t_start = time.monotonic()
     for run in range(args.runs):
         for s in strategies:
@@ -58,20 +77,26 @@ def main() -> int:
                 sleep_s=args.sleep, keep_alive=args.keep_alive,
             )
             results[s].append(r)
-            print(f"run {run + 1}/{args.runs} {s}: failed={r.failed} pod_exit={r.pod_exit_s}s", file=sys.stderr, flush=True)
+            print(f"run {run + 1}/{args.runs} {s}: failed={r.failed} ok={r.ok} pod_exit={r.pod_exit_s}s "
+                  f"triton_exit={r.triton_exit_s}s agent_exit={r.agent_exit_s}s {r.triton_rc} load={loadavg()}",
+                  file=sys.stderr, flush=True)
 
     print()
     print(f"N = {args.clients} clients (slow:fast = 1:3), propagation {args.propagation:g} s, "
           f"min-drain {args.min_drain:g} s, {args.runs} runs each, "
           f"{'keep-alive' if args.keep_alive else 'a new connection per request'}; "
-          f"{platform.node()} {os.cpu_count()} CPUs; total {time.monotonic() - t_start:.0f} s")
+          f"total {time.monotonic() - t_start:.0f} s")
+    print(f"machine: {machine()}; load average (1/5/15 min) {load_start} at the start, {loadavg()} at the end; {date}")
     print()
-    print("| strategy | failed requests (min / median / max) | seconds to pod exit (min / median / max) |")
-    print("|---|---|---|")
+    print("| strategy | failed requests (min / median / max) | seconds to pod exit (min / median / max) "
+          "| ok requests (median) | tritonserver exit codes |")
+    print("|---|---|---|---|---|")
     for s in strategies:
         rs = results[s]
         label = LABELS.get(s, s).format(sleep=f"{args.sleep:g}")
-        print(f"| {label} | {mmm([r.failed for r in rs])} | {mmm([r.pod_exit_s for r in rs])} |")
+        codes = sorted({(r.triton_rc or "?").split("triton_rc=")[-1].split()[0] for r in rs})
+        print(f"| {label} | {mmm([r.failed for r in rs])} | {mmm([r.pod_exit_s for r in rs])} "
+              f"| {statistics.median([r.ok for r in rs]):g} | {', '.join(codes)} |")
     if args.json:
         import dataclasses
 
