@@ -92,8 +92,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// Parse a page. Only the families the agent uses are built; the rest are skipped.
     pub fn parse(body: &str) -> Result<Snapshot, ParseError> {
-        let mut snap = Snapshot::default();
-        text::parse(body, wanted, |s| snap.add(&s))?;
+        let mut b = Builder::default();
+        text::parse(body, wanted, |s| b.add(&s))?;
+        let mut snap = b.snap;
+        snap.models = b.models.into_iter().collect();
         Ok(snap)
     }
 
@@ -123,18 +125,48 @@ impl Snapshot {
         models + self.vllm_running.unwrap_or(0.0) + self.vllm_waiting.unwrap_or(0.0)
     }
 
+}
+
+/// Accumulates a page. Models are kept in page order with a "next expected" hint: Triton lists
+/// the same models in the same order in every family, so the hint almost always hits and the
+/// per-sample lookup is one string compare (a map lookup per sample was a fifth of the parse).
+#[derive(Default)]
+struct Builder {
+    snap: Snapshot,
+    models: Vec<(String, ModelCounters)>,
+    index: std::collections::HashMap<String, usize>,
+    hint: usize,
+}
+
+impl Builder {
+    fn slot(&mut self, model: std::borrow::Cow<'_, str>) -> &mut ModelCounters {
+        let n = self.models.len();
+        let i = if n > 0 && self.models[self.hint % n].0 == model.as_ref() {
+            self.hint % n
+        } else if let Some(&i) = self.index.get(model.as_ref()) {
+            i
+        } else {
+            let name = model.into_owned();
+            self.index.insert(name.clone(), n);
+            self.models.push((name, ModelCounters::default()));
+            n
+        };
+        self.hint = i + 1;
+        &mut self.models[i].1
+    }
+
     fn add(&mut self, s: &Sample<'_>) {
         if !s.value.is_finite() {
-            self.non_finite += 1;
+            self.snap.non_finite += 1;
             return;
         }
         let v = s.value;
         match s.name {
-            "vllm:num_requests_running" => *self.vllm_running.get_or_insert(0.0) += v,
-            "vllm:num_requests_waiting" => *self.vllm_waiting.get_or_insert(0.0) += v,
+            "vllm:num_requests_running" => *self.snap.vllm_running.get_or_insert(0.0) += v,
+            "vllm:num_requests_waiting" => *self.snap.vllm_waiting.get_or_insert(0.0) += v,
             n if n.starts_with("nv_gpu_") => {
                 if let Some(uuid) = s.label("gpu_uuid") {
-                    self.gpu.push(TritonGpuSample {
+                    self.snap.gpu.push(TritonGpuSample {
                         metric: n.to_string(),
                         gpu_uuid: uuid.into_owned(),
                         value: v,
@@ -143,11 +175,7 @@ impl Snapshot {
             }
             n => {
                 let Some(model) = s.label("model") else { return };
-                // Avoid allocating the key when the model is already known.
-                let m = match self.models.get_mut(model.as_ref()) {
-                    Some(m) => m,
-                    None => self.models.entry(model.into_owned()).or_default(),
-                };
+                let m = self.slot(model);
                 match n {
                     "nv_inference_request_success" => m.success += v,
                     "nv_inference_request_failure" => m.failure += v,
