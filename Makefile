@@ -11,7 +11,7 @@ CARGO ?= cargo
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-deps test-rust test-deploy test-e2e build release demo clean venv
+.PHONY: bench test test-deps test-rust test-deploy test-e2e build release demo clean venv
 
 # Stages run one after another (timing tests never share the machine with another load), each
 # with its duration printed, so CI logs show where the time goes.
@@ -58,3 +58,10 @@ demo: venv release
 
 clean:
 	$(CARGO) clean
+
+## Benchmarks, never part of `make test`: criterion, peers, footprint (~5.5 min), callgrind. ~10 min.
+bench:
+	$(CARGO) bench --locked --bench parse --bench cycle
+	bash benches/peers/run.sh
+	bash benches/footprint.sh
+	bash benches/profile.sh
