@@ -136,7 +136,7 @@ impl Window {
         self.tracks = tracks;
         self.entries.push_back((now, snap));
         while let Some((t, _)) = self.entries.front() {
-            if *t + self.span < now {
+            if now.saturating_sub(self.span) > *t {
                 self.entries.pop_front();
             } else {
                 break;
@@ -151,7 +151,9 @@ impl Window {
                         let dc = q_new.1 - q_old.1;
                         if dc > 0.0 {
                             let w = clean((q_new.0 - q_old.0) / dc / 1000.0);
-                            if let Some(tr) = self.tracks.get_mut(name) {
+                            // Frozen during a stall: as the stall goes on, earlier completions
+                            // leave the window and its mean could fall; the wait must not.
+                            if let Some(tr) = self.tracks.get_mut(name).filter(|tr| tr.stall_since.is_none()) {
                                 tr.last_wait_ms = w;
                             }
                         }
@@ -207,7 +209,7 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
     let mut out = Derived::default();
     let Some((t_new, new)) = window.latest() else { return out };
     // Data older than the window is stale: Triton has been unreachable for too long.
-    if t_new + window.span < now {
+    if now.saturating_sub(window.span) > t_new {
         return out;
     }
     let mut pod_dq = 0.0; // Σ Δqueue_us
@@ -247,10 +249,12 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
                 }
             }
         }
-        let base = match window_wait {
-            Some(w) => w,
-            None if d.pending > 0.0 => tr.last_wait_ms,
-            None => 0.0,
+        let base = match (window_wait, tr.stall_since) {
+            // Stalled: never below the wait seen when the stall began.
+            (w, Some(_)) => w.unwrap_or(0.0).max(tr.last_wait_ms),
+            (Some(w), None) => w,
+            (None, None) if d.pending > 0.0 => tr.last_wait_ms,
+            (None, None) => 0.0,
         };
         d.queue_wait_ms = clean(base.max(stall_ms));
         if stall_ms > 0.0 {

@@ -87,6 +87,41 @@ pub fn readiness(poll: &PollState, drain: Phase) -> (bool, String) {
     }
 }
 
+/// What the config worker has learned. `requested` holds every model asked about (or being
+/// asked about); a transport error removes it so the next poll asks again.
+#[derive(Debug, Default)]
+struct Learn {
+    steps: HashSet<String>,
+    requested: HashSet<String>,
+}
+
+/// Reads model configs one at a time, off the poll path. Ends when the poller is dropped.
+async fn learn_worker(client: TritonClient, learn: Arc<std::sync::Mutex<Learn>>, mut rx: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    while let Some(m) = rx.recv().await {
+        let r = client.ensemble_steps(&m).await;
+        let mut l = match learn.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        match r {
+            Ok(steps) => {
+                if !steps.is_empty() {
+                    tracing::info!(ensemble = %m, steps = ?steps, "ensemble found; its steps are left out of the pod request rate");
+                }
+                l.steps.extend(steps);
+            }
+            // An HTTP error answer will not change: the model counts as client-facing and is
+            // not asked about again.
+            Err(e @ ScrapeError::Status(_)) => tracing::debug!(model = %m, error = %e, "model config not available; counted as client-facing"),
+            // A transport error: ask again on a later poll; until then it counts as client-facing.
+            Err(e) => {
+                tracing::debug!(model = %m, error = %e, "model config not readable yet");
+                l.requested.remove(&m);
+            }
+        }
+    }
+}
+
 /// The poller's inputs.
 pub struct Poller {
     cfg: Config,
@@ -94,14 +129,19 @@ pub struct Poller {
     origin: Instant,
     window: Window,
     steps: HashSet<String>,
-    known_models: HashSet<String>,
+    learn: Arc<std::sync::Mutex<Learn>>,
+    learn_tx: tokio::sync::mpsc::UnboundedSender<String>,
     state: PollState,
     reachable: Option<bool>,
 }
 
 impl Poller {
-    /// A poller for `cfg`; times are measured from `origin`.
+    /// A poller for `cfg`; times are measured from `origin`. Must be called inside a Tokio
+    /// runtime: it spawns the worker that reads model configs.
     pub fn new(cfg: Config, client: TritonClient, origin: Instant) -> Self {
+        let learn = Arc::new(std::sync::Mutex::new(Learn::default()));
+        let (learn_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(learn_worker(client.clone(), learn.clone(), rx));
         let window = Window::new(cfg.window);
         let mut state = PollState::default();
         for r in ScrapeError::REASONS {
@@ -113,7 +153,8 @@ impl Poller {
             origin,
             window,
             steps: HashSet::new(),
-            known_models: HashSet::new(),
+            learn,
+            learn_tx,
             state,
             reachable: None,
         }
@@ -151,7 +192,7 @@ impl Poller {
                     in_flight: snap.in_flight(),
                 });
                 st.triton_gpu = Some(Arc::new(snap.gpu.clone()));
-                self.learn_steps(&snap).await;
+                self.learn_steps(&snap);
                 if self.window.push(now, Arc::new(snap)) == Pushed::Reset {
                     tracing::info!("Triton counters went down: a new Triton process; the window starts afresh");
                     st.counter_reset = true;
@@ -184,27 +225,22 @@ impl Poller {
         }
     }
 
-    /// Learn once per model whether it is an ensemble, and which models are its steps.
-    async fn learn_steps(&mut self, snap: &Snapshot) {
-        let new: Vec<String> = snap.models.keys().filter(|m| !self.known_models.contains(*m)).cloned().collect();
-        for m in new {
-            match self.client.ensemble_steps(&m).await {
-                Ok(steps) => {
-                    if !steps.is_empty() {
-                        tracing::info!(ensemble = %m, steps = ?steps, "ensemble found; its steps are left out of the pod request rate");
-                    }
-                    self.steps.extend(steps);
-                    self.known_models.insert(m);
-                }
-                // An HTTP error answer will not change: treat the model as client-facing and
-                // stop asking, so a Triton without the config endpoint costs nothing per poll.
-                Err(e @ ScrapeError::Status(_)) => {
-                    tracing::debug!(model = %m, error = %e, "model config not available; counted as client-facing");
-                    self.known_models.insert(m);
-                }
-                // A transport error: try again next poll; until then the model counts as client-facing.
-                Err(e) => tracing::debug!(model = %m, error = %e, "model config not readable yet"),
+    /// Ask, once per model, whether it is an ensemble. The answers come from a background
+    /// worker: a slow or hanging config endpoint must never hold up the poll (with N models and
+    /// a 1 s timeout, a poll could otherwise take N seconds).
+    fn learn_steps(&mut self, snap: &Snapshot) {
+        let mut l = match self.learn.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        for m in snap.models.keys() {
+            if !l.requested.contains(m) {
+                l.requested.insert(m.clone());
+                let _ = self.learn_tx.send(m.clone());
             }
+        }
+        if l.steps != self.steps {
+            self.steps = l.steps.clone();
         }
     }
 

@@ -212,3 +212,28 @@ async fn health_polls_never_hold_a_connection_open() {
     let s = t.script.lock().unwrap().clone();
     assert_eq!(s.v2_keepalive, 0, "{} of {} /v2 requests kept the connection open", s.v2_keepalive, s.v2_hits);
 }
+
+/// The ensemble's steps are learned from `/v2/models/<m>/config` and left out of the pod rate.
+#[tokio::test]
+async fn ensemble_steps_are_learned_from_the_config_endpoint() {
+    let both = |n: u64| format!("{}{}", page("ens", n, 0, 0, 0), page("pre", n, 0, 0, 0));
+    let t = FakeTriton::start(Script { metrics: both(0), ..Default::default() }).await;
+    t.set(|s| {
+        s.configs.insert("ens".into(), r#"{"name":"ens","platform":"ensemble","ensemble_scheduling":{"step":[{"model_name":"pre","model_version":-1}]}}"#.into());
+    });
+    let a = start_agent(fast_config(&t)).await;
+    let mut n = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        n += 10;
+        t.set(|s| s.metrics = both(n));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = get(a.metrics, "/metrics").await.1;
+    let ens = value(&p, "triton_request_rate{model=\"ens\"}").unwrap();
+    let pre = value(&p, "triton_request_rate{model=\"pre\"}").unwrap();
+    let pod = value(&p, "triton_pod_request_rate").unwrap();
+    assert!(ens > 0.0 && pre > 0.0, "{p}");
+    // Client-facing requests only: the ensemble's, not ensemble + step (which would be 2x).
+    assert_eq!(pod, ens, "{p}");
+}

@@ -909,7 +909,6 @@ fn config_for(url: &str) -> triton_sidecar::config::Config {
 /// the config endpoint hangs, each poll takes (models × --scrape-timeout): 10 models at 300 ms
 /// turn a 100 ms poll into 3 s, so the gauges, /readyz and the drain's idle test go stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug in src/poller.rs: learn_steps blocks the poll loop (models x scrape timeout)"]
 async fn hanging_model_config_does_not_stall_the_poll_loop() {
     let t = ConfigTriton::start(10, true).await;
     let a = start_agent(config_for(&t.url)).await;

@@ -200,7 +200,6 @@ proptest! {
     /// While requests wait and none completes, queue wait must not fall (issue 2).
     /// Ignored until the bug in src/derive.rs is fixed: see `stall_after_a_slow_batch`.
     #[test]
-    #[ignore = "bug in src/derive.rs: queue wait falls at the start of a stall (see stall_after_a_slow_batch)"]
     fn queue_wait_does_not_fall_during_a_stall(
         waits in proptest::collection::vec(0u64..2_000_000, 1..10),
         per_poll in 1u64..50,
@@ -244,7 +243,6 @@ proptest! {
 /// larger of two values: the last computed wait, and the milliseconds for which the pending
 /// count has stayed above 0 with no completion." The last computed wait was 5000 ms.
 #[test]
-#[ignore = "bug in src/derive.rs: queue wait falls at the start of a stall"]
 fn stall_after_a_slow_batch() {
     let page = |n: f64, q: f64, p: f64| snap(&[("m", ModelCounters { success: n, exec_count: n, queue_us: Some(q), compute_infer_us: Some(n), pending: p, ..Default::default() })]);
     let none = HashSet::new();

@@ -141,28 +141,26 @@ impl TritonClient {
 
     /// The metrics page, as text. Refused above `max_body` without reading it all.
     pub async fn metrics(&self) -> Result<String, ScrapeError> {
-        let mut resp = self.http.get(&self.metrics_url).send().await.map_err(|e| classify(&e))?;
+        let resp = self.http.get(&self.metrics_url).send().await.map_err(|e| classify(&e))?;
         if !resp.status().is_success() {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
-        let limit = self.max_body;
-        if resp.content_length().is_some_and(|n| n > limit) {
-            return Err(ScrapeError::TooLarge { limit });
-        }
-        let mut buf: Vec<u8> = Vec::with_capacity(resp.content_length().unwrap_or(16 * 1024).min(limit) as usize);
-        while let Some(chunk) = resp.chunk().await.map_err(|e| match classify(&e) {
-            ScrapeError::Timeout => ScrapeError::Timeout,
-            other => ScrapeError::Body(other.to_string()),
-        })? {
-            if buf.len() as u64 + chunk.len() as u64 > limit {
-                return Err(ScrapeError::TooLarge { limit });
-            }
-            buf.extend_from_slice(&chunk);
-        }
+        let buf = read_limited(resp, self.max_body).await?;
         String::from_utf8(buf).map_err(|_| ScrapeError::NotUtf8)
     }
 
-    async fn status_of(&self, url: String) -> Result<u16, ScrapeError> {
+    /// `{base}/v2/models/<model>/<leaf>`, with the model name percent-encoded: names come from
+    /// Triton's page and flags, and must not be able to change the path.
+    fn model_url(&self, model: &str, leaf: &str) -> Result<reqwest::Url, ScrapeError> {
+        let mut url = reqwest::Url::parse(&self.base).map_err(|e| ScrapeError::Connect(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|_| ScrapeError::Connect(format!("{} cannot carry a path", self.base)))?
+            .pop_if_empty()
+            .extend(["v2", "models", model, leaf]);
+        Ok(url)
+    }
+
+    async fn status_of(&self, url: impl reqwest::IntoUrl) -> Result<u16, ScrapeError> {
         let resp = self.health.get(url).send().await.map_err(|e| classify(&e))?;
         Ok(resp.status().as_u16())
     }
@@ -174,23 +172,41 @@ impl TritonClient {
 
     /// `GET /v2/models/<m>/ready`: `Ok(true)` on 200.
     pub async fn model_ready(&self, model: &str) -> Result<bool, ScrapeError> {
-        Ok(self.status_of(format!("{}/v2/models/{}/ready", self.base, model)).await? == 200)
+        Ok(self.status_of(self.model_url(model, "ready")?).await? == 200)
     }
 
     /// The ensemble steps named by `/v2/models/<m>/config` (`ensemble_scheduling.step[].model_name`).
     pub async fn ensemble_steps(&self, model: &str) -> Result<Vec<String>, ScrapeError> {
         let resp = self
             .health
-            .get(format!("{}/v2/models/{}/config", self.base, model))
+            .get(self.model_url(model, "config")?)
             .send()
             .await
             .map_err(|e| classify(&e))?;
         if !resp.status().is_success() {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
-        let body = resp.bytes().await.map_err(|e| ScrapeError::Body(e.to_string()))?;
+        let body = read_limited(resp, self.max_body).await?;
         Ok(ensemble_steps_from_config(&body))
     }
+}
+
+/// Read a body up to `limit` bytes; refused beyond it without reading the rest.
+async fn read_limited(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, ScrapeError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(ScrapeError::TooLarge { limit });
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(resp.content_length().unwrap_or(16 * 1024).min(limit) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(|e| match classify(&e) {
+        ScrapeError::Timeout => ScrapeError::Timeout,
+        other => ScrapeError::Body(other.to_string()),
+    })? {
+        if buf.len() as u64 + chunk.len() as u64 > limit {
+            return Err(ScrapeError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
 }
 
 /// Step model names of an ensemble config; empty for any other model or an unreadable body.
