@@ -11,12 +11,12 @@ CARGO ?= cargo
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bench test test-deps test-rust test-deploy test-e2e build release demo clean venv
+.PHONY: bench fuzz-smoke test test-deps test-rust test-deploy test-e2e build release demo clean venv
 
 # Stages run one after another (timing tests never share the machine with another load), each
 # with its duration printed, so CI logs show where the time goes.
 test:
-	@t_all=$$SECONDS; for s in test-deps test-rust test-deploy test-e2e; do \
+	@t_all=$$SECONDS; for s in test-deps test-rust test-deploy test-e2e fuzz-smoke; do \
 	  t0=$$SECONDS; echo "=== stage: $$s"; $(MAKE) --no-print-directory $$s; \
 	  echo "=== stage: $$s took $$((SECONDS - t0)) s"; done; \
 	echo "=== make test took $$((SECONDS - t_all)) s"
@@ -46,6 +46,12 @@ test-e2e: venv release
 	@if [ -f tests/e2e/test_scenarios.py ]; then \
 	  TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) -m pytest -q -x tests/e2e; \
 	else echo "tests/e2e/test_scenarios.py missing" >&2; exit 1; fi
+
+## libFuzzer on the parser and the derivation, about 60 s each (cargo-fuzz on stable with
+## RUSTC_BOOTSTRAP=1; installed when missing). Fails on any crash.
+FUZZ_SECONDS ?= 60
+fuzz-smoke:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/smoke.sh
 
 build:
 	$(CARGO) build

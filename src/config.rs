@@ -245,11 +245,23 @@ fn check_addr(flag: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| err(flag, format!("'{s}' is not an address like 0.0.0.0:8003")))
 }
 
+/// The longest duration any flag takes. Far above every sensible value, and far below what
+/// would overflow time arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+fn bounded(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d > MAX_DURATION {
+        Err(err(flag, format!("{} is longer than the maximum of 24h", humantime::format_duration(d))))
+    } else {
+        Ok(d)
+    }
+}
+
 fn nonzero(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         Err(err(flag, "must be greater than 0"))
     } else {
-        Ok(d)
+        bounded(flag, d)
     }
 }
 
@@ -272,8 +284,8 @@ impl Config {
         }
         let drain = DrainConfig {
             poll_interval: nonzero("--drain-poll-interval", a.drain_poll_interval)?,
-            min_drain: a.min_drain,
-            quiet: a.drain_quiet,
+            min_drain: bounded("--min-drain", a.min_drain)?,
+            quiet: bounded("--drain-quiet", a.drain_quiet)?,
             timeout: nonzero("--drain-timeout", a.drain_timeout)?,
         };
         if drain.timeout < drain.min_drain {
@@ -404,6 +416,8 @@ mod tests {
             (&["--gpu", "0,1"], "--gpu"),
             (&["--drain-timeout", "1s"], "--drain-timeout"),
             (&["--log-format", "xml"], "--log-format"),
+            (&["--window", "18446744073709551615s"], "--window"),
+            (&["--drain-quiet", "25h"], "--drain-quiet"),
         ];
         for (argv, flag) in table {
             let e = parse(argv).expect_err(&format!("{argv:?} should fail"));

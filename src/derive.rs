@@ -105,8 +105,20 @@ impl Window {
     }
 
     /// Add a snapshot taken at `now`.
-    pub fn push(&mut self, now: Duration, snap: Arc<Snapshot>) -> Pushed {
+    pub fn push(&mut self, now: Duration, mut snap: Arc<Snapshot>) -> Pushed {
         let mut outcome = Pushed::Appended;
+        // A model with a NaN/Inf sample keeps its previous counters for this page.
+        if !snap.poisoned.is_empty() {
+            if let Some((_, prev)) = self.entries.back() {
+                let prev = prev.clone();
+                let s = Arc::make_mut(&mut snap);
+                for m in s.poisoned.clone() {
+                    if let Some(p) = prev.models.get(&m) {
+                        s.models.insert(m, p.clone());
+                    }
+                }
+            }
+        }
         if let Some((t_prev, prev)) = self.entries.back() {
             if now < *t_prev || went_down(prev, &snap) {
                 self.clear();

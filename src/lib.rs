@@ -40,6 +40,9 @@ use triton::client::TritonClient;
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// A background task ended on its own (a bug): exit rather than serve frozen gauges.
+    #[error("internal task '{0}' stopped unexpectedly")]
+    TaskFailed(&'static str),
     /// A listener could not be bound (port taken, no permission).
     #[error("cannot listen on {addr} ({flag}): {source}")]
     Bind {
@@ -112,7 +115,21 @@ impl Agent {
         let admin_srv = tokio::spawn(http::server::serve(admin, limits, http::admin::handler(admin_state), stop_rx.clone()));
         tracing::info!(metrics = %config.metrics_addr, admin = %config.admin_addr, triton = %config.triton_url, "triton-sidecar started");
 
-        lifecycle(&drain, &mut signals).await;
+        // A task that ends before shutdown is a bug; serving frozen gauges with /livez at 200
+        // would hide it, so the agent exits and the kubelet restarts it.
+        let mut poll_task = poll_task;
+        let mut publisher = publisher;
+        let failed = tokio::select! {
+            _ = lifecycle(&drain, &mut signals) => None,
+            _ = &mut poll_task => Some("poller"),
+            _ = &mut publisher => Some("publisher"),
+        };
+        if let Some(task) = failed {
+            tracing::error!(task, "internal task stopped unexpectedly; exiting");
+            let _ = stop_tx.send(true);
+            let _ = tokio::join!(metrics_srv, admin_srv);
+            return Err(AgentError::TaskFailed(task));
+        }
 
         // Every /wait-for-drain caller gets its answer before the listeners close.
         let deadline = Instant::now() + Duration::from_secs(1);

@@ -1,4 +1,5 @@
 //! The binary: parse the command line, set up logging, dispatch.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -133,6 +133,8 @@ pub struct Poller {
     learn_tx: tokio::sync::mpsc::UnboundedSender<String>,
     state: PollState,
     reachable: Option<bool>,
+    /// The previous page had NaN/Inf samples: log the onset once, not every poll.
+    non_finite_seen: bool,
 }
 
 impl Poller {
@@ -157,6 +159,7 @@ impl Poller {
             learn_tx,
             state,
             reachable: None,
+            non_finite_seen: false,
         }
     }
 
@@ -192,6 +195,12 @@ impl Poller {
                     in_flight: snap.in_flight(),
                 });
                 st.triton_gpu = Some(Arc::new(snap.gpu.clone()));
+                if snap.non_finite > 0 && !self.non_finite_seen {
+                    tracing::warn!(samples = snap.non_finite, models = ?snap.poisoned, "Triton's page carries NaN/Inf values in families the agent uses; they are ignored and the last good values kept");
+                } else if snap.non_finite == 0 && self.non_finite_seen {
+                    tracing::debug!("Triton's page is free of NaN/Inf again");
+                }
+                self.non_finite_seen = snap.non_finite > 0;
                 self.learn_steps(&snap);
                 if self.window.push(now, Arc::new(snap)) == Pushed::Reset {
                     tracing::info!("Triton counters went down: a new Triton process; the window starts afresh");

@@ -87,6 +87,10 @@ pub struct Snapshot {
     pub gpu: Vec<TritonGpuSample>,
     /// Samples dropped because their value was NaN or ±Inf.
     pub non_finite: usize,
+    /// Models that had such a sample: their counters on this page are not trustworthy, and the
+    /// window keeps their previous values instead (a dropped counter would read as 0, which
+    /// looks like a Triton restart).
+    pub poisoned: std::collections::BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -158,6 +162,9 @@ impl Builder {
     fn add(&mut self, s: &Sample<'_>) {
         if !s.value.is_finite() {
             self.snap.non_finite += 1;
+            if let Some(m) = s.label("model") {
+                self.snap.poisoned.insert(m.into_owned());
+            }
             return;
         }
         let v = s.value;
