@@ -269,8 +269,12 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
             (None, None) => 0.0,
         };
         d.queue_wait_ms = clean(base.max(stall_ms));
-        if stall_ms > 0.0 {
-            stalled_max = stalled_max.max(d.queue_wait_ms);
+        // For the pod, a stall counts only once it outlasts the model's usual wait: a model
+        // slower than the poll interval (350 ms per request, polled every 200 ms) completes
+        // nothing in most polls, and its own wait must not replace the pod's weighted mean.
+        let usual = window_wait.unwrap_or(tr.last_wait_ms);
+        if stall_ms > usual {
+            stalled_max = stalled_max.max(stall_ms);
         }
         if window_wait.is_none() {
             carried_max = carried_max.max(d.queue_wait_ms);

@@ -273,3 +273,35 @@ fn stale_data_drops_model_series() {
     assert!(d.models.is_empty());
     assert_eq!(d.pod.pending, 0.0);
 }
+
+#[test]
+fn a_model_slower_than_the_poll_does_not_take_over_the_pod_wait() {
+    // Polls every 200 ms. "fast": 10 requests per poll, 20 ms wait each (200,000 µs per poll).
+    // "slow": one request completes every 400 ms (every other poll) after a 400 ms wait; one
+    // request is always pending. Slow completes nothing in half the polls: not a stall that
+    // should replace the pod's weighted mean.
+    let p = |i: u64| {
+        let slow_done = i / 2;
+        format!(
+            "nv_inference_request_success{{model=\"fast\"}} {}\nnv_inference_queue_duration_us{{model=\"fast\"}} {}\nnv_inference_pending_request_count{{model=\"fast\"}} 2\n\
+             nv_inference_request_success{{model=\"slow\"}} {}\nnv_inference_queue_duration_us{{model=\"slow\"}} {}\nnv_inference_pending_request_count{{model=\"slow\"}} 1\n",
+            10 * i,
+            200_000 * i,
+            slow_done,
+            400_000 * slow_done
+        )
+    };
+    let mut w = Window::new(Duration::from_secs(5));
+    for i in 0..=40u64 {
+        let now = Duration::from_millis(200 * i);
+        w.push(now, snap(&p(i)));
+        if i < 26 {
+            continue; // let the 5 s window fill
+        }
+        let d = derive(&w, now, &no_steps());
+        // Window 5 s = 25 polls: fast 250 requests × 20 ms, slow 12 or 13 requests × 400 ms:
+        // weighted mean = (250·20 + 12.5·400) / 262.5 ≈ 38.1 ms (37.8–38.4 by parity).
+        assert!(d.pod.queue_wait_ms < 40.0, "poll {i}: pod {} (slow {})", d.pod.queue_wait_ms, d.models["slow"].queue_wait_ms);
+        close(d.models["slow"].queue_wait_ms, 400.0, 1e-6, "slow keeps its own wait");
+    }
+}
