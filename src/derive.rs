@@ -71,6 +71,9 @@ pub struct Window {
     span: Duration,
     entries: VecDeque<(Duration, Arc<Snapshot>)>,
     tracks: HashMap<String, Track>,
+    /// The same as a model's [`Track`], for the pod as a whole: requests pending somewhere and
+    /// no model completing anything.
+    pod: Track,
 }
 
 impl Window {
@@ -80,6 +83,7 @@ impl Window {
             span,
             entries: VecDeque::new(),
             tracks: HashMap::new(),
+            pod: Track::default(),
         }
     }
 
@@ -102,6 +106,7 @@ impl Window {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.tracks.clear();
+        self.pod = Track::default();
     }
 
     /// Add a snapshot taken at `now`.
@@ -128,6 +133,8 @@ impl Window {
         // Stall tracking and the last completed wait, per model.
         let prev = self.entries.back().map(|(t, s)| (*t, s.clone()));
         let mut tracks = HashMap::with_capacity(snap.models.len());
+        let mut any_completed = false;
+        let mut any_pending = false;
         for (name, m) in &snap.models {
             let mut tr = self.tracks.get(name).copied().unwrap_or_default();
             let prev_m = prev.as_ref().and_then(|(t, p)| p.models.get(name).map(|pm| (*t, pm)));
@@ -135,6 +142,8 @@ impl Window {
                 Some((_, pm)) => m.success > pm.success,
                 None => false,
             };
+            any_completed |= completed;
+            any_pending |= m.pending_total() > 0.0;
             if m.pending_total() > 0.0 && !completed {
                 if tr.stall_since.is_none() {
                     tr.stall_since = Some(prev_m.map(|(t, _)| t).unwrap_or(now));
@@ -146,6 +155,13 @@ impl Window {
         }
         // Models that left the page lose their state.
         self.tracks = tracks;
+        if any_pending && !any_completed {
+            if self.pod.stall_since.is_none() {
+                self.pod.stall_since = Some(prev.as_ref().map(|(t, _)| *t).unwrap_or(now));
+            }
+        } else {
+            self.pod.stall_since = None;
+        }
         self.entries.push_back((now, snap));
         while let Some((t, _)) = self.entries.front() {
             if now.saturating_sub(self.span) > *t {
@@ -157,11 +173,14 @@ impl Window {
         // Remember the last wait computed from completions.
         let newest = self.entries.back().map(|(t, s)| (*t, s.clone()));
         if let Some((t_new, new)) = newest {
+            let (mut pod_dq, mut pod_dc) = (0.0, 0.0);
             for (name, m) in &new.models {
                 if let Some((_, old)) = self.oldest_with(name, t_new) {
                     if let (Some(q_new), Some(q_old)) = (m.queue_pair(), old.queue_pair()) {
                         let dc = q_new.1 - q_old.1;
                         if dc > 0.0 {
+                            pod_dq += q_new.0 - q_old.0;
+                            pod_dc += dc;
                             let w = clean((q_new.0 - q_old.0) / dc / 1000.0);
                             // Frozen during a stall: as the stall goes on, earlier completions
                             // leave the window and its mean could fall; the wait must not.
@@ -171,6 +190,9 @@ impl Window {
                         }
                     }
                 }
+            }
+            if pod_dc > 0.0 && self.pod.stall_since.is_none() {
+                self.pod.last_wait_ms = clean(pod_dq / pod_dc / 1000.0);
             }
         }
         outcome
@@ -272,9 +294,11 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
         // For the pod, a stall counts only once it outlasts the model's usual wait: a model
         // slower than the poll interval (350 ms per request, polled every 200 ms) completes
         // nothing in most polls, and its own wait must not replace the pod's weighted mean.
-        let usual = window_wait.unwrap_or(tr.last_wait_ms);
+        let usual = window_wait.unwrap_or(0.0);
         if stall_ms > usual {
-            stalled_max = stalled_max.max(stall_ms);
+            // A real stall: the pod reports at least this model's wait, which holds its
+            // pre-stall value, so the pod's wait does not fall while the stall lasts.
+            stalled_max = stalled_max.max(d.queue_wait_ms);
         }
         if window_wait.is_none() {
             carried_max = carried_max.max(d.queue_wait_ms);
@@ -285,11 +309,13 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
         }
         out.models.insert(name.clone(), d);
     }
-    out.pod.queue_wait_ms = if pod_dc > 0.0 {
-        clean(pod_dq / pod_dc / 1000.0).max(stalled_max)
-    } else {
-        carried_max
-    };
+    let mut pod_wait = if pod_dc > 0.0 { clean(pod_dq / pod_dc / 1000.0).max(stalled_max) } else { carried_max };
+    // The whole pod stalled (requests pending, no model completing): like a model, the pod's
+    // wait holds its pre-stall value and grows with the stall.
+    if let Some(since) = window.pod.stall_since {
+        pod_wait = pod_wait.max(window.pod.last_wait_ms).max(ms(now.saturating_sub(since)));
+    }
+    out.pod.queue_wait_ms = clean(pod_wait);
     out.pod.pending = clean(out.pod.pending);
     out.pod.request_rate = clean(out.pod.request_rate);
     out
