@@ -1,0 +1,835 @@
+"""The whole autoscaling loop on one machine (issue 9), built from real parts:
+
+* **pods**: each a real Triton (tests/e2e's pytriton server, model `slow` sleeping SLOW_MS per
+  request, one instance: one "GPU" per pod) with its own agent (the release binary), on free
+  loopback ports. Creating a pod starts the pair; the Deployment's settings come from the
+  rendered manifest (Triton's --exit-timeout-secs, the agent's TRITON_SIDECAR_* env, the
+  readiness probe period, terminationGracePeriodSeconds, the preStop path);
+* **endpoints + router**: every pod's agent /readyz is probed each readinessProbe.periodSeconds;
+  a pod enters rotation when it answers 200, and stays in rotation `propagation` seconds after a
+  probe fails or after its deletion (the endpoints controller and kube-proxy lag). Requests go to
+  the in-rotation pod with the fewest outstanding requests (ties: round-robin), over a new
+  connection each (see tests/e2e/README.md: tritonserver's SIGTERM and open connections);
+* **Prometheus** (Debian's): its scrape config is tests/deploy/prometheus_config.py's translation
+  of the rendered ServiceMonitor (both endpoints: the agent's and Triton's, `namespace`, `pod`,
+  ... labels), turned from static targets into file-based discovery so pods can come and go.
+  A pod leaves discovery when it is deleted, as with the ServiceMonitor's `endpoints` role;
+* **scaler**: every sync period the ScaledObject's trigger queries (from the rendered YAML) go
+  to Prometheus's HTTP API, and hpa.py applies the HPA v2 algorithm with the manifest's
+  behavior and KEDA's min/max replicas;
+* **ReplicaSet + kubelet**: scale-up creates pods; scale-down picks pods the ReplicaSet way
+  (not ready first, then ready for the shortest time, then newest) and terminates each the
+  kubelet way: at T0 the pod leaves the endpoints and the agent container gets SIGTERM; the
+  Triton container's preStop GET /wait-for-drain runs, then tritonserver gets SIGTERM; SIGKILL
+  when terminationGracePeriodSeconds runs out;
+* **load**: an open-loop, seeded Poisson arrival process following a fixed profile
+  (idle -> ramp -> plateau -> spike -> ramp down -> idle). Latency counts from the scheduled
+  arrival, so a client-side backlog is not hidden. A request fails on any non-200 answer,
+  connection error, timeout, or when no pod is in rotation.
+
+`run(signal, timing)` runs one experiment and returns a JSON-able dict; report.py plots and
+tabulates it. Every process is stopped at the end, also on failure or KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+OUT_ROOT = ROOT / "target" / "autoscale"
+os.environ.setdefault("TRITON_E2E_LOG_DIR", str(OUT_ROOT / "logs"))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(HERE))
+
+import requests  # noqa: E402
+import yaml  # noqa: E402
+
+import common  # noqa: E402
+import scenarios  # noqa: E402
+from hpa import Hpa, spec_from_scaledobject  # noqa: E402
+
+NAMESPACE = "triton"          # the namespace the rendered KEDA queries select
+MODEL = "slow"                # max_batch_size 1, one instance: one request at a time per pod
+SLOW_MS = 50.0                # its service time
+MAX_REPLICAS_CAP = 3          # this 2-core machine; deploy/ says 8
+REQUEST_TIMEOUT_S = 60.0
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[autoscale {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- timings / profile
+
+
+@dataclasses.dataclass
+class Phase:
+    name: str
+    duration_s: float
+    rate_from: float  # requests per second at the start of the phase
+    rate_to: float    # ... at its end (linear in between)
+
+
+@dataclasses.dataclass
+class Timing:
+    name: str
+    entry_points: Dict[str, str]  # signal -> kustomize entry point (relative to the repo root)
+    sync_s: float                 # HPA sync period
+    sync_offset_s: float          # first sync after the profile starts (the HPA's phase)
+    phases: List[Phase]
+    propagation_s: float = 2.0    # endpoints + kube-proxy lag, each way out
+    scrape_cap: str = "5s"        # cap on the ServiceMonitor's intervals (Triton's 30 s -> 5 s)
+    note: str = ""
+
+
+IDLE, PLATEAU, SPIKE = 2.0, 9.0, 40.0  # req/s. One pod serves ~19/s (1 / (SLOW_MS + overhead)):
+# the plateau keeps one pod at ~45 % busy (queue wait ~20 ms, far below the 100 ms target), the
+# spike needs three (two would be overloaded), so the replicas rise during the spike.
+
+TIMINGS = {
+    # Real time: deploy/'s ScaledObject as it is (maxReplicaCount capped), the HPA's 15 s sync.
+    "full": Timing(
+        name="full",
+        entry_points={"agent": "deploy/overlays/keda", "raw": "tests/autoscale/kustomize/raw",
+                      "busy": "tests/autoscale/kustomize/busy"},
+        sync_s=15.0, sync_offset_s=7.5,
+        phases=[Phase("idle", 60, IDLE, IDLE), Phase("ramp", 120, IDLE, PLATEAU),
+                Phase("plateau", 120, PLATEAU, PLATEAU), Phase("spike", 120, SPIKE, SPIKE),
+                Phase("ramp down", 60, SPIKE, IDLE), Phase("idle after", 600, IDLE, IDLE)],
+        note="real time: deploy/ as rendered, HPA sync 15 s"),
+    # Shortened (make test): the test overlay (tests/autoscale/kustomize/components/short) and a
+    # 5 s HPA sync, for both signals alike; the profile is shorter too.
+    "short": Timing(
+        name="short",
+        entry_points={"agent": "tests/autoscale/kustomize/agent-short",
+                      "raw": "tests/autoscale/kustomize/raw-short",
+                      "busy": "tests/autoscale/kustomize/busy-short"},
+        sync_s=5.0, sync_offset_s=2.5,
+        phases=[Phase("idle", 10, IDLE, IDLE), Phase("ramp", 20, IDLE, PLATEAU),
+                Phase("plateau", 20, PLATEAU, PLATEAU), Phase("spike", 40, SPIKE, SPIKE),
+                Phase("ramp down", 10, SPIKE, IDLE), Phase("idle after", 80, IDLE, IDLE)],
+        note="SHORTENED: test overlay (scale-up policy periods 60->15 s, scale-down window 300->30 s, "
+             "scale-down 1 pod per 120->15 s) and HPA sync 15->5 s, both signals alike"),
+    # The short timing with a spike that outlasts the scale-down window (30 s there) fourfold:
+    # shows what the HPA recommends while the spike's load is served by enough pods.
+    "sustained": Timing(
+        name="sustained",
+        entry_points={"agent": "tests/autoscale/kustomize/agent-short",
+                      "raw": "tests/autoscale/kustomize/raw-short",
+                      "busy": "tests/autoscale/kustomize/busy-short"},
+        sync_s=5.0, sync_offset_s=2.5,
+        phases=[Phase("idle", 10, IDLE, IDLE), Phase("ramp", 20, IDLE, PLATEAU),
+                Phase("plateau", 20, PLATEAU, PLATEAU), Phase("spike", 120, SPIKE, SPIKE),
+                Phase("ramp down", 10, SPIKE, IDLE), Phase("idle after", 60, IDLE, IDLE)],
+        note="SHORTENED, sustained spike: the short test overlay and HPA sync 5 s, spike 120 s "
+             "(4x the 30 s scale-down window)"),
+}
+
+
+def phase_starts(phases: Sequence[Phase]) -> Dict[str, float]:
+    out, t = {}, 0.0
+    for p in phases:
+        out[p.name] = t
+        t += p.duration_s
+    out["end"] = t
+    return out
+
+
+def rate_at(phases: Sequence[Phase], t: float) -> float:
+    s = 0.0
+    for p in phases:
+        if t < s + p.duration_s:
+            return p.rate_from + (p.rate_to - p.rate_from) * (t - s) / p.duration_s
+        s += p.duration_s
+    return 0.0
+
+
+def arrivals(phases: Sequence[Phase], seed: int) -> List[float]:
+    """Seeded non-homogeneous Poisson arrival times (thinning)."""
+    rng = random.Random(seed)
+    total = sum(p.duration_s for p in phases)
+    lam = max(max(p.rate_from, p.rate_to) for p in phases)
+    out, t = [], 0.0
+    while True:
+        t += rng.expovariate(lam)
+        if t >= total:
+            return out
+        if rng.random() * lam < rate_at(phases, t):
+            out.append(t)
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def kubectl() -> str:
+    for cand in (shutil.which("kubectl"), str(ROOT / ".venv-tools" / "bin" / "kubectl"),
+                 str(pathlib.Path(sys.executable).parent / "kubectl")):
+        if cand and os.path.exists(cand):
+            return cand
+    raise RuntimeError("no kubectl: run tests/autoscale/setup.sh")
+
+
+def render(entry_point: str) -> List[dict]:
+    r = subprocess.run([kubectl(), "kustomize", str(ROOT / entry_point)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {entry_point} failed:\n{r.stderr}")
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+@dataclasses.dataclass
+class PodTemplate:
+    """What the harness takes from the rendered Deployment."""
+    exit_timeout_s: int
+    agent_env: Dict[str, str]
+    readiness_period_s: float
+    grace_s: float
+    prestop_path: str
+
+
+def pod_template(docs: List[dict]) -> PodTemplate:
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    spec = dep["spec"]["template"]["spec"]
+    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
+    triton = next(c for c in containers if c["name"] == "triton")
+    agent = next(c for c in containers if c["name"] == "triton-sidecar")
+    exit_timeout = next(int(a.split("=", 1)[1]) for a in triton.get("args", []) if a.startswith("--exit-timeout-secs="))
+    hook = triton["lifecycle"]["preStop"]["httpGet"]
+    admin_port = next(p["containerPort"] for p in agent["ports"] if p["name"] == "admin")
+    if hook["port"] != admin_port:
+        raise RuntimeError(f"preStop port {hook['port']} is not the agent's admin port {admin_port}")
+    env = {e["name"]: e["value"] for e in agent.get("env") or []
+           if e["name"].startswith("TRITON_SIDECAR_") and "value" in e}
+    return PodTemplate(exit_timeout, env, float(agent["readinessProbe"].get("periodSeconds", 10)),
+                       float(spec.get("terminationGracePeriodSeconds", 30)), hook["path"])
+
+
+# --------------------------------------------------------------------------- pods
+
+
+class Pod:
+    """A Triton + agent pair, driven by its own lifecycle thread."""
+
+    def __init__(self, name: str, tpl: PodTemplate, t0: float, on_change: Callable[["Pod"], None]):
+        self.name, self.tpl, self.t0, self.on_change = name, tpl, t0, on_change
+        self.created = time.monotonic()
+        self.ready_at: Optional[float] = None       # first /readyz 200 seen by the prober
+        self.deleted_at: Optional[float] = None     # T0 of the termination
+        self.gone_at: Optional[float] = None        # every process exited
+        self.ready = False                          # latest probe
+        self.unready_since: Optional[float] = None
+        self.out_at: Optional[float] = None         # leaves rotation
+        self.outstanding = 0
+        self.served = 0
+        self.triton: Optional[common.TritonHandle] = None
+        self.agent: Optional[scenarios.AgentHandle] = None
+        self.error: Optional[str] = None
+        self.termination: Dict[str, object] = {}
+        self._up = threading.Event()
+        self._delete = threading.Event()
+        self._shutdown = threading.Event()
+        self._thread = threading.Thread(target=self._life, daemon=True, name=f"pod-{name}")
+        self._thread.start()
+
+    # state
+    @property
+    def terminating(self) -> bool:
+        return self.deleted_at is not None
+
+    @property
+    def gone(self) -> bool:
+        return self.gone_at is not None
+
+    def in_rotation(self, now: float) -> bool:
+        if self.ready_at is None or self.gone:
+            return False
+        return self.out_at is None or now < self.out_at
+
+    def rel(self, t: Optional[float]) -> Optional[float]:
+        return None if t is None else round(t - self.t0, 3)
+
+    def delete(self) -> None:
+        if self.deleted_at is None:
+            self.deleted_at = time.monotonic()
+            self._schedule_out(self.deleted_at)
+            self._delete.set()
+
+    def shutdown(self) -> None:
+        """End of the run: stop at once, no drain (the load has stopped)."""
+        self._shutdown.set()
+        self._delete.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _schedule_out(self, t: float) -> None:
+        at = t + PROPAGATION[0]
+        if self.out_at is None or at < self.out_at:
+            self.out_at = at
+
+    def probe(self, now: float) -> None:
+        if self.agent is None or self.gone:
+            return
+        code, _ = common.http_get(f"{self.agent.admin_url}/readyz", timeout=1.0)
+        ok = code == 200
+        if ok and self.ready_at is None:
+            self.ready_at = now
+        if not ok and self.ready and self.unready_since is None:
+            self.unready_since = now
+            self._schedule_out(now)
+        self.ready = ok
+
+    # lifecycle
+    def _life(self) -> None:
+        with contextlib.ExitStack() as stack:
+            try:
+                self.triton = stack.enter_context(common.start_triton(extra_args=[
+                    "--slow-ms", str(SLOW_MS), "--slow-instances", "1",
+                    "--exit-timeout-secs", str(self.tpl.exit_timeout_s)]))
+                if self._shutdown.is_set():
+                    return
+                self.agent = stack.enter_context(scenarios.start_agent(self.triton, ["--no-gpu"], ready_timeout=60))
+                self._up.set()
+                self.on_change(self)  # now scrapeable
+                self._delete.wait()
+                if not self._shutdown.is_set():
+                    self._terminate()
+            except BaseException as e:  # noqa: BLE001 - recorded, the run fails on it
+                self.error = f"{type(e).__name__}: {e}"
+                log(f"pod {self.name}: {self.error}")
+            finally:
+                self._up.set()
+                self.ready = False
+        self.gone_at = time.monotonic()
+        self.on_change(self)
+
+    def _terminate(self) -> None:
+        """The kubelet, for a pod with Triton (preStop httpGet) and the agent (no hook)."""
+        t0 = self.deleted_at or time.monotonic()
+        grace_end = t0 + self.tpl.grace_s
+        out: Dict[str, object] = {}
+        done = threading.Event()
+
+        def prestop():
+            s = requests.Session()
+            s.trust_env = False
+            try:
+                r = s.get(f"{self.agent.admin_url}{self.tpl.prestop_path}", timeout=self.tpl.grace_s)
+                out["prestop"] = f"{r.status_code} {r.text.strip()[:200]}"
+            except Exception as e:  # noqa: BLE001
+                out["prestop"] = f"error: {e!r}"[:200]
+            finally:
+                s.close()
+                done.set()
+
+        threading.Thread(target=prestop, daemon=True, name=f"prestop-{self.name}").start()
+        self.agent.process.send_signal(signal.SIGTERM)  # regular container without a hook
+        done.wait(max(0.0, grace_end - time.monotonic()))
+        out["prestop_s"] = round(time.monotonic() - t0, 2)
+        self.triton.sigterm_tritonserver()
+        if self.triton.wait_triton_exit(max(1.0, grace_end - time.monotonic())):
+            out["triton_exit_s"] = round(time.monotonic() - t0, 2)
+        else:
+            out["triton_exit_s"] = None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.triton.triton_pid, signal.SIGKILL)  # grace period over
+        if self.agent.process.wait(max(1.0, grace_end - time.monotonic())) is None:
+            out["agent_killed"] = True
+        self.triton.process.wait(15)
+        self.termination = out
+
+
+PROPAGATION = [2.0]  # set per run (a list so Pod can read the run's value)
+
+
+# --------------------------------------------------------------------------- ReplicaSet + endpoints
+
+
+class Cluster:
+    """ReplicaSet (pod creation and victim choice), endpoints prober, and the router."""
+
+    def __init__(self, tpl: PodTemplate, t0: float, seed: int):
+        self.tpl, self.t0 = tpl, t0
+        self.rng = random.Random(seed)
+        self.rs_hash = "".join(self.rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(9))
+        self.pods: List[Pod] = []
+        self.spec_replicas = 0
+        self.lock = threading.Lock()
+        self._rr = 0
+        self._stop = threading.Event()
+        self._prober = threading.Thread(target=self._probe_loop, daemon=True, name="endpoints")
+        self.on_change: Callable[[], None] = lambda: None
+
+    def start(self):
+        self._prober.start()
+        return self
+
+    def _new_name(self) -> str:
+        return f"triton-{self.rs_hash}-" + "".join(self.rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+
+    # ReplicaSet
+    def active(self) -> List[Pod]:
+        with self.lock:
+            return [p for p in self.pods if not p.terminating and not p.gone]
+
+    def existing(self) -> List[Pod]:
+        with self.lock:
+            return [p for p in self.pods if not p.gone]
+
+    def ready_count(self) -> int:
+        return sum(1 for p in self.existing() if p.ready)
+
+    def scale(self, n: int) -> Tuple[List[str], List[str]]:
+        self.spec_replicas = n
+        act = self.active()
+        created, deleted = [], []
+        if n > len(act):
+            for _ in range(n - len(act)):
+                p = Pod(self._new_name(), self.tpl, self.t0, lambda _p: self.on_change())
+                with self.lock:
+                    self.pods.append(p)
+                created.append(p.name)
+        elif n < len(act):
+            # controller.ActivePodsWithRanks: not ready < ready; ready for less time < longer;
+            # newer < older (the pods here are all scheduled, running, never restarted).
+            def rank(p: Pod):
+                return (1 if p.ready else 0, -(p.ready_at or 0.0), -p.created)
+            for p in sorted(act, key=rank)[: len(act) - n]:
+                p.delete()
+                deleted.append(p.name)
+        self.on_change()
+        return created, deleted
+
+    def _probe_loop(self):
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for p in self.existing():
+                p.probe(now)
+            self._stop.wait(self.tpl.readiness_period_s)
+
+    # router
+    def pick(self) -> Optional[Pod]:
+        now = time.monotonic()
+        with self.lock:
+            cands = [p for p in self.pods if p.in_rotation(now)]
+            if not cands:
+                return None
+            low = min(p.outstanding for p in cands)
+            best = [p for p in cands if p.outstanding == low]
+            self._rr += 1
+            p = best[self._rr % len(best)]
+            p.outstanding += 1
+            return p
+
+    def release(self, p: Pod) -> None:
+        with self.lock:
+            p.outstanding -= 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._prober.join(3)
+        pods = list(self.pods)
+        for p in pods:
+            p.shutdown()
+        for p in pods:
+            p.join(60)
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+
+class Prometheus:
+    """Debian's Prometheus with the ServiceMonitor-derived scrape config, file-based discovery."""
+
+    def __init__(self, entry_point: str, scrape_cap: str, workdir: pathlib.Path):
+        self.dir = workdir
+        placeholder = {"triton-placeholder-0": {"metrics": "127.0.0.1:9", "triton-metrics": "127.0.0.1:9"}}
+        r = subprocess.run([sys.executable, str(ROOT / "tests" / "deploy" / "prometheus_config.py"),
+                            "--root", str(ROOT), "--entry-point", entry_point, "--out", str(workdir),
+                            "--namespace", NAMESPACE, "--interval-cap", scrape_cap,
+                            "--targets", json.dumps(placeholder)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"prometheus_config.py failed:\n{r.stderr}")
+        self.summary = json.loads(r.stdout)
+        cfg_path = workdir / "prometheus.yml"
+        cfg = yaml.safe_load(cfg_path.read_text())
+        self.jobs = []  # (sd file, endpoint port name, label template)
+        for i, job in enumerate(cfg["scrape_configs"]):
+            port = next(j["port"] for j in self.summary["jobs"] if j["job"] == job["job_name"])
+            labels = dict(job["static_configs"][0]["labels"])
+            sd = workdir / f"sd-{i}.json"
+            sd.write_text("[]")
+            del job["static_configs"]
+            job["file_sd_configs"] = [{"files": [str(sd)], "refresh_interval": "5s"}]
+            self.jobs.append((sd, port, labels))
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        binary = shutil.which("prometheus")
+        if not binary:
+            raise RuntimeError("no `prometheus`: run tests/autoscale/setup.sh (Debian's package)")
+        self.version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        port = common.free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = common.start_process("prometheus", [
+            binary, f"--config.file={cfg_path}", f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2h", "--log.level=warn"])
+        self.s = requests.Session()
+        self.s.trust_env = False
+        if not common.wait_until(lambda: common.http_get(f"{self.base}/-/ready", 1)[0] == 200, 30, 0.2):
+            self.stop()
+            raise RuntimeError(f"prometheus not ready in 30 s:\n{self.proc.log_tail()}")
+
+    def set_pods(self, pods: Sequence[Pod]) -> None:
+        """What the endpoints role sees: pods that are up and not terminating."""
+        for sd, port, labels in self.jobs:
+            groups = []
+            for p in pods:
+                if p.agent is None or p.triton is None:
+                    continue
+                addr = p.agent.metrics_url if port == "metrics" else p.triton.metrics_url
+                hostport = addr.split("//", 1)[1].split("/", 1)[0]
+                groups.append({"targets": [hostport], "labels": {**labels, "__meta_kubernetes_pod_name": p.name}})
+            tmp = sd.with_suffix(".tmp")
+            tmp.write_text(json.dumps(groups))
+            os.replace(tmp, sd)
+
+    def query(self, expr: str) -> List[Tuple[dict, float]]:
+        r = self.s.get(f"{self.base}/api/v1/query", params={"query": expr}, timeout=10)
+        body = r.json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"{body.get('errorType')}: {body.get('error')}")
+        data = body["data"]
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
+
+    def one(self, expr: str) -> Tuple[Optional[float], Optional[str]]:
+        """KEDA's Prometheus scaler: exactly one series, else an error."""
+        try:
+            res = self.query(expr)
+        except Exception as e:  # noqa: BLE001
+            return None, f"{type(e).__name__}: {e}"[:200]
+        if len(res) != 1:
+            return None, f"{len(res)} series"
+        v = res[0][1]
+        return (v, None) if math.isfinite(v) else (None, f"non-finite {v}")
+
+    def stop(self) -> None:
+        self.proc.stop(grace=10)
+
+
+# --------------------------------------------------------------------------- load
+
+
+class Load:
+    """Open-loop arrivals at precomputed times, sent through the router."""
+
+    def __init__(self, cluster: Cluster, times: List[float], t0: float, workers: int = 256):
+        self.cluster, self.times, self.t0 = cluster, times, t0
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="req")
+        self.records: List[tuple] = []  # (sched, sent, end, status, pod, error)
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tls = threading.local()
+        self._t = threading.Thread(target=self._dispatch, daemon=True, name="dispatch")
+
+    def start(self):
+        self._t.start()
+        return self
+
+    def _dispatch(self):
+        for a in self.times:
+            delay = self.t0 + a - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            self.pool.submit(self._one, a)
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._tls, "s", None)
+        if s is None:
+            s = self._tls.s = requests.Session()
+            s.trust_env = False
+        return s
+
+    def _one(self, sched: float):
+        sent = time.monotonic() - self.t0
+        pod = self.cluster.pick()
+        status, err, name = "ok", None, None
+        if pod is None:
+            status, err = "no_endpoint", "no pod in rotation"
+        else:
+            name = pod.name
+            try:
+                r = self._session().post(pod.triton.infer_url(MODEL), json=common.infer_body(1.0),
+                                         headers={"Connection": "close"}, timeout=REQUEST_TIMEOUT_S)
+                if r.status_code != 200:
+                    status, err = "http_error", f"{r.status_code} {r.text[:120]}"
+                else:
+                    r.json()
+                    pod.served += 1
+            except requests.exceptions.RequestException as e:
+                status, err = "conn_error", f"{type(e).__name__}: {str(e)[:160]}"
+                self._tls.s = None
+            except ValueError as e:
+                status, err = "http_error", f"bad body: {e}"
+            finally:
+                self.cluster.release(pod)
+        end = time.monotonic() - self.t0
+        with self.lock:
+            self.records.append((round(sched, 4), round(sent, 4), round(end, 4), status, name, err))
+
+    def outstanding(self) -> int:
+        with self.cluster.lock:
+            return sum(p.outstanding for p in self.cluster.pods)
+
+    def stop(self, wait_s: float = REQUEST_TIMEOUT_S + 5) -> None:
+        self._stop.set()
+        self._t.join(5)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + wait_s
+        while self.outstanding() > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pathlib.Path] = None,
+        max_cap: int = MAX_REPLICAS_CAP, progress: bool = True) -> dict:
+    """One experiment. Returns the result dict (also written to out_dir/<signal>.json)."""
+    entry = timing.entry_points[signal_name]
+    docs = render(entry)
+    so = next(d for d in docs if d["kind"] == "ScaledObject")
+    spec = spec_from_scaledobject(so, max_cap=max_cap)
+    tpl = pod_template(docs)
+    other = "agent" if signal_name == "raw" else "raw"
+    shadow_so = next(d for d in render(timing.entry_points[other]) if d["kind"] == "ScaledObject")
+    shadow = {t.name: t.query for t in spec_from_scaledobject(shadow_so).triggers}
+    PROPAGATION[0] = timing.propagation_s
+    times = arrivals(timing.phases, seed)
+    starts = phase_starts(timing.phases)
+    total = starts["end"]
+    config = {
+        "signal": signal_name, "timing": timing.name, "timing_note": timing.note, "entry_point": entry,
+        "seed": seed, "requests_scheduled": len(times),
+        "triggers": [dataclasses.asdict(t) for t in spec.triggers],
+        "shadow_triggers": shadow,
+        "min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas,
+        "max_replicas_manifest": int(so["spec"].get("maxReplicaCount", 100)),
+        "behavior": {"scale_up": dataclasses.asdict(spec.scale_up), "scale_down": dataclasses.asdict(spec.scale_down)},
+        "sync_s": timing.sync_s, "sync_offset_s": timing.sync_offset_s, "propagation_s": timing.propagation_s,
+        "pod": dataclasses.asdict(tpl), "model": MODEL, "slow_ms": SLOW_MS,
+        "phases": [dataclasses.asdict(p) for p in timing.phases], "phase_starts": starts,
+        "machine": {"nproc": os.cpu_count(), "loadavg_before": os.getloadavg()},
+    }
+    log(f"run {signal_name}/{timing.name}: {entry}; {timing.note}; {len(times)} requests over {total:.0f} s; "
+        f"min/max replicas {spec.min_replicas}/{spec.max_replicas} (manifest max {config['max_replicas_manifest']})")
+    for t in spec.triggers:
+        log(f"  trigger {t.name} ({t.metric_type}, threshold {t.threshold:g}): {t.query}")
+
+    saved_env = {k: os.environ.get(k) for k in tpl.agent_env}
+    os.environ.update(tpl.agent_env)  # the agent container's env, as the Deployment sets it
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="autoscale-prom-"))
+    prom: Optional[Prometheus] = None
+    cluster: Optional[Cluster] = None
+    load: Optional[Load] = None
+    samples: List[dict] = []
+    decisions: List[dict] = []
+    scale_events: List[dict] = []
+    errors: List[str] = []
+    t_wall0 = time.monotonic()
+    try:
+        prom = Prometheus(entry, timing.scrape_cap, workdir)
+        config["prometheus"] = prom.version
+        config["scrape"] = prom.summary["jobs"]
+        t0_holder = [time.monotonic()]
+        cluster = Cluster(tpl, t0_holder[0], seed)
+        cluster.on_change = lambda: prom.set_pods([p for p in cluster.existing() if not p.terminating])
+        cluster.start()
+        # The Deployment starts at minReplicas; the run begins once that pod is ready and scraped.
+        cluster.scale(spec.min_replicas)
+        ok = common.wait_until(lambda: all(p.ready for p in cluster.active()) or any(p.error for p in cluster.pods),
+                               180, 0.2)
+        if not ok or any(p.error for p in cluster.pods):
+            raise RuntimeError(f"first pod not ready: {[p.error for p in cluster.pods]}")
+        cluster.on_change()
+        n_jobs = len(prom.jobs)
+        if not common.wait_until(lambda: len(prom.query(f'up{{namespace="{NAMESPACE}"}} == 1')) >= n_jobs, 60, 0.5):
+            raise RuntimeError(f"targets not up: {prom.query('up')}")
+        if not common.wait_until(lambda: all(prom.one(t.query)[0] is not None for t in spec.triggers), 60, 0.5):
+            raise RuntimeError(f"trigger queries answer nothing: {[prom.one(t.query) for t in spec.triggers]}")
+        config["startup_s"] = round(time.monotonic() - t_wall0, 1)
+
+        # ---- t = 0
+        t0 = time.monotonic()
+        cluster.t0 = t0
+        for p in cluster.pods:
+            p.t0 = t0
+        load = Load(cluster, times, t0).start()
+        hpa = Hpa(spec)
+        next_sync = timing.sync_offset_s
+        next_sample = 0.0
+        last_print = -1e9
+        while True:
+            now = time.monotonic() - t0
+            if now >= total:
+                break
+            if now >= next_sample:
+                ex = cluster.existing()
+                samples.append({
+                    "t": round(now, 2), "offered": round(rate_at(timing.phases, now), 3),
+                    "desired": cluster.spec_replicas, "pods": len(ex),
+                    "active": sum(1 for p in ex if not p.terminating),
+                    "ready": sum(1 for p in ex if p.ready),
+                    "in_rotation": sum(1 for p in ex if p.in_rotation(time.monotonic())),
+                    "outstanding": load.outstanding(),
+                })
+                next_sample += 1.0
+            if now >= next_sync:
+                next_sync += timing.sync_s
+                values, errs = {}, {}
+                for tr in spec.triggers:
+                    values[tr.name], e = prom.one(tr.query)
+                    if e:
+                        errs[tr.name] = e
+                shadow_vals = {n: prom.one(q)[0] for n, q in shadow.items()}
+                cur = cluster.spec_replicas
+                d = hpa.sync(time.monotonic() - t0, values, cur, len(cluster.active()), cluster.ready_count())
+                rec = {"t": round(d.t, 2), "current": cur, "values": values, "errors": errs,
+                       "shadow": shadow_vals, "proposals": d.proposals, "metric_desired": d.metric_desired,
+                       "stabilized": d.stabilized, "desired": d.desired, "reason": d.reason,
+                       "ready": cluster.ready_count(), "active": len(cluster.active())}
+                if errs:
+                    errors.append(f"t={d.t:.0f}s query errors {errs}")
+                if d.desired != cur:
+                    created, deleted = cluster.scale(d.desired)
+                    hpa.record_scale(d.t, cur, d.desired)
+                    rec.update(created=created, deleted=deleted)
+                    scale_events.append({"t": rec["t"], "from": cur, "to": d.desired, "created": created,
+                                         "deleted": deleted, "values": values})
+                    log(f"  t={d.t:6.1f}s scale {cur} -> {d.desired} ({d.reason}); values "
+                        + ", ".join(f"{k}={v:.3g}" if v is not None else f"{k}=None" for k, v in values.items())
+                        + (f"; create {created}" if created else "") + (f"; delete {deleted}" if deleted else ""))
+                decisions.append(rec)
+            if progress and now - last_print >= 30:
+                last_print = now
+                s = samples[-1] if samples else {}
+                with load.lock:
+                    n_done = len(load.records)
+                    n_fail = sum(1 for r in load.records if r[3] != "ok")
+                log(f"  t={now:6.1f}s offered {rate_at(timing.phases, now):5.1f}/s desired {cluster.spec_replicas} "
+                    f"ready {s.get('ready')} outstanding {s.get('outstanding')} done {n_done} failed {n_fail}")
+            for p in cluster.pods:
+                if p.error and p.name not in " ".join(errors):
+                    errors.append(f"pod {p.name}: {p.error}")
+            time.sleep(0.05)
+        load.stop()
+    finally:
+        if load is not None:
+            load.stop(wait_s=REQUEST_TIMEOUT_S + 5)
+        t_end = time.monotonic()
+        if cluster is not None:
+            cluster.stop()
+        if prom is not None:
+            prom.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    t0 = cluster.t0
+    pods = [{"name": p.name, "created": p.rel(p.created), "ready": p.rel(p.ready_at), "deleted": p.rel(p.deleted_at),
+             "gone": p.rel(p.gone_at), "served": p.served, "error": p.error, "termination": p.termination}
+            for p in cluster.pods]
+    result = {"config": config, "samples": samples, "decisions": decisions, "scale_events": scale_events,
+              "pods": pods, "requests": load.records if load else [], "errors": errors,
+              "wall_s": round(time.monotonic() - t_wall0, 1), "run_end": round(t_end - t0, 2)}
+    result["config"]["machine"]["loadavg_after"] = os.getloadavg()
+    result["summary"] = summarize(result)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{signal_name}.json").write_text(json.dumps(result))
+    return result
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def percentile(sorted_vals: Sequence[float], p: float) -> Optional[float]:
+    if not sorted_vals:
+        return None
+    return sorted_vals[min(len(sorted_vals) - 1, int(p * (len(sorted_vals) - 1) + 0.5))]
+
+
+def summarize(res: dict) -> dict:
+    cfg = res["config"]
+    st = cfg["phase_starts"]
+    total = st["end"]
+    spike0, spike1 = st["spike"], st["ramp down"]
+    reqs = res["requests"]
+    failed = [r for r in reqs if r[3] != "ok"]
+    kinds: Dict[str, int] = {}
+    for r in failed:
+        kinds[r[3]] = kinds.get(r[3], 0) + 1
+    spike_lat = sorted(r[2] - r[0] for r in reqs if r[3] == "ok" and spike0 <= r[0] < spike1)
+    all_lat = sorted(r[2] - r[0] for r in reqs if r[3] == "ok")
+    ev = res["scale_events"]
+    replicas_at_spike = next((d["current"] for d in res["decisions"] if d["t"] >= spike0), None)
+    first_up = next((e for e in ev if e["t"] >= spike0 and e["to"] > e["from"]), None)
+    reaction = decision_to_ready = decision_to_all_ready = None
+    if first_up:
+        reaction = first_up["t"] - spike0
+        readies = [p["ready"] for p in res["pods"] if p["name"] in first_up["created"] and p["ready"] is not None]
+        if readies:
+            decision_to_ready = min(readies) - first_up["t"]
+            if len(readies) == len(first_up["created"]):
+                decision_to_all_ready = max(readies) - first_up["t"]
+    # replica-seconds: each pod from creation until every process exited (a terminating pod still
+    # holds its GPU), counted over the profile [0, end].
+    rs = 0.0
+    for p in res["pods"]:
+        a = max(0.0, p["created"] or 0.0)
+        b = min(total, p["gone"] if p["gone"] is not None else total)
+        rs += max(0.0, b - a)
+    ups = [e for e in ev if e["to"] > e["from"]]
+    downs = [e for e in ev if e["to"] < e["from"]]
+    max_desired = max([d["desired"] for d in res["decisions"]] or [0])
+    last = res["decisions"][-1]["desired"] if res["decisions"] else None
+    back_to_min = next((e["t"] - st["idle after"] for e in downs
+                        if e["t"] >= st["idle after"] and e["to"] == cfg["min_replicas"]), None)
+    rose_in_spike = any(e["to"] > e["from"] and spike0 <= e["t"] < spike1 for e in ev)
+    terminations = [p["termination"] for p in res["pods"] if p["termination"]]
+    return {
+        "requests": len(reqs), "failed": len(failed), "failed_kinds": kinds,
+        "failed_examples": [r for r in failed[:5]],
+        "replicas_at_spike_start": replicas_at_spike,
+        "reaction_s": None if reaction is None else round(reaction, 1),
+        "decision_to_ready_s": None if decision_to_ready is None else round(decision_to_ready, 1),
+        "decision_to_all_ready_s": None if decision_to_all_ready is None else round(decision_to_all_ready, 1),
+        "spike_p50_s": percentile(spike_lat, 0.5), "spike_p99_s": percentile(spike_lat, 0.99),
+        "spike_max_s": spike_lat[-1] if spike_lat else None,
+        "all_p50_s": percentile(all_lat, 0.5), "all_p99_s": percentile(all_lat, 0.99),
+        "replica_seconds": round(rs, 0), "scale_ups": len(ups), "scale_downs": len(downs),
+        "max_desired": max_desired, "final_desired": last, "rose_during_spike": rose_in_spike,
+        "back_to_min_after_idle_s": None if back_to_min is None else round(back_to_min, 1),
+        "terminations": terminations, "query_errors": len([e for e in res["errors"] if "query" in e]),
+        "pod_errors": [p["error"] for p in res["pods"] if p["error"]],
+    }

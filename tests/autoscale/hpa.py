@@ -1,0 +1,263 @@
+"""The HPA v2 algorithm, as kube-controller-manager runs it for a KEDA ScaledObject.
+
+KEDA turns each trigger of a ScaledObject into an *External* metric of the HPA it creates
+(minReplicas = minReplicaCount, maxReplicas = maxReplicaCount, behavior from
+spec.advanced.horizontalPodAutoscalerConfig). Every sync period (kube-controller-manager's
+--horizontal-pod-autoscaler-sync-period, 15 s) the HPA asks KEDA's metrics server for each
+metric, which runs the trigger's PromQL query, and then (pkg/controller/podautoscaler):
+
+per metric (replica_calculator.go)
+  AverageValue  GetExternalPerPodMetricReplicas(statusReplicas):
+                ratio = usage / (target * statusReplicas);
+                if |1 - ratio| > tolerance: replicas = ceil(usage / target) else statusReplicas
+  Value         GetExternalMetricReplicas(specReplicas) -> getUsageRatioReplicaCount:
+                ratio = usage / target; if |1 - ratio| <= tolerance: specReplicas
+                else ceil(ratio * readyPodCount)   (pods of the selector with Ready = True)
+  Values travel as Kubernetes quantities in milli-units (KEDA: resource.NewMilliQuantity),
+  so they are truncated to 0.001 here as well.
+over metrics    the largest proposal; a metric that fails is skipped, and when some failed the
+                HPA does not scale down (computeReplicasForMetrics); all failed: no change.
+behavior        (horizontal.go, normalizeDesiredReplicasWithBehaviors)
+  1. stabilisation: upRec = min of the recommendations of the last scaleUp window (and now),
+     downRec = max of those of the last scaleDown window (and now); the result is current
+     replicas brought into [upRec, downRec];
+  2. rate limits: scaling up is limited by calculateScaleUpLimitWithScalingRules (each policy
+     proposes periodStartReplicas + Value, or ceil(periodStartReplicas * (1 + Value/100));
+     selectPolicy Max takes the largest, Min the smallest), then by maxReplicas; down likewise
+     (periodStartReplicas - Value, or trunc(periodStartReplicas * (1 - Value/100))), then by
+     minReplicas. periodStartReplicas = current - added + deleted within the policy's period.
+  3. a scale event is recorded when the replica count changes.
+The default tolerance is 0.1 (--horizontal-pod-autoscaler-tolerance).
+
+Not modelled: KEDA's fallback (it only acts after failureThreshold failed polls in a row; the
+harness reports any failed query), scaling to/from zero (minReplicaCount is 1), and the
+behavior-less legacy path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+TOLERANCE = 0.1
+
+
+@dataclasses.dataclass
+class Policy:
+    type: str  # "Pods" | "Percent"
+    value: int
+    period_s: float
+
+
+@dataclasses.dataclass
+class Rules:
+    stabilization_s: float
+    policies: List[Policy]
+    select: str = "Max"  # Max | Min | Disabled
+
+
+@dataclasses.dataclass
+class Trigger:
+    name: str
+    metric_type: str  # AverageValue | Value
+    query: str
+    threshold: float
+
+
+@dataclasses.dataclass
+class HpaSpec:
+    min_replicas: int
+    max_replicas: int
+    scale_up: Rules
+    scale_down: Rules
+    triggers: List[Trigger]
+    tolerance: float = TOLERANCE
+
+
+def _milli(v: float) -> float:
+    """A Kubernetes quantity's milli-value (KEDA: resource.NewMilliQuantity(int64(v*1000)))."""
+    return math.trunc(v * 1000.0) / 1000.0
+
+
+def proposal(trigger: Trigger, value: float, spec_replicas: int, status_replicas: int, ready_pods: int,
+             tolerance: float = TOLERANCE) -> int:
+    """The replica count one External metric asks for (replica_calculator.go)."""
+    usage = _milli(value)
+    target = _milli(trigger.threshold)
+    if trigger.metric_type == "AverageValue":
+        replicas = status_replicas
+        ratio = usage / (target * replicas) if replicas else math.inf
+        if abs(1.0 - ratio) > tolerance:
+            replicas = int(math.ceil(usage / target))
+        return replicas
+    if trigger.metric_type == "Value":
+        ratio = usage / target
+        if spec_replicas == 0:
+            return int(math.ceil(ratio))
+        if abs(1.0 - ratio) <= tolerance:
+            return spec_replicas
+        return int(math.ceil(ratio * ready_pods))
+    raise ValueError(f"metricType {trigger.metric_type!r}")
+
+
+@dataclasses.dataclass
+class Decision:
+    t: float
+    current: int
+    values: Dict[str, Optional[float]]
+    proposals: Dict[str, Optional[int]]
+    metric_desired: Optional[int]  # max over the metrics (None: every metric failed)
+    stabilized: int
+    desired: int
+    reason: str
+
+
+class Hpa:
+    """Holds the HPA controller's memory (recommendations, scale events) for one target."""
+
+    def __init__(self, spec: HpaSpec):
+        self.spec = spec
+        self.recommendations: List[Tuple[float, int]] = []
+        self.up_events: List[Tuple[float, int]] = []
+        self.down_events: List[Tuple[float, int]] = []
+
+    # ---------------------------------------------------------------- behavior
+    def _stabilize(self, now: float, current: int, desired: int) -> Tuple[int, str]:
+        up_cut = now - self.spec.scale_up.stabilization_s
+        down_cut = now - self.spec.scale_down.stabilization_s
+        up_rec = down_rec = desired
+        for t, r in self.recommendations:
+            if t > up_cut:
+                up_rec = min(r, up_rec)
+            if t > down_cut:
+                down_rec = max(r, down_rec)
+        rec = current
+        if rec < up_rec:
+            rec = up_rec
+        if rec > down_rec:
+            rec = down_rec
+        # Keep what either window still needs (the controller reuses one outdated slot; the
+        # effect on the windows is the same).
+        keep_after = min(up_cut, down_cut)
+        self.recommendations = [(t, r) for t, r in self.recommendations if t >= keep_after]
+        self.recommendations.append((now, desired))
+        if rec != desired:
+            return rec, "ScaleUpStabilized" if desired >= current else "ScaleDownStabilized"
+        return rec, "ReadyForNewScale"
+
+    @staticmethod
+    def _changes(period_s: float, events: Sequence[Tuple[float, int]], now: float) -> int:
+        cut = now - period_s
+        return sum(n for t, n in events if t > cut)
+
+    def _up_limit(self, now: float, current: int) -> int:
+        rules = self.spec.scale_up
+        if rules.select == "Disabled":
+            return current
+        pick, result = (min, math.inf) if rules.select == "Min" else (max, -math.inf)
+        for p in rules.policies:
+            start = current - self._changes(p.period_s, self.up_events, now) + self._changes(p.period_s, self.down_events, now)
+            prop = start + p.value if p.type == "Pods" else int(math.ceil(start * (1 + p.value / 100.0)))
+            result = pick(result, prop)
+        return int(result)
+
+    def _down_limit(self, now: float, current: int) -> int:
+        rules = self.spec.scale_down
+        if rules.select == "Disabled":
+            return current
+        pick, result = (max, -math.inf) if rules.select == "Min" else (min, math.inf)
+        for p in rules.policies:
+            start = current - self._changes(p.period_s, self.up_events, now) + self._changes(p.period_s, self.down_events, now)
+            prop = start - p.value if p.type == "Pods" else int(start * (1 - p.value / 100.0))
+            result = pick(result, prop)
+        return int(result)
+
+    def _rate_limit(self, now: float, current: int, desired: int) -> Tuple[int, str]:
+        if desired > current:
+            limit = max(self._up_limit(now, current), current)
+            if self.spec.max_replicas > limit:
+                maximum, why = limit, "ScaleUpLimit"
+            else:
+                maximum, why = self.spec.max_replicas, "TooManyReplicas"
+            if desired > maximum:
+                return maximum, why
+        elif desired < current:
+            limit = min(self._down_limit(now, current), current)
+            if self.spec.min_replicas < limit:
+                minimum, why = limit, "ScaleDownLimit"
+            else:
+                minimum, why = self.spec.min_replicas, "TooFewReplicas"
+            if desired < minimum:
+                return minimum, why
+        return desired, "DesiredWithinRange"
+
+    # ---------------------------------------------------------------- one sync
+    def sync(self, now: float, values: Dict[str, Optional[float]], spec_replicas: int, status_replicas: int,
+             ready_pods: int) -> Decision:
+        """One reconcile: `values` maps trigger name -> query value (None when the query failed
+        or answered no single series). Returns the Decision; the caller scales when
+        desired != current, and must then call record_scale()."""
+        current = spec_replicas
+        props: Dict[str, Optional[int]] = {}
+        for tr in self.spec.triggers:
+            v = values.get(tr.name)
+            props[tr.name] = None if v is None or not math.isfinite(v) else proposal(
+                tr, v, spec_replicas, status_replicas, ready_pods, self.spec.tolerance)
+        valid = [p for p in props.values() if p is not None]
+        if current > self.spec.max_replicas:
+            return Decision(now, current, values, props, None, current, self.spec.max_replicas, "AboveMax")
+        if current < self.spec.min_replicas:
+            return Decision(now, current, values, props, None, current, self.spec.min_replicas, "BelowMin")
+        if not valid:
+            return Decision(now, current, values, props, None, current, current, "FailedGetExternalMetric")
+        metric_desired = max(valid)
+        if len(valid) < len(props) and metric_desired < current:
+            # computeReplicasForMetrics: with an invalid metric, never scale down.
+            return Decision(now, current, values, props, metric_desired, current, current, "InvalidMetricNoScaleDown")
+        stabilized, why = self._stabilize(now, current, metric_desired)
+        desired, why2 = self._rate_limit(now, current, stabilized)
+        reason = why2 if why2 != "DesiredWithinRange" or why == "ReadyForNewScale" else why
+        return Decision(now, current, values, props, metric_desired, stabilized, desired, reason)
+
+    def record_scale(self, now: float, old: int, new: int) -> None:
+        """storeScaleEvent: keep events for the longest policy period of their direction."""
+        if new > old:
+            keep = max((p.period_s for p in self.spec.scale_up.policies), default=0)
+            self.up_events = [(t, n) for t, n in self.up_events if t >= now - keep] + [(now, new - old)]
+        elif new < old:
+            keep = max((p.period_s for p in self.spec.scale_down.policies), default=0)
+            self.down_events = [(t, n) for t, n in self.down_events if t >= now - keep] + [(now, old - new)]
+
+
+# ---------------------------------------------------------------------------- from the manifest
+
+
+def _rules(d: dict, default_window: float) -> Rules:
+    d = d or {}
+    pols = [Policy(p["type"], int(p["value"]), float(p["periodSeconds"])) for p in d.get("policies") or []]
+    win = d.get("stabilizationWindowSeconds")
+    return Rules(float(default_window if win is None else win), pols, d.get("selectPolicy", "Max"))
+
+
+def spec_from_scaledobject(so: dict, max_cap: Optional[int] = None) -> HpaSpec:
+    """HpaSpec from a rendered ScaledObject (KEDA's defaults where a field is absent:
+    minReplicaCount 0, maxReplicaCount 100; the HPA's: scale-up window 0 and 100 % or 4 pods per
+    15 s, scale-down window 300 s and 100 % per 15 s). `max_cap` lowers maxReplicaCount (this
+    machine's limit), never raises it."""
+    s = so["spec"]
+    beh = (((s.get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}).get("behavior")) or {}
+    up = _rules(beh.get("scaleUp") or {"policies": [{"type": "Percent", "value": 100, "periodSeconds": 15},
+                                                     {"type": "Pods", "value": 4, "periodSeconds": 15}]}, 0)
+    down = _rules(beh.get("scaleDown") or {"policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}, 300)
+    mx = int(s.get("maxReplicaCount", 100))
+    if max_cap is not None:
+        mx = min(mx, max_cap)
+    triggers = []
+    for t in s.get("triggers") or []:
+        if t.get("type") != "prometheus":
+            raise ValueError(f"trigger type {t.get('type')!r} is not modelled")
+        md = t["metadata"]
+        triggers.append(Trigger(t.get("name") or md["query"][:20], t.get("metricType", "AverageValue"),
+                                " ".join(md["query"].split()), float(md["threshold"])))
+    return HpaSpec(int(s.get("minReplicaCount", 0)), mx, up, down, triggers)
