@@ -11,12 +11,12 @@ CARGO ?= cargo
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bench fuzz-smoke test test-deps test-rust test-deploy test-e2e build release demo clean venv
+.PHONY: autoscale-venv autoscale-demo test-autoscale bench fuzz-smoke test test-deps test-rust test-deploy test-e2e build release demo clean venv
 
 # Stages run one after another (timing tests never share the machine with another load), each
 # with its duration printed, so CI logs show where the time goes.
 test:
-	@t_all=$$SECONDS; for s in test-deps test-rust test-deploy test-e2e fuzz-smoke; do \
+	@t_all=$$SECONDS; for s in test-deps test-rust test-deploy test-e2e test-autoscale fuzz-smoke; do \
 	  t0=$$SECONDS; echo "=== stage: $$s"; $(MAKE) --no-print-directory $$s; \
 	  echo "=== stage: $$s took $$((SECONDS - t0)) s"; done; \
 	echo "=== make test took $$((SECONDS - t_all)) s"
@@ -52,6 +52,18 @@ test-e2e: venv release
 FUZZ_SECONDS ?= 60
 fuzz-smoke:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/smoke.sh
+
+autoscale-venv: venv
+	bash tests/autoscale/setup.sh
+
+## The whole autoscaling loop on one machine, real time: agent gauges vs raw-Triton PromQL; plot
+## and table in target/autoscale/full/ (ARGS=--docs also rewrites docs/autoscaling.md's results).
+autoscale-demo: autoscale-venv release
+	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) tests/autoscale/demo.py --timing full $(ARGS)
+
+## The shortened loop (test overlay, stated in its output; < 5 min) and the HPA unit tests.
+test-autoscale: autoscale-venv release
+	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) -m pytest -q -p no:cacheprovider -rs tests/autoscale
 
 build:
 	$(CARGO) build
