@@ -171,13 +171,15 @@ impl Poller {
     /// Poll once and return the new state.
     pub async fn poll_once(&mut self) -> &PollState {
         let started = Instant::now();
-        let health_fut = self.health();
-        let metrics_fut = async {
+        // The page first, then health: the health probes open connections to Triton's HTTP
+        // port, and the page should describe Triton as it is without them.
+        let page = async {
             let body = self.client.metrics().await?;
             Snapshot::parse(&body).map_err(|e| ScrapeError::Parse(e.to_string()))
-        };
-        let (health, page) = tokio::join!(health_fut, metrics_fut);
+        }
+        .await;
         let scrape_seconds = started.elapsed().as_secs_f64();
+        let health = self.health().await;
         let now = self.origin.elapsed();
         let mut st = self.state.clone();
         st.seq += 1;

@@ -401,9 +401,15 @@ def _compare_pending_means(raw: Recorder, ag: Recorder, step: str, t0: float, t1
     samples of Triton's gauge (not one per 0.1 s read). `fast`'s pending swings by a batch
     every ~25 ms (standard deviation ~2.5 at 16 clients), and a 0.5 s poll can stay in phase
     with that cycle for seconds, so the agent's mean carries a standard error of at least
-    sd / sqrt(n). Tolerance: max(1.5, 30 % of the level, 3 standard errors). Over the 3 s
-    compare phase alone (n = 6) one run in seven missed a 30 % band (agent 5.3 vs raw
-    8.7 +- 2.6); over the steady phase (~10 s, n ~ 19) 30 % is over 4 standard errors."""
+    sd / sqrt(n). Over the 3 s compare phase alone (n = 6) one run in seven missed a 30 % band
+    (agent 5.3 vs raw 8.7 +- 2.6). Over the steady phase (~10 s, n ~ 19) it still missed in
+    clean-clone CI runs, always on the low side for `fast` under heavy load (agent 4.3 and 6.2
+    against raw means 8.7 and 9.4): the agent's 2 Hz samples are not at random phases of the
+    batcher's ~25 ms sawtooth (its own poll is part of the system), so their mean is biased, not
+    just noisy. Each agent value itself is checked against Triton's raw samples of the same poll
+    interval by `_compare_once` (the correctness check); this mean check only has to catch a
+    gross error (a gauge stuck at 0, a doubled count), so its tolerance is
+    max(1.5, 50 % of the level, 3 standard errors)."""
     out = []
     rs, as_ = raw.between(t0 - poll, t1), ag.between(t0, t1)
     n_polls = max(1.0, (t1 - t0) / poll)
@@ -422,7 +428,7 @@ def _compare_pending_means(raw: Recorder, ag: Recorder, step: str, t0: float, t1
             continue
         rm, am = statistics.mean(r_vals), statistics.mean(a_vals)
         sd = statistics.pstdev(r_vals)
-        tol = max(1.5, 0.3 * rm, 3 * sd / math.sqrt(n_polls))
+        tol = max(1.5, 0.5 * rm, 3 * sd / math.sqrt(n_polls))
         out.append(Check(step, metric, m, round(am, 3), round(rm - tol, 3), round(rm + tol, 3), abs(am - rm) <= tol,
                          f"raw sd {sd:.2f}, {n_polls:.0f} polls"))
     return out
