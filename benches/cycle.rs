@@ -10,12 +10,12 @@
 //!
 //! Run: `cargo bench --bench cycle`.
 
+#[path = "support/cycle.rs"]
+mod cycle;
 #[path = "support/pages.rs"]
 mod pages;
 #[path = "support/summary.rs"]
 mod summary;
-#[path = "support/cycle.rs"]
-mod cycle;
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -61,7 +61,11 @@ fn main() {
             w.push(now, Arc::new(Snapshot::parse(&body).unwrap()));
             let d = derive(&w, now, &steps);
             assert_eq!(d.models.len(), n);
-            assert!(d.pod.request_rate > 0.0, "rates must be non-zero: {:?}", d.pod);
+            assert!(
+                d.pod.request_rate > 0.0,
+                "rates must be non-zero: {:?}",
+                d.pod
+            );
             poll.derived = d;
             metrics.update(&poll, &drain, &gpu);
         }
@@ -78,7 +82,11 @@ fn main() {
                 BatchSize::PerIteration,
             )
         });
-        rows.push(summary::Row { id: format!("poll_cycle/{page_name}/{n}"), bytes: body.len(), samples: pages::sample_lines(&body) });
+        rows.push(summary::Row {
+            id: format!("poll_cycle/{page_name}/{n}"),
+            bytes: body.len(),
+            samples: pages::sample_lines(&body),
+        });
     }
     g.finish();
 
@@ -92,11 +100,24 @@ fn main() {
         let mut metrics = Metrics::new();
         metrics.update(&poll, &drain, &gpu);
         let len = metrics.encode().len();
-        let series = metrics.encode().lines().filter(|l| !l.starts_with('#')).count();
-        g.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| black_box(metrics.encode().len())));
-        rows.push(summary::Row { id: format!("encode/{n}"), bytes: len, samples: series });
+        let series = metrics
+            .encode()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count();
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| black_box(metrics.encode().len()))
+        });
+        rows.push(summary::Row {
+            id: format!("encode/{n}"),
+            bytes: len,
+            samples: series,
+        });
     }
     g.finish();
     c.final_summary();
-    summary::print("poll cycle (bytes/samples: the Triton page) and encode (bytes/samples: the /metrics page)", &rows);
+    summary::print(
+        "poll cycle (bytes/samples: the Triton page) and encode (bytes/samples: the /metrics page)",
+        &rows,
+    );
 }

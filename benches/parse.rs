@@ -51,17 +51,30 @@ fn main() {
                     "parse_full" => g.bench_with_input(id, &body, |b, body| {
                         b.iter(|| {
                             let mut sum = 0.0;
-                            let st = text::parse(black_box(body), |_| true, |s| sum += black_box(s).value);
+                            let st = text::parse(
+                                black_box(body),
+                                |_| true,
+                                |s| sum += black_box(s).value,
+                            );
                             black_box((st, sum))
                         })
                     }),
-                    _ => g.bench_with_input(id, &body, |b, body| b.iter(|| black_box(Snapshot::parse(black_box(body))))),
+                    _ => g.bench_with_input(id, &body, |b, body| {
+                        b.iter(|| black_box(Snapshot::parse(black_box(body))))
+                    }),
                 };
-                rows.push(summary::Row { id: format!("{mode}/{page_name}/{n}"), bytes: body.len(), samples });
+                rows.push(summary::Row {
+                    id: format!("{mode}/{page_name}/{n}"),
+                    bytes: body.len(),
+                    samples,
+                });
             }
         }
         g.finish();
     }
     c.final_summary();
-    summary::print("parse: ns/sample counts every sample line of the page, skipped or not", &rows);
+    summary::print(
+        "parse: ns/sample counts every sample line of the page, skipped or not",
+        &rows,
+    );
 }

@@ -21,7 +21,10 @@ use triton_sidecar::triton::snapshot::Snapshot;
 use triton_sidecar::triton::text;
 
 fn env_f64(k: &str, d: f64) -> f64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn best_ns(mut f: impl FnMut()) -> f64 {
@@ -61,12 +64,16 @@ fn main() {
         });
         let labels = best_ns(|| {
             let mut n = 0usize;
-            let st = text::parse(black_box(&body), |_| true, |s| {
-                for (k, v) in s.labels() {
-                    n += k.len() + v.len();
-                }
-                black_box(s.value);
-            });
+            let st = text::parse(
+                black_box(&body),
+                |_| true,
+                |s| {
+                    for (k, v) in s.labels() {
+                        n += k.len() + v.len();
+                    }
+                    black_box(s.value);
+                },
+            );
             black_box((st.ok(), n));
         });
         let skip = best_ns(|| {

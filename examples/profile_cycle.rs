@@ -14,10 +14,10 @@
 //! summary page) prints the median of each stage. Command for the profile: see
 //! docs/benchmarks.md.
 
-#[path = "../benches/support/pages.rs"]
-mod pages;
 #[path = "../benches/support/cycle.rs"]
 mod cycle;
+#[path = "../benches/support/pages.rs"]
+mod pages;
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -35,10 +35,14 @@ use triton_sidecar::triton::text;
 #[inline(never)]
 fn stage_full(body: &str) -> usize {
     let mut n = 0;
-    text::parse(black_box(body), |_| true, |s| {
-        black_box(s);
-        n += 1;
-    })
+    text::parse(
+        black_box(body),
+        |_| true,
+        |s| {
+            black_box(s);
+            n += 1;
+        },
+    )
     .expect("page parses");
     n
 }
@@ -94,7 +98,16 @@ fn main() {
     let gpu = cycle::gpu_state();
     let mut poll = cycle::poll_state();
     let mut metrics = Metrics::new();
-    const STAGES: [&str; 8] = ["full parse (text::parse, all)", "filter only", "Snapshot::parse", "Window::push", "derive", "Metrics::update", "cycle (parse+push+derive+update)", "Metrics::encode"];
+    const STAGES: [&str; 8] = [
+        "full parse (text::parse, all)",
+        "filter only",
+        "Snapshot::parse",
+        "Window::push",
+        "derive",
+        "Metrics::update",
+        "cycle (parse+push+derive+update)",
+        "Metrics::encode",
+    ];
     let mut t: Vec<Vec<Duration>> = vec![Vec::with_capacity(iters); STAGES.len()];
     let mut total = 0usize;
     for _ in 0..iters {
@@ -115,11 +128,31 @@ fn main() {
         let t5 = Instant::now();
         total += stage_encode(&mut metrics);
         let t6 = Instant::now();
-        for (i, (a, b)) in [(tf, t0), (t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t1, t5), (t5, t6)].into_iter().enumerate() {
+        for (i, (a, b)) in [
+            (tf, t0),
+            (t0, t1),
+            (t1, t2),
+            (t2, t3),
+            (t3, t4),
+            (t4, t5),
+            (t1, t5),
+            (t5, t6),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             t[i].push(b - a);
         }
     }
-    println!("{iters} iterations at {n} models ({} page, {} bytes); medians:", if page == pages::SUMMARY { "summary" } else { "counters" }, body.len());
+    println!(
+        "{iters} iterations at {n} models ({} page, {} bytes); medians:",
+        if page == pages::SUMMARY {
+            "summary"
+        } else {
+            "counters"
+        },
+        body.len()
+    );
     for (name, v) in STAGES.iter().zip(t.iter_mut()) {
         v.sort();
         let med = v.get(v.len() / 2).copied().unwrap_or_default();

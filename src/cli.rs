@@ -5,21 +5,34 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::poller::{readiness, PollState, Poller};
 use crate::drain::machine::Phase;
+use crate::poller::{readiness, PollState, Poller};
 use crate::triton::client::TritonClient;
 
 /// Format the per-model table `check` prints.
 pub fn format_table(st: &PollState) -> String {
     let mut out = String::new();
-    out.push_str(&format!("{:<24} {:>14} {:>9} {:>10} {:>10} {:>11}\n", "MODEL", "QUEUE_WAIT_MS", "PENDING", "REQ_PER_S", "FAIL_PER_S", "COMPUTE_MS"));
+    out.push_str(&format!(
+        "{:<24} {:>14} {:>9} {:>10} {:>10} {:>11}\n",
+        "MODEL", "QUEUE_WAIT_MS", "PENDING", "REQ_PER_S", "FAIL_PER_S", "COMPUTE_MS"
+    ));
     for (name, m) in &st.derived.models {
-        out.push_str(&format!("{:<24} {:>14.2} {:>9.0} {:>10.2} {:>10.2} {:>11.2}\n", name, m.queue_wait_ms, m.pending, m.request_rate, m.failure_rate, m.compute_ms));
+        out.push_str(&format!(
+            "{:<24} {:>14.2} {:>9.0} {:>10.2} {:>10.2} {:>11.2}\n",
+            name, m.queue_wait_ms, m.pending, m.request_rate, m.failure_rate, m.compute_ms
+        ));
     }
     let p = st.derived.pod;
-    out.push_str(&format!("{:<24} {:>14.2} {:>9.0} {:>10.2} {:>10} {:>11}\n", "(pod)", p.queue_wait_ms, p.pending, p.request_rate, "-", "-"));
+    out.push_str(&format!(
+        "{:<24} {:>14.2} {:>9.0} {:>10.2} {:>10} {:>11}\n",
+        "(pod)", p.queue_wait_ms, p.pending, p.request_rate, "-", "-"
+    ));
     let (ready, why) = readiness(st, Phase::Serving);
-    out.push_str(&format!("ready: {} ({})\n", if ready { "yes" } else { "no" }, why));
+    out.push_str(&format!(
+        "ready: {} ({})\n",
+        if ready { "yes" } else { "no" },
+        why
+    ));
     out
 }
 
@@ -39,20 +52,31 @@ pub async fn check(cfg: Config, no_triton: bool) -> i32 {
         let mut poller = Poller::new(cfg.clone(), client, std::time::Instant::now());
         let first = poller.poll_once().await.clone();
         if let Some(e) = &first.last_error {
-            eprintln!("error: cannot read Triton's metrics at {}: {e}", cfg.triton_metrics_url);
+            eprintln!(
+                "error: cannot read Triton's metrics at {}: {e}",
+                cfg.triton_metrics_url
+            );
             return 1;
         }
         tokio::time::sleep(cfg.poll_interval).await;
         let second = poller.poll_once().await.clone();
         if let Some(e) = &second.last_error {
-            eprintln!("error: cannot read Triton's metrics at {}: {e}", cfg.triton_metrics_url);
+            eprintln!(
+                "error: cannot read Triton's metrics at {}: {e}",
+                cfg.triton_metrics_url
+            );
             return 1;
         }
-        println!("triton: {}  (two scrapes {} apart)", cfg.triton_metrics_url, humantime::format_duration(cfg.poll_interval));
+        println!(
+            "triton: {}  (two scrapes {} apart)",
+            cfg.triton_metrics_url,
+            humantime::format_duration(cfg.poll_interval)
+        );
         print!("{}", format_table(&second));
         triton_gpu = second.triton_gpu.clone();
     }
-    let gpu_code = crate::gpu::check_report(&cfg.gpu, triton_gpu.as_deref().map(|v| v.as_slice())).await;
+    let gpu_code =
+        crate::gpu::check_report(&cfg.gpu, triton_gpu.as_deref().map(|v| v.as_slice())).await;
     if code == 0 {
         code = gpu_code;
     }
@@ -62,14 +86,20 @@ pub async fn check(cfg: Config, no_triton: bool) -> i32 {
 /// `triton-sidecar drain`: call `/wait-for-drain` and print progress every second.
 pub async fn drain(admin_url: &str, timeout: Duration) -> i32 {
     let base = admin_url.trim_end_matches('/').to_string();
-    let client = match reqwest::Client::builder().no_proxy().timeout(timeout).build() {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
     };
-    let wait = client.get(format!("{base}/wait-for-drain?trigger=cli")).send();
+    let wait = client
+        .get(format!("{base}/wait-for-drain?trigger=cli"))
+        .send();
     tokio::pin!(wait);
     let started = std::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -29,7 +29,8 @@ fn err(flag: &'static str, reason: impl Into<String>) -> ConfigError {
 
 /// Parse a duration such as `250ms`, `1s` or `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}' is not a duration like 250ms, 1s or 2m ({e})"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("'{s}' is not a duration like 250ms, 1s or 2m ({e})"))
 }
 
 /// Parse a size such as `8MiB`, `512KiB`, `1GiB`, `10MB` or a plain number of bytes.
@@ -48,14 +49,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "KB" | "kB" | "K" | "k" => 1_000,
         "MB" | "M" => 1_000_000,
         "GB" | "G" => 1_000_000_000,
-        other => return Err(format!("unknown size unit '{other}' in '{s}' (use B, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{s}' (use B, KiB, MiB, GiB)"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "triton-sidecar", version, about = "Per-pod autoscaling gauges, GPU gauges and graceful drain for NVIDIA Triton")]
+#[command(
+    name = "triton-sidecar",
+    version,
+    about = "Per-pod autoscaling gauges, GPU gauges and graceful drain for NVIDIA Triton"
+)]
 pub struct Cli {
     /// What to run; `serve` when omitted.
     #[command(subcommand)]
@@ -82,7 +92,11 @@ pub enum Command {
     /// Ask a running agent to drain, and wait until it has (for `exec` preStop hooks).
     Drain {
         /// The agent's admin URL.
-        #[arg(long, default_value = "http://127.0.0.1:8004", env = "TRITON_SIDECAR_ADMIN_URL")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:8004",
+            env = "TRITON_SIDECAR_ADMIN_URL"
+        )]
         admin_url: String,
         /// Give up after this long (exit 1).
         #[arg(long, default_value = "120s", value_parser = parse_duration)]
@@ -109,16 +123,32 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Triton's HTTP endpoint, for health and model readiness.
-    #[arg(long, env = "TRITON_SIDECAR_TRITON_URL", default_value = "http://127.0.0.1:8000")]
+    #[arg(
+        long,
+        env = "TRITON_SIDECAR_TRITON_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
     pub triton_url: String,
     /// Triton's metrics page.
-    #[arg(long, env = "TRITON_SIDECAR_TRITON_METRICS_URL", default_value = "http://127.0.0.1:8002/metrics")]
+    #[arg(
+        long,
+        env = "TRITON_SIDECAR_TRITON_METRICS_URL",
+        default_value = "http://127.0.0.1:8002/metrics"
+    )]
     pub triton_metrics_url: String,
     /// Where the derived gauges are served (`GET /metrics`).
-    #[arg(long, env = "TRITON_SIDECAR_METRICS_ADDR", default_value = "0.0.0.0:8003")]
+    #[arg(
+        long,
+        env = "TRITON_SIDECAR_METRICS_ADDR",
+        default_value = "0.0.0.0:8003"
+    )]
     pub metrics_addr: String,
     /// Probes and drain endpoints.
-    #[arg(long, env = "TRITON_SIDECAR_ADMIN_ADDR", default_value = "0.0.0.0:8004")]
+    #[arg(
+        long,
+        env = "TRITON_SIDECAR_ADMIN_ADDR",
+        default_value = "0.0.0.0:8004"
+    )]
     pub admin_addr: String,
     /// How often Triton is polled.
     #[arg(long, env = "TRITON_SIDECAR_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
@@ -128,7 +158,12 @@ pub struct Args {
     pub window: Duration,
     /// Readiness also requires this model to be ready (repeatable). Needed in explicit
     /// model-control mode, where /v2/health/ready answers 200 before any model is loaded.
-    #[arg(long = "require-model", value_name = "NAME", env = "TRITON_SIDECAR_REQUIRE_MODEL", value_delimiter = ',')]
+    #[arg(
+        long = "require-model",
+        value_name = "NAME",
+        env = "TRITON_SIDECAR_REQUIRE_MODEL",
+        value_delimiter = ','
+    )]
     pub require_model: Vec<String>,
     /// Timeout of each request to Triton; unchanged while a drain polls faster.
     #[arg(long, env = "TRITON_SIDECAR_SCRAPE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
@@ -235,7 +270,10 @@ pub struct GpuConfig {
 fn check_url(flag: &'static str, s: &str) -> Result<String, ConfigError> {
     let url = reqwest::Url::parse(s).map_err(|e| err(flag, format!("'{s}' is not a URL ({e})")))?;
     if url.scheme() != "http" {
-        return Err(err(flag, format!("'{s}': only http:// is supported (Triton is on localhost)")));
+        return Err(err(
+            flag,
+            format!("'{s}': only http:// is supported (Triton is on localhost)"),
+        ));
     }
     Ok(s.trim_end_matches('/').to_string())
 }
@@ -251,7 +289,13 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 fn bounded(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
     if d > MAX_DURATION {
-        Err(err(flag, format!("{} is longer than the maximum of 24h", humantime::format_duration(d))))
+        Err(err(
+            flag,
+            format!(
+                "{} is longer than the maximum of 24h",
+                humantime::format_duration(d)
+            ),
+        ))
     } else {
         Ok(d)
     }
@@ -271,12 +315,24 @@ impl Config {
         let poll_interval = nonzero("--poll-interval", a.poll_interval)?;
         let window = nonzero("--window", a.window)?;
         if window < poll_interval {
-            return Err(err("--window", format!("{} is shorter than --poll-interval ({})", humantime::format_duration(window), humantime::format_duration(poll_interval))));
+            return Err(err(
+                "--window",
+                format!(
+                    "{} is shorter than --poll-interval ({})",
+                    humantime::format_duration(window),
+                    humantime::format_duration(poll_interval)
+                ),
+            ));
         }
         if a.max_body == 0 {
             return Err(err("--max-body", "must be greater than 0"));
         }
-        let require_models: Vec<String> = a.require_model.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+        let require_models: Vec<String> = a
+            .require_model
+            .iter()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
         for m in &require_models {
             if m.contains(['/', '?', '#', ' ']) {
                 return Err(err("--require-model", format!("'{m}' is not a model name")));
@@ -299,9 +355,19 @@ impl Config {
                 Some("all") => GpuChoice::All,
                 Some("none") => GpuChoice::Off,
                 Some(list) => {
-                    let uuids: Vec<String> = list.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
-                    if uuids.iter().any(|u| !u.starts_with("GPU-") && !u.starts_with("MIG-")) {
-                        return Err(err("--gpu", format!("'{list}': expected 'all' or UUIDs like GPU-xxxxxxxx")));
+                    let uuids: Vec<String> = list
+                        .split(',')
+                        .map(|u| u.trim().to_string())
+                        .filter(|u| !u.is_empty())
+                        .collect();
+                    if uuids
+                        .iter()
+                        .any(|u| !u.starts_with("GPU-") && !u.starts_with("MIG-"))
+                    {
+                        return Err(err(
+                            "--gpu",
+                            format!("'{list}': expected 'all' or UUIDs like GPU-xxxxxxxx"),
+                        ));
                     }
                     GpuChoice::Uuids(uuids)
                 }
@@ -390,12 +456,29 @@ mod tests {
 
     #[test]
     fn values() {
-        let c = parse(&["--poll-interval", "250ms", "--window", "2m", "--max-body", "512KiB", "--require-model", "a", "--require-model", "b", "--gpu", "GPU-1,GPU-2"]).unwrap();
+        let c = parse(&[
+            "--poll-interval",
+            "250ms",
+            "--window",
+            "2m",
+            "--max-body",
+            "512KiB",
+            "--require-model",
+            "a",
+            "--require-model",
+            "b",
+            "--gpu",
+            "GPU-1,GPU-2",
+        ])
+        .unwrap();
         assert_eq!(c.poll_interval, Duration::from_millis(250));
         assert_eq!(c.window, Duration::from_secs(120));
         assert_eq!(c.max_body, 512 * 1024);
         assert_eq!(c.require_models, vec!["a", "b"]);
-        assert_eq!(c.gpu.choice, GpuChoice::Uuids(vec!["GPU-1".into(), "GPU-2".into()]));
+        assert_eq!(
+            c.gpu.choice,
+            GpuChoice::Uuids(vec!["GPU-1".into(), "GPU-2".into()])
+        );
         assert_eq!(parse(&["--no-gpu"]).unwrap().gpu.choice, GpuChoice::Off);
         assert_eq!(parse(&["--gpu", "all"]).unwrap().gpu.choice, GpuChoice::All);
     }
@@ -410,7 +493,10 @@ mod tests {
             (&["--max-body", "8 parsecs"], "--max-body"),
             (&["--max-body", "0"], "--max-body"),
             (&["--triton-url", "not a url"], "--triton-url"),
-            (&["--triton-metrics-url", "https://x/metrics"], "--triton-metrics-url"),
+            (
+                &["--triton-metrics-url", "https://x/metrics"],
+                "--triton-metrics-url",
+            ),
             (&["--metrics-addr", "8003"], "--metrics-addr"),
             (&["--admin-addr", "localhost"], "--admin-addr"),
             (&["--gpu", "0,1"], "--gpu"),

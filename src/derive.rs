@@ -137,7 +137,9 @@ impl Window {
         let mut any_pending = false;
         for (name, m) in &snap.models {
             let mut tr = self.tracks.get(name).copied().unwrap_or_default();
-            let prev_m = prev.as_ref().and_then(|(t, p)| p.models.get(name).map(|pm| (*t, pm)));
+            let prev_m = prev
+                .as_ref()
+                .and_then(|(t, p)| p.models.get(name).map(|pm| (*t, pm)));
             let completed = match prev_m {
                 Some((_, pm)) => m.success > pm.success,
                 None => false,
@@ -184,7 +186,11 @@ impl Window {
                             let w = clean((q_new.0 - q_old.0) / dc / 1000.0);
                             // Frozen during a stall: as the stall goes on, earlier completions
                             // leave the window and its mean could fall; the wait must not.
-                            if let Some(tr) = self.tracks.get_mut(name).filter(|tr| tr.stall_since.is_none()) {
+                            if let Some(tr) = self
+                                .tracks
+                                .get_mut(name)
+                                .filter(|tr| tr.stall_since.is_none())
+                            {
                                 tr.last_wait_ms = w;
                             }
                         }
@@ -209,7 +215,9 @@ impl Window {
 
 fn went_down(prev: &Snapshot, new: &Snapshot) -> bool {
     new.models.iter().any(|(name, n)| {
-        let Some(p) = prev.models.get(name) else { return false };
+        let Some(p) = prev.models.get(name) else {
+            return false;
+        };
         let pair_down = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| match (a, b) {
             (Some(a), Some(b)) => b.0 < a.0 || b.1 < a.1,
             _ => false,
@@ -241,7 +249,9 @@ fn ms(d: Duration) -> f64 {
 /// pod's request rate leaves them out (their queues still count for pending and queue wait).
 pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derived {
     let mut out = Derived::default();
-    let Some((t_new, new)) = window.latest() else { return out };
+    let Some((t_new, new)) = window.latest() else {
+        return out;
+    };
     // Data older than the window is stale: Triton has been unreachable for too long.
     if now.saturating_sub(window.span) > t_new {
         return out;
@@ -252,7 +262,10 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
     let mut carried_max: f64 = 0.0;
     for (name, m) in &new.models {
         let tr = window.tracks.get(name).copied().unwrap_or_default();
-        let stall_ms = tr.stall_since.map(|s| ms(now.saturating_sub(s))).unwrap_or(0.0);
+        let stall_ms = tr
+            .stall_since
+            .map(|s| ms(now.saturating_sub(s)))
+            .unwrap_or(0.0);
         let mut d = ModelDerived {
             pending: clean(m.pending_total()),
             ..Default::default()
@@ -309,11 +322,17 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
         }
         out.models.insert(name.clone(), d);
     }
-    let mut pod_wait = if pod_dc > 0.0 { clean(pod_dq / pod_dc / 1000.0).max(stalled_max) } else { carried_max };
+    let mut pod_wait = if pod_dc > 0.0 {
+        clean(pod_dq / pod_dc / 1000.0).max(stalled_max)
+    } else {
+        carried_max
+    };
     // The whole pod stalled (requests pending, no model completing): like a model, the pod's
     // wait holds its pre-stall value and grows with the stall.
     if let Some(since) = window.pod.stall_since {
-        pod_wait = pod_wait.max(window.pod.last_wait_ms).max(ms(now.saturating_sub(since)));
+        pod_wait = pod_wait
+            .max(window.pod.last_wait_ms)
+            .max(ms(now.saturating_sub(since)));
     }
     out.pod.queue_wait_ms = clean(pod_wait);
     out.pod.pending = clean(out.pod.pending);

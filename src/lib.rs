@@ -66,7 +66,9 @@ pub struct Agent {
 }
 
 async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, AgentError> {
-    TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { flag, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind { flag, addr, source })
 }
 
 impl Agent {
@@ -74,12 +76,18 @@ impl Agent {
     pub async fn bind(config: Config) -> Result<Agent, AgentError> {
         let metrics = bind("--metrics-addr", config.metrics_addr).await?;
         let admin = bind("--admin-addr", config.admin_addr).await?;
-        Ok(Agent { config, metrics, admin })
+        Ok(Agent {
+            config,
+            metrics,
+            admin,
+        })
     }
 
     /// The bound metrics address.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics.local_addr().unwrap_or(self.config.metrics_addr)
+        self.metrics
+            .local_addr()
+            .unwrap_or(self.config.metrics_addr)
     }
 
     /// The bound admin address.
@@ -93,7 +101,11 @@ impl Agent {
     where
         S: Stream<Item = ()> + Unpin + Send,
     {
-        let Agent { config, metrics, admin } = self;
+        let Agent {
+            config,
+            metrics,
+            admin,
+        } = self;
         let origin = Instant::now();
         let (stop_tx, stop_rx) = watch::channel(false);
         let client = TritonClient::new(&config).map_err(AgentError::Client)?;
@@ -106,13 +118,33 @@ impl Agent {
 
         // Render once before listening, so pod-level series exist (at 0) from the first scrape.
         let (page_tx, page_rx) = watch::channel(Bytes::new());
-        let publisher = tokio::spawn(publish(poll_rx.clone(), drain.subscribe(), gpu_rx, page_tx, stop_rx.clone()));
+        let publisher = tokio::spawn(publish(
+            poll_rx.clone(),
+            drain.subscribe(),
+            gpu_rx,
+            page_tx,
+            stop_rx.clone(),
+        ));
 
         let waiters = Arc::new(AtomicUsize::new(0));
         let limits = http::server::Limits::default();
-        let metrics_srv = tokio::spawn(http::server::serve(metrics, limits, http::metrics::handler(page_rx), stop_rx.clone()));
-        let admin_state = http::admin::AdminState { drain: drain.clone(), polls: poll_rx.clone(), waiters: waiters.clone() };
-        let admin_srv = tokio::spawn(http::server::serve(admin, limits, http::admin::handler(admin_state), stop_rx.clone()));
+        let metrics_srv = tokio::spawn(http::server::serve(
+            metrics,
+            limits,
+            http::metrics::handler(page_rx),
+            stop_rx.clone(),
+        ));
+        let admin_state = http::admin::AdminState {
+            drain: drain.clone(),
+            polls: poll_rx.clone(),
+            waiters: waiters.clone(),
+        };
+        let admin_srv = tokio::spawn(http::server::serve(
+            admin,
+            limits,
+            http::admin::handler(admin_state),
+            stop_rx.clone(),
+        ));
         tracing::info!(metrics = %config.metrics_addr, admin = %config.admin_addr, triton = %config.triton_url, "triton-sidecar started");
 
         // A task that ends before shutdown is a bug; serving frozen gauges with /livez at 200
@@ -150,7 +182,9 @@ async fn lifecycle<S: Stream<Item = ()> + Unpin + Send>(drain: &DrainHandle, sig
         // No signal source: run until the process is killed.
         std::future::pending::<()>().await;
     }
-    let Ok(generation) = drain.terminate().await else { return };
+    let Ok(generation) = drain.terminate().await else {
+        return;
+    };
     let second = async {
         match signals.next().await {
             Some(()) => (),

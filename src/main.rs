@@ -9,7 +9,9 @@ use triton_sidecar::config::{Cli, Command, Config, LogFormat};
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRITON_SIDECAR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -21,17 +23,29 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
             // One line that names the flag; clap's hint lines follow only with --help.
             let msg = e.render().to_string();
-            eprintln!("{}", msg.lines().next().unwrap_or("error: invalid arguments"));
+            eprintln!(
+                "{}",
+                msg.lines().next().unwrap_or("error: invalid arguments")
+            );
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -52,7 +66,9 @@ fn main() -> ExitCode {
                     2
                 }
             },
-            Some(Command::Drain { admin_url, timeout }) => triton_sidecar::cli::drain(&admin_url, timeout).await,
+            Some(Command::Drain { admin_url, timeout }) => {
+                triton_sidecar::cli::drain(&admin_url, timeout).await
+            }
             Some(Command::Install { dir }) => triton_sidecar::cli::install(&dir),
         }
     });

@@ -85,39 +85,95 @@ impl Metrics {
             r.register(name, help, f.clone());
             f
         };
-        let queue_wait = gf("triton_queue_wait_ms", "Mean queue wait (ms) of the requests completed in the window, per model");
+        let queue_wait = gf(
+            "triton_queue_wait_ms",
+            "Mean queue wait (ms) of the requests completed in the window, per model",
+        );
         let pending = gf("triton_pending_requests", "Requests waiting in the queue now, per model (Triton's pending count plus TensorRT-LLM waiting)");
-        let request_rate = gf("triton_request_rate", "Successful requests per second over the window, per model");
-        let failure_rate = gf("triton_failure_rate", "Failed requests per second over the window, per model");
-        let compute = gf("triton_compute_ms", "Mean compute time (ms) per request over the window, per model");
+        let request_rate = gf(
+            "triton_request_rate",
+            "Successful requests per second over the window, per model",
+        );
+        let failure_rate = gf(
+            "triton_failure_rate",
+            "Failed requests per second over the window, per model",
+        );
+        let compute = gf(
+            "triton_compute_ms",
+            "Mean compute time (ms) per request over the window, per model",
+        );
         let gpu_util = gf("triton_gpu_utilization_ratio", "GPU utilization, 0 to 1");
         let gpu_mem_used = gf("triton_gpu_memory_used_bytes", "GPU memory used, bytes");
         let gpu_mem_total = gf("triton_gpu_memory_total_bytes", "GPU memory total, bytes");
-        let gpu_mem_ratio = gf("triton_gpu_memory_used_ratio", "GPU memory used over total, 0 to 1");
+        let gpu_mem_ratio = gf(
+            "triton_gpu_memory_used_ratio",
+            "GPU memory used over total, 0 to 1",
+        );
         let gpu_power = gf("triton_gpu_power_watts", "GPU power draw, watts");
-        let gpu_temp = gf("triton_gpu_temperature_celsius", "GPU temperature, degrees Celsius");
-        let gpu_source = gf("triton_sidecar_gpu_source", "1 for the source of the GPU gauges in use (nvml, triton or none)");
+        let gpu_temp = gf(
+            "triton_gpu_temperature_celsius",
+            "GPU temperature, degrees Celsius",
+        );
+        let gpu_source = gf(
+            "triton_sidecar_gpu_source",
+            "1 for the source of the GPU gauges in use (nvml, triton or none)",
+        );
         let mut g = |name: &str, help: &str| {
             let x = G::default();
             r.register(name, help, x.clone());
             x
         };
-        let pod_queue_wait = g("triton_pod_queue_wait_ms", "Mean queue wait (ms) over all models, weighted by completed requests");
-        let pod_pending = g("triton_pod_pending_requests", "Requests waiting now, summed over all models");
+        let pod_queue_wait = g(
+            "triton_pod_queue_wait_ms",
+            "Mean queue wait (ms) over all models, weighted by completed requests",
+        );
+        let pod_pending = g(
+            "triton_pod_pending_requests",
+            "Requests waiting now, summed over all models",
+        );
         let pod_request_rate = g("triton_pod_request_rate", "Client-facing successful requests per second, summed over models (ensemble steps left out)");
-        let ready = g("triton_ready", "1 when Triton is ready, every required model is ready and no drain is under way");
-        let up = g("triton_up", "1 when the last scrape of Triton's metrics succeeded");
+        let ready = g(
+            "triton_ready",
+            "1 when Triton is ready, every required model is ready and no drain is under way",
+        );
+        let up = g(
+            "triton_up",
+            "1 when the last scrape of Triton's metrics succeeded",
+        );
         let draining = g("triton_draining", "1 while a drain is under way or done");
-        let scrape_duration = g("triton_sidecar_scrape_duration_seconds", "Duration of the last scrape of Triton");
-        let drain_seconds = g("triton_sidecar_drain_seconds", "Length of the last completed drain, seconds");
-        let nvml_up = g("triton_sidecar_nvml_up", "1 when NVML is loaded and answering");
+        let scrape_duration = g(
+            "triton_sidecar_scrape_duration_seconds",
+            "Duration of the last scrape of Triton",
+        );
+        let drain_seconds = g(
+            "triton_sidecar_drain_seconds",
+            "Length of the last completed drain, seconds",
+        );
+        let nvml_up = g(
+            "triton_sidecar_nvml_up",
+            "1 when NVML is loaded and answering",
+        );
         let scrape_errors = Family::<Labels, Counter>::default();
-        r.register("triton_sidecar_scrape_errors", "Failed scrapes of Triton, by reason", scrape_errors.clone());
+        r.register(
+            "triton_sidecar_scrape_errors",
+            "Failed scrapes of Triton, by reason",
+            scrape_errors.clone(),
+        );
         let drains = Family::<Labels, Counter>::default();
-        r.register("triton_sidecar_drains", "Completed drains, by trigger and result", drains.clone());
+        r.register(
+            "triton_sidecar_drains",
+            "Completed drains, by trigger and result",
+            drains.clone(),
+        );
         let build = GF::default();
-        r.register("triton_sidecar_build_info", "Build information; always 1", build.clone());
-        build.get_or_create(&lbl("version", env!("CARGO_PKG_VERSION"))).set(1.0);
+        r.register(
+            "triton_sidecar_build_info",
+            "Build information; always 1",
+            build.clone(),
+        );
+        build
+            .get_or_create(&lbl("version", env!("CARGO_PKG_VERSION")))
+            .set(1.0);
         // Pre-create the error counters so a rate() over them has a starting point.
         for reason in ScrapeError::REASONS {
             let _ = scrape_errors.get_or_create(&lbl("reason", reason));
@@ -156,7 +212,13 @@ impl Metrics {
     pub fn update(&mut self, poll: &PollState, drain: &DrainView, gpu: &GpuState) {
         let d = &poll.derived;
         // Models that left Triton's page lose their series.
-        let families = [&self.queue_wait, &self.pending, &self.request_rate, &self.failure_rate, &self.compute];
+        let families = [
+            &self.queue_wait,
+            &self.pending,
+            &self.request_rate,
+            &self.failure_rate,
+            &self.compute,
+        ];
         self.per_model.retain(|model, _| {
             let keep = d.models.contains_key(model);
             if !keep {
@@ -170,9 +232,12 @@ impl Metrics {
         for (model, m) in &d.models {
             if !self.per_model.contains_key(model) {
                 let l = lbl("model", model);
-                self.per_model.insert(model.clone(), families.map(|f| f.get_or_create_owned(&l)));
+                self.per_model
+                    .insert(model.clone(), families.map(|f| f.get_or_create_owned(&l)));
             }
-            let Some(g) = self.per_model.get(model) else { continue };
+            let Some(g) = self.per_model.get(model) else {
+                continue;
+            };
             g[0].set(clean(m.queue_wait_ms));
             g[1].set(clean(m.pending));
             g[2].set(clean(m.request_rate));
@@ -185,7 +250,11 @@ impl Metrics {
         let (ready, _) = readiness(poll, drain.phase);
         self.ready.set(if ready { 1.0 } else { 0.0 });
         self.up.set(if poll.triton_up { 1.0 } else { 0.0 });
-        self.draining.set(if drain.phase == Phase::Serving { 0.0 } else { 1.0 });
+        self.draining.set(if drain.phase == Phase::Serving {
+            0.0
+        } else {
+            1.0
+        });
         self.scrape_duration.set(clean(poll.scrape_seconds));
         for (reason, n) in &poll.scrape_errors {
             let c = self.scrape_errors.get_or_create(&lbl("reason", reason));
@@ -198,7 +267,10 @@ impl Metrics {
             self.drain_seconds.set(clean(c.duration.as_secs_f64()));
         }
         for ((t, r), n) in &drain.counts {
-            let l: Labels = vec![("trigger", t.as_str().to_string()), ("result", r.as_str().to_string())];
+            let l: Labels = vec![
+                ("trigger", t.as_str().to_string()),
+                ("result", r.as_str().to_string()),
+            ];
             let c = self.drains.get_or_create(&l);
             let cur = c.get();
             if *n > cur {
@@ -209,7 +281,14 @@ impl Metrics {
     }
 
     fn update_gpu(&mut self, gpu: &GpuState) {
-        for f in [&self.gpu_util, &self.gpu_mem_used, &self.gpu_mem_total, &self.gpu_mem_ratio, &self.gpu_power, &self.gpu_temp] {
+        for f in [
+            &self.gpu_util,
+            &self.gpu_mem_used,
+            &self.gpu_mem_total,
+            &self.gpu_mem_ratio,
+            &self.gpu_power,
+            &self.gpu_temp,
+        ] {
             f.clear();
         }
         for g in &gpu.readings {
@@ -262,25 +341,70 @@ mod tests {
     use std::time::Duration;
 
     fn view() -> DrainView {
-        let cfg = DrainConfig { poll_interval: Duration::from_millis(200), min_drain: Duration::from_secs(5), quiet: Duration::from_secs(2), timeout: Duration::from_secs(90) };
+        let cfg = DrainConfig {
+            poll_interval: Duration::from_millis(200),
+            min_drain: Duration::from_secs(5),
+            quiet: Duration::from_secs(2),
+            timeout: Duration::from_secs(90),
+        };
         let m = DrainMachine::new(cfg);
-        DrainView { phase: m.phase(), trigger: None, result: None, started: None, quiet_since: None, pending: 0.0, generation: 0, last: None, counts: Default::default(), terminating: false, config: cfg }
+        DrainView {
+            phase: m.phase(),
+            trigger: None,
+            result: None,
+            started: None,
+            quiet_since: None,
+            pending: 0.0,
+            generation: 0,
+            last: None,
+            counts: Default::default(),
+            terminating: false,
+            config: cfg,
+        }
     }
 
     #[test]
     fn a_model_that_leaves_loses_its_series_and_values_follow() {
         let mut m = Metrics::new();
         let mut poll = PollState::default();
-        poll.derived.models.insert("a".into(), ModelDerived { pending: 3.0, ..Default::default() });
-        poll.derived.models.insert("b".into(), ModelDerived { pending: 4.0, queue_wait_ms: f64::NAN, ..Default::default() });
+        poll.derived.models.insert(
+            "a".into(),
+            ModelDerived {
+                pending: 3.0,
+                ..Default::default()
+            },
+        );
+        poll.derived.models.insert(
+            "b".into(),
+            ModelDerived {
+                pending: 4.0,
+                queue_wait_ms: f64::NAN,
+                ..Default::default()
+            },
+        );
         let page = m.render(&poll, &view(), &GpuState::default()).to_string();
-        assert!(page.contains("triton_pending_requests{model=\"a\"} 3.0"), "{page}");
+        assert!(
+            page.contains("triton_pending_requests{model=\"a\"} 3.0"),
+            "{page}"
+        );
         assert!(page.contains("triton_pending_requests{model=\"b\"} 4.0"));
-        assert!(page.contains("triton_queue_wait_ms{model=\"b\"} 0.0"), "NaN is never encoded");
+        assert!(
+            page.contains("triton_queue_wait_ms{model=\"b\"} 0.0"),
+            "NaN is never encoded"
+        );
         poll.derived.models.remove("b");
-        poll.derived.models.insert("a".into(), ModelDerived { pending: 9.0, ..Default::default() });
+        poll.derived.models.insert(
+            "a".into(),
+            ModelDerived {
+                pending: 9.0,
+                ..Default::default()
+            },
+        );
         let page = m.render(&poll, &view(), &GpuState::default()).to_string();
-        assert!(page.contains("triton_pending_requests{model=\"a\"} 9.0"), "{page}");
+        assert!(
+            page.contains("triton_pending_requests{model=\"a\"} 9.0"),
+            "{page}"
+        );
         assert!(!page.contains("model=\"b\""), "{page}");
     }
 }

@@ -96,7 +96,11 @@ struct Learn {
 }
 
 /// Reads model configs one at a time, off the poll path. Ends when the poller is dropped.
-async fn learn_worker(client: TritonClient, learn: Arc<std::sync::Mutex<Learn>>, mut rx: tokio::sync::mpsc::UnboundedReceiver<String>) {
+async fn learn_worker(
+    client: TritonClient,
+    learn: Arc<std::sync::Mutex<Learn>>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     while let Some(m) = rx.recv().await {
         let r = client.ensemble_steps(&m).await;
         let mut l = match learn.lock() {
@@ -112,7 +116,9 @@ async fn learn_worker(client: TritonClient, learn: Arc<std::sync::Mutex<Learn>>,
             }
             // An HTTP error answer will not change: the model counts as client-facing and is
             // not asked about again.
-            Err(e @ ScrapeError::Status(_)) => tracing::debug!(model = %m, error = %e, "model config not available; counted as client-facing"),
+            Err(e @ ScrapeError::Status(_)) => {
+                tracing::debug!(model = %m, error = %e, "model config not available; counted as client-facing")
+            }
             // A transport error: ask again on a later poll; until then it counts as client-facing.
             Err(e) => {
                 tracing::debug!(model = %m, error = %e, "model config not readable yet");
@@ -205,7 +211,9 @@ impl Poller {
                 self.non_finite_seen = snap.non_finite > 0;
                 self.learn_steps(&snap);
                 if self.window.push(now, Arc::new(snap)) == Pushed::Reset {
-                    tracing::info!("Triton counters went down: a new Triton process; the window starts afresh");
+                    tracing::info!(
+                        "Triton counters went down: a new Triton process; the window starts afresh"
+                    );
                     st.counter_reset = true;
                 }
             }
@@ -229,9 +237,15 @@ impl Poller {
         let first = self.reachable.is_none();
         self.reachable = Some(ok);
         match (ok, e) {
-            (true, _) => tracing::info!(url = %self.cfg.triton_metrics_url, "Triton metrics reachable"),
-            (false, Some(e)) if first => tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason(), error = %e, "Triton metrics not reachable yet; will keep polling"),
-            (false, Some(e)) => tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason(), error = %e, "Triton metrics stopped being reachable"),
+            (true, _) => {
+                tracing::info!(url = %self.cfg.triton_metrics_url, "Triton metrics reachable")
+            }
+            (false, Some(e)) if first => {
+                tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason(), error = %e, "Triton metrics not reachable yet; will keep polling")
+            }
+            (false, Some(e)) => {
+                tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason(), error = %e, "Triton metrics stopped being reachable")
+            }
             (false, None) => {}
         }
     }
@@ -257,11 +271,18 @@ impl Poller {
 
     async fn health(&self) -> Health {
         let server = self.client.server_ready();
-        let models = futures_util::future::join_all(self.cfg.require_models.iter().map(|m| async move { (m, self.client.model_ready(m).await) }));
+        let models = futures_util::future::join_all(
+            self.cfg
+                .require_models
+                .iter()
+                .map(|m| async move { (m, self.client.model_ready(m).await) }),
+        );
         let (server, models) = tokio::join!(server, models);
         match server {
             Err(e) => return Health::Unreachable(e.to_string()),
-            Ok(false) => return Health::NotReady("triton not ready (/v2/health/ready)".to_string()),
+            Ok(false) => {
+                return Health::NotReady("triton not ready (/v2/health/ready)".to_string())
+            }
             Ok(true) => {}
         }
         let not_ready: Vec<&str> = models
@@ -289,7 +310,11 @@ pub async fn run(
         let began = Instant::now();
         let st = poller.poll_once().await.clone();
         tx.send_replace(Arc::new(st));
-        let interval = if *drain.borrow() == Phase::Draining { fast } else { normal };
+        let interval = if *drain.borrow() == Phase::Draining {
+            fast
+        } else {
+            normal
+        };
         let sleep = interval.saturating_sub(began.elapsed());
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}

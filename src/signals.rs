@@ -8,6 +8,9 @@ use signal_hook_tokio::Signals;
 pub fn os_signals() -> std::io::Result<impl Stream<Item = ()> + Unpin + Send> {
     let signals = Signals::new([SIGTERM, SIGINT])?;
     Ok(signals.map(|sig| {
-        tracing::info!(signal = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }, "signal received");
+        tracing::info!(
+            signal = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" },
+            "signal received"
+        );
     }))
 }

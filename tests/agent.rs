@@ -12,14 +12,21 @@ fn metrics_page(a: &RunningAgent) -> impl std::future::Future<Output = String> +
 
 #[tokio::test]
 async fn serves_derived_gauges_and_readiness() {
-    let t = FakeTriton::start(Script { metrics: page("m", 0, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 0, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     t.set(|s| {
         s.model_ready.insert("m".into(), 200);
     });
     let mut cfg = fast_config(&t);
     cfg.require_models = vec!["m".into()];
     let a = start_agent(cfg).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await == (200, "ready\n".into()) }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await == (200, "ready\n".into())
+    })
+    .await;
     // 100 requests/poll with 20 ms mean queue wait: 2,000,000 µs / 100 = 20 ms.
     let mut n = 0u64;
     let start = Instant::now();
@@ -29,7 +36,11 @@ async fn serves_derived_gauges_and_readiness() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let p = metrics_page(&a).await;
-    assert_eq!(value(&p, "triton_queue_wait_ms{model=\"m\"}"), Some(20.0), "{p}");
+    assert_eq!(
+        value(&p, "triton_queue_wait_ms{model=\"m\"}"),
+        Some(20.0),
+        "{p}"
+    );
     assert_eq!(value(&p, "triton_pending_requests{model=\"m\"}"), Some(7.0));
     assert_eq!(value(&p, "triton_pod_pending_requests"), Some(7.0));
     assert_eq!(value(&p, "triton_pod_queue_wait_ms"), Some(20.0));
@@ -45,18 +56,32 @@ async fn serves_derived_gauges_and_readiness() {
     t.set(|s| {
         s.model_ready.insert("m".into(), 503);
     });
-    eventually(Duration::from_secs(5), "model not ready", || async { get(a.admin, "/readyz").await == (503, "model not ready: m\n".into()) }).await;
+    eventually(Duration::from_secs(5), "model not ready", || async {
+        get(a.admin, "/readyz").await == (503, "model not ready: m\n".into())
+    })
+    .await;
     let p = metrics_page(&a).await;
     assert_eq!(value(&p, "triton_ready"), Some(0.0));
 }
 
 #[tokio::test]
 async fn content_type_and_routes() {
-    let t = FakeTriton::start(Script { metrics: page("m", 0, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 0, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    let r = client().get(format!("http://{}/metrics", a.metrics)).send().await.unwrap();
+    let r = client()
+        .get(format!("http://{}/metrics", a.metrics))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(r.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     assert_eq!(get(a.metrics, "/nope").await.0, 404);
     assert_eq!(post(a.metrics, "/metrics").await.0, 405);
     assert_eq!(get(a.admin, "/livez").await, (200, "ok\n".into()));
@@ -85,7 +110,8 @@ async fn triton_down_at_start_then_up() {
     t.revive().await;
     eventually(Duration::from_secs(5), "recovered", || async {
         let p = get(a.metrics, "/metrics").await.1;
-        value(&p, "triton_up") == Some(1.0) && value(&p, "triton_pending_requests{model=\"m\"}") == Some(2.0)
+        value(&p, "triton_up") == Some(1.0)
+            && value(&p, "triton_pending_requests{model=\"m\"}") == Some(2.0)
     })
     .await;
     assert_eq!(get(a.admin, "/readyz").await.0, 200);
@@ -93,13 +119,32 @@ async fn triton_down_at_start_then_up() {
 
 #[tokio::test]
 async fn triton_going_away_drops_model_series_after_the_window() {
-    let mut t = FakeTriton::start(Script { metrics: page("m", 5, 0, 0, 3), ..Default::default() }).await;
+    let mut t = FakeTriton::start(Script {
+        metrics: page("m", 5, 0, 0, 3),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "model series", || async { value(&get(a.metrics, "/metrics").await.1, "triton_pending_requests{model=\"m\"}") == Some(3.0) }).await;
+    eventually(Duration::from_secs(5), "model series", || async {
+        value(
+            &get(a.metrics, "/metrics").await.1,
+            "triton_pending_requests{model=\"m\"}",
+        ) == Some(3.0)
+    })
+    .await;
     t.kill().await;
-    eventually(Duration::from_secs(2), "triton_up 0", || async { value(&get(a.metrics, "/metrics").await.1, "triton_up") == Some(0.0) }).await;
+    eventually(Duration::from_secs(2), "triton_up 0", || async {
+        value(&get(a.metrics, "/metrics").await.1, "triton_up") == Some(0.0)
+    })
+    .await;
     // Within the window (2 s) the series stay; after it they go.
-    eventually(Duration::from_secs(5), "series gone", || async { !get(a.metrics, "/metrics").await.1.contains("triton_pending_requests{") }).await;
+    eventually(Duration::from_secs(5), "series gone", || async {
+        !get(a.metrics, "/metrics")
+            .await
+            .1
+            .contains("triton_pending_requests{")
+    })
+    .await;
     let p = metrics_page(&a).await;
     assert_eq!(value(&p, "triton_pod_pending_requests"), Some(0.0));
     assert_eq!(get(a.admin, "/readyz").await.0, 503);
@@ -107,27 +152,60 @@ async fn triton_going_away_drops_model_series_after_the_window() {
 
 #[tokio::test]
 async fn hanging_triton_hits_the_scrape_timeout() {
-    let t = FakeTriton::start(Script { metrics: page("m", 5, 0, 0, 3), mode: MetricsMode::Hang, ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 5, 0, 0, 3),
+        mode: MetricsMode::Hang,
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "timeout counted", || async { value(&get(a.metrics, "/metrics").await.1, "triton_sidecar_scrape_errors_total{reason=\"timeout\"}").unwrap_or(0.0) >= 1.0 }).await;
+    eventually(Duration::from_secs(5), "timeout counted", || async {
+        value(
+            &get(a.metrics, "/metrics").await.1,
+            "triton_sidecar_scrape_errors_total{reason=\"timeout\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
     // The agent's own endpoints answer at once while Triton hangs.
     let s = Instant::now();
     assert_eq!(get(a.admin, "/livez").await.0, 200);
     assert_eq!(get(a.metrics, "/metrics").await.0, 200);
-    assert!(s.elapsed() < Duration::from_millis(250), "{:?}", s.elapsed());
+    assert!(
+        s.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        s.elapsed()
+    );
     // Recovers when Triton answers again.
     t.set(|s| s.mode = MetricsMode::Page);
-    eventually(Duration::from_secs(5), "up again", || async { value(&get(a.metrics, "/metrics").await.1, "triton_up") == Some(1.0) }).await;
+    eventually(Duration::from_secs(5), "up again", || async {
+        value(&get(a.metrics, "/metrics").await.1, "triton_up") == Some(1.0)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn body_over_max_body_is_refused() {
-    let t = FakeTriton::start(Script { metrics: page("m", 5, 0, 0, 3), mode: MetricsMode::Huge(4 << 20), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 5, 0, 0, 3),
+        mode: MetricsMode::Huge(4 << 20),
+        ..Default::default()
+    })
+    .await;
     let mut cfg = fast_config(&t);
     cfg.max_body = 1 << 20;
     cfg.scrape_timeout = Duration::from_secs(2);
     let a = start_agent(cfg).await;
-    eventually(Duration::from_secs(5), "too_large counted", || async { value(&get(a.metrics, "/metrics").await.1, "triton_sidecar_scrape_errors_total{reason=\"too_large\"}").unwrap_or(0.0) >= 1.0 }).await;
+    eventually(Duration::from_secs(5), "too_large counted", || async {
+        value(
+            &get(a.metrics, "/metrics").await.1,
+            "triton_sidecar_scrape_errors_total{reason=\"too_large\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
     let p = metrics_page(&a).await;
     assert_eq!(value(&p, "triton_up"), Some(0.0));
     assert!(!p.contains("triton_pending_requests{"));
@@ -135,23 +213,43 @@ async fn body_over_max_body_is_refused() {
 
 #[tokio::test]
 async fn bad_pages_keep_the_agent_serving() {
-    let t = FakeTriton::start(Script { metrics: page("m", 5, 0, 0, 3), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 5, 0, 0, 3),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
     // (mode, reason label it must be counted under)
     let cases = vec![
         (MetricsMode::Status(500), "http_status"),
-        (MetricsMode::Raw(b"<html><body>Service Unavailable</body></html>".to_vec()), "parse"),
-        (MetricsMode::Raw(vec![0xff, 0xfe, 0x00, 0x13, 0x37, 0x80]), "parse"),
+        (
+            MetricsMode::Raw(b"<html><body>Service Unavailable</body></html>".to_vec()),
+            "parse",
+        ),
+        (
+            MetricsMode::Raw(vec![0xff, 0xfe, 0x00, 0x13, 0x37, 0x80]),
+            "parse",
+        ),
         (MetricsMode::Truncated, "body"),
     ];
     for (mode, reason) in cases {
         let series = format!("triton_sidecar_scrape_errors_total{{reason=\"{reason}\"}}");
         let before = value(&get(a.metrics, "/metrics").await.1, &series).unwrap_or(0.0);
         t.set(|s| s.mode = mode.clone());
-        eventually(Duration::from_secs(5), &format!("{mode:?} counted as {reason}"), || async { value(&get(a.metrics, "/metrics").await.1, &series).unwrap_or(0.0) > before }).await;
+        eventually(
+            Duration::from_secs(5),
+            &format!("{mode:?} counted as {reason}"),
+            || async {
+                value(&get(a.metrics, "/metrics").await.1, &series).unwrap_or(0.0) > before
+            },
+        )
+        .await;
         assert_eq!(get(a.admin, "/livez").await.0, 200);
         t.set(|s| s.mode = MetricsMode::Page);
-        eventually(Duration::from_secs(5), "up again", || async { value(&get(a.metrics, "/metrics").await.1, "triton_up") == Some(1.0) }).await;
+        eventually(Duration::from_secs(5), "up again", || async {
+            value(&get(a.metrics, "/metrics").await.1, "triton_up") == Some(1.0)
+        })
+        .await;
     }
 }
 
@@ -161,17 +259,33 @@ async fn port_taken_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut cfg = fast_config(&t);
     cfg.admin_addr = taken.local_addr().unwrap();
-    let err = triton_sidecar::Agent::bind(cfg).await.err().expect("bind must fail");
+    let err = triton_sidecar::Agent::bind(cfg)
+        .await
+        .err()
+        .expect("bind must fail");
     let msg = err.to_string();
-    assert!(msg.contains("--admin-addr") && msg.contains(&taken.local_addr().unwrap().to_string()), "{msg}");
+    assert!(
+        msg.contains("--admin-addr") && msg.contains(&taken.local_addr().unwrap().to_string()),
+        "{msg}"
+    );
 }
 
 /// `promtool check metrics` (Prometheus's own linter) accepts our page.
 #[tokio::test]
 async fn promtool_accepts_the_page() {
-    let t = FakeTriton::start(Script { metrics: page("m", 5, 1, 1000, 3), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 5, 1, 1000, 3),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "model series", || async { get(a.metrics, "/metrics").await.1.contains("triton_queue_wait_ms{") }).await;
+    eventually(Duration::from_secs(5), "model series", || async {
+        get(a.metrics, "/metrics")
+            .await
+            .1
+            .contains("triton_queue_wait_ms{")
+    })
+    .await;
     let p = metrics_page(&a).await;
     let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
     let mut child = std::process::Command::new(&promtool)
@@ -180,19 +294,32 @@ async fn promtool_accepts_the_page() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{promtool} not found ({e}); `make test` installs Debian's prometheus package"));
+        .unwrap_or_else(|e| {
+            panic!("{promtool} not found ({e}); `make test` installs Debian's prometheus package")
+        });
     use std::io::Write;
     child.stdin.take().unwrap().write_all(p.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Exit 0 is clean; 3 means lint findings only (1 would be a format error). The one lint
     // we accept is promtool's style advice against `_ms`: those names are the product's
     // documented interface (milliseconds is what users set SLOs in). Anything else fails.
     let code = out.status.code();
-    assert!(code == Some(0) || code == Some(3), "promtool exit {code:?}: {text}\n{p}");
+    assert!(
+        code == Some(0) || code == Some(3),
+        "promtool exit {code:?}: {text}\n{p}"
+    );
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (name, complaint) = line.split_once(' ').unwrap_or((line, ""));
-        assert!(name.ends_with("_ms") && complaint == "metric names should not contain abbreviated units", "promtool: {line}");
+        assert!(
+            name.ends_with("_ms")
+                && complaint == "metric names should not contain abbreviated units",
+            "promtool: {line}"
+        );
     }
 }
 
@@ -201,23 +328,38 @@ async fn promtool_accepts_the_page() {
 /// harness: with pooled connections, Triton waited its whole exit timeout and exited 1.
 #[tokio::test]
 async fn health_polls_never_hold_a_connection_open() {
-    let t = FakeTriton::start(Script { metrics: page("m", 5, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 5, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     t.set(|s| {
         s.model_ready.insert("m".into(), 200);
     });
     let mut cfg = fast_config(&t);
     cfg.require_models = vec!["m".into()];
     let _a = start_agent(cfg).await;
-    eventually(Duration::from_secs(5), "20 requests to /v2", || async { t.script.lock().unwrap().v2_hits >= 20 }).await;
+    eventually(Duration::from_secs(5), "20 requests to /v2", || async {
+        t.script.lock().unwrap().v2_hits >= 20
+    })
+    .await;
     let s = t.script.lock().unwrap().clone();
-    assert_eq!(s.v2_keepalive, 0, "{} of {} /v2 requests kept the connection open", s.v2_keepalive, s.v2_hits);
+    assert_eq!(
+        s.v2_keepalive, 0,
+        "{} of {} /v2 requests kept the connection open",
+        s.v2_keepalive, s.v2_hits
+    );
 }
 
 /// The ensemble's steps are learned from `/v2/models/<m>/config` and left out of the pod rate.
 #[tokio::test]
 async fn ensemble_steps_are_learned_from_the_config_endpoint() {
     let both = |n: u64| format!("{}{}", page("ens", n, 0, 0, 0), page("pre", n, 0, 0, 0));
-    let t = FakeTriton::start(Script { metrics: both(0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: both(0),
+        ..Default::default()
+    })
+    .await;
     t.set(|s| {
         s.configs.insert("ens".into(), r#"{"name":"ens","platform":"ensemble","ensemble_scheduling":{"step":[{"model_name":"pre","model_version":-1}]}}"#.into());
     });

@@ -24,7 +24,10 @@ fn snap(body: &str) -> Arc<Snapshot> {
 }
 
 fn close(got: f64, want: f64, tol: f64, what: &str) {
-    assert!((got - want).abs() <= tol, "{what}: got {got}, want {want} ± {tol}");
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, want {want} ± {tol}"
+    );
 }
 
 fn no_steps() -> HashSet<String> {
@@ -33,14 +36,36 @@ fn no_steps() -> HashSet<String> {
 
 #[test]
 fn every_fixture_page_parses() {
-    for name in ["idle.prom", "load-0.prom", "load-1.prom", "load-2.prom", "after.prom", "summary-idle.prom", "summary-load-0.prom", "summary-load-1.prom", "summary-load-2.prom", "summary-after.prom"] {
+    for name in [
+        "idle.prom",
+        "load-0.prom",
+        "load-1.prom",
+        "load-2.prom",
+        "after.prom",
+        "summary-idle.prom",
+        "summary-load-0.prom",
+        "summary-load-1.prom",
+        "summary-load-2.prom",
+        "summary-after.prom",
+    ] {
         let body = page(name);
         let all = text::parse_all(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
         // 61 lines each for the plain pages, of which 19 HELP/TYPE pairs ... count samples instead:
-        let lines = body.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
-        assert_eq!(all.len(), lines, "{name}: every sample line yields one sample");
+        let lines = body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .count();
+        assert_eq!(
+            all.len(),
+            lines,
+            "{name}: every sample line yields one sample"
+        );
         let s = Snapshot::parse(&body).unwrap();
-        assert_eq!(s.models.keys().cloned().collect::<Vec<_>>(), vec!["fast".to_string(), "flaky".to_string()], "{name}");
+        assert_eq!(
+            s.models.keys().cloned().collect::<Vec<_>>(),
+            vec!["fast".to_string(), "flaky".to_string()],
+            "{name}"
+        );
         assert_eq!(s.non_finite, 0);
     }
 }
@@ -58,8 +83,14 @@ fn load_sequence() -> (Window, Duration) {
     let mut w = Window::new(Duration::from_secs(10));
     // captured_at: load-0 189.172, load-1 190.174, load-2 191.175
     assert_eq!(w.push(t(0.0), snap(&page("load-0.prom"))), Pushed::Appended);
-    assert_eq!(w.push(t(1.002), snap(&page("load-1.prom"))), Pushed::Appended);
-    assert_eq!(w.push(t(2.003), snap(&page("load-2.prom"))), Pushed::Appended);
+    assert_eq!(
+        w.push(t(1.002), snap(&page("load-1.prom"))),
+        Pushed::Appended
+    );
+    assert_eq!(
+        w.push(t(2.003), snap(&page("load-2.prom"))),
+        Pushed::Appended
+    );
     (w, t(2.003))
 }
 
@@ -107,9 +138,19 @@ fn window_span_drops_old_snapshots() {
     assert_eq!(w.len(), 2);
     let d = derive(&w, t(2.003), &no_steps());
     // fast load-1 → load-2: (51,586,212 − 33,952,164) / (715 − 475) = 17,634,048 / 240 = 73,475.2 µs
-    close(d.models["fast"].queue_wait_ms, 73.48, 0.01, "fast queue wait over 1 s");
+    close(
+        d.models["fast"].queue_wait_ms,
+        73.48,
+        0.01,
+        "fast queue wait over 1 s",
+    );
     // rate 240 / (191.175 − 190.174 = 1.001 s) = 239.76 /s
-    close(d.models["fast"].request_rate, 239.76, 0.01, "fast rate over 1 s");
+    close(
+        d.models["fast"].request_rate,
+        239.76,
+        0.01,
+        "fast rate over 1 s",
+    );
 }
 
 #[test]
@@ -130,7 +171,12 @@ fn counter_reset_starts_afresh() {
     let d = derive(&w, t(4.0), &no_steps());
     // fast: 68,598,662 / 960 = 71,457 µs = 71.46 ms, rate 960 / 1 s
     close(d.models["fast"].queue_wait_ms, 71.46, 0.01, "after reset");
-    close(d.models["fast"].request_rate, 960.0, 1e-9, "rate after reset");
+    close(
+        d.models["fast"].request_rate,
+        960.0,
+        1e-9,
+        "rate after reset",
+    );
 }
 
 fn synthetic(success: u64, queue_us: u64, pending: u64) -> String {
@@ -151,12 +197,22 @@ fn stall_makes_wait_grow() {
     // 10 requests completed with 50 ms mean wait: 500,000 µs / 10.
     w.push(s(0), snap(&synthetic(0, 0, 0)));
     w.push(s(1), snap(&synthetic(10, 500_000, 5)));
-    close(derive(&w, s(1), &no_steps()).models["m"].queue_wait_ms, 50.0, 1e-9, "before stall");
+    close(
+        derive(&w, s(1), &no_steps()).models["m"].queue_wait_ms,
+        50.0,
+        1e-9,
+        "before stall",
+    );
     // Then nothing completes while 5 requests wait.
     w.push(s(2), snap(&synthetic(10, 500_000, 5)));
     w.push(s(3), snap(&synthetic(10, 500_000, 5)));
     // Stalled since the 1 s page; at 3 s that is 2,000 ms > 50 ms.
-    close(derive(&w, s(3), &no_steps()).models["m"].queue_wait_ms, 2000.0, 1e-9, "stall at 3 s");
+    close(
+        derive(&w, s(3), &no_steps()).models["m"].queue_wait_ms,
+        2000.0,
+        1e-9,
+        "stall at 3 s",
+    );
     // Out of the window (11 s later) the completions are gone but the wait does not fall: 14 s − 1 s.
     for x in 4..=14 {
         w.push(s(x), snap(&synthetic(10, 500_000, 5)));
@@ -188,7 +244,11 @@ fn idle_queue_wait_is_zero_not_last() {
 fn model_disappearing_loses_its_series() {
     let mut w = Window::new(Duration::from_secs(10));
     w.push(t(0.0), snap(&page("load-0.prom")));
-    let only_fast: String = page("load-1.prom").lines().filter(|l| !l.contains("model=\"flaky\"")).map(|l| format!("{l}\n")).collect();
+    let only_fast: String = page("load-1.prom")
+        .lines()
+        .filter(|l| !l.contains("model=\"flaky\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
     w.push(t(1.002), snap(&only_fast));
     let d = derive(&w, t(1.002), &no_steps());
     assert!(d.models.contains_key("fast"));
@@ -202,14 +262,26 @@ fn nan_and_inf_never_reach_a_gauge() {
     let mut w = Window::new(Duration::from_secs(10));
     w.push(t(0.0), snap(&page("load-0.prom")));
     let poisoned = page("load-1.prom")
-        .replace("nv_inference_queue_duration_us{model=\"fast\",version=\"1\"} 33952164", "nv_inference_queue_duration_us{model=\"fast\",version=\"1\"} NaN")
-        .replace("nv_inference_pending_request_count{model=\"fast\",version=\"1\"} 17", "nv_inference_pending_request_count{model=\"fast\",version=\"1\"} +Inf");
+        .replace(
+            "nv_inference_queue_duration_us{model=\"fast\",version=\"1\"} 33952164",
+            "nv_inference_queue_duration_us{model=\"fast\",version=\"1\"} NaN",
+        )
+        .replace(
+            "nv_inference_pending_request_count{model=\"fast\",version=\"1\"} 17",
+            "nv_inference_pending_request_count{model=\"fast\",version=\"1\"} +Inf",
+        );
     let s = Snapshot::parse(&poisoned).unwrap();
     assert_eq!(s.non_finite, 2);
     w.push(t(1.002), Arc::new(s));
     let d = derive(&w, t(1.002), &no_steps());
     for (name, m) in &d.models {
-        for v in [m.queue_wait_ms, m.pending, m.request_rate, m.failure_rate, m.compute_ms] {
+        for v in [
+            m.queue_wait_ms,
+            m.pending,
+            m.request_rate,
+            m.failure_rate,
+            m.compute_ms,
+        ] {
             assert!(v.is_finite() && v >= 0.0, "{name}: {m:?}");
         }
     }
@@ -226,7 +298,10 @@ fn ensemble_steps_leave_the_pod_rate() {
         for (m, q) in [("ens", 0), ("pre", 1_000 * n), ("infer", 20_000 * n)] {
             s += &format!("nv_inference_request_success{{model=\"{m}\",version=\"1\"}} {n}\n");
             s += &format!("nv_inference_queue_duration_us{{model=\"{m}\",version=\"1\"}} {q}\n");
-            s += &format!("nv_inference_pending_request_count{{model=\"{m}\",version=\"1\"}} {}\n", if m == "infer" { pend } else { 0 });
+            s += &format!(
+                "nv_inference_pending_request_count{{model=\"{m}\",version=\"1\"}} {}\n",
+                if m == "infer" { pend } else { 0 }
+            );
         }
         s
     };
@@ -243,15 +318,26 @@ fn ensemble_steps_leave_the_pod_rate() {
     close(d.pod.queue_wait_ms, 7.0, 1e-9, "pod queue wait");
     // The steps' config, as Triton serves it, names them.
     let cfg = br#"{"name":"ens","platform":"ensemble","ensemble_scheduling":{"step":[{"model_name":"pre","model_version":-1},{"model_name":"infer","model_version":-1}]}}"#;
-    assert_eq!(triton_sidecar::triton::client::ensemble_steps_from_config(cfg), vec!["pre", "infer"]);
+    assert_eq!(
+        triton_sidecar::triton::client::ensemble_steps_from_config(cfg),
+        vec!["pre", "infer"]
+    );
     let fast_cfg = page("v2_models_fast_config.json");
-    assert!(triton_sidecar::triton::client::ensemble_steps_from_config(fast_cfg.as_bytes()).is_empty());
+    assert!(
+        triton_sidecar::triton::client::ensemble_steps_from_config(fast_cfg.as_bytes()).is_empty()
+    );
 }
 
 #[test]
 fn summary_only_fallback() {
     // counter_latencies=false: take the summary pages and remove every *_duration_us counter.
-    let strip = |name: &str| -> String { page(name).lines().filter(|l| !l.contains("_duration_us")).map(|l| format!("{l}\n")).collect() };
+    let strip = |name: &str| -> String {
+        page(name)
+            .lines()
+            .filter(|l| !l.contains("_duration_us"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
     let (a, b) = (strip("summary-load-0.prom"), strip("summary-load-2.prom"));
     assert!(!a.contains("nv_inference_queue_duration_us"));
     let mut w = Window::new(Duration::from_secs(10));
@@ -260,7 +346,12 @@ fn summary_only_fallback() {
     w.push(Duration::from_secs_f64(12.004), snap(&b));
     let d = derive(&w, Duration::from_secs_f64(12.004), &no_steps());
     // fast queue: (45,650,853 − 14,921,878) / (940 − 308) = 30,728,975 / 632 = 48,621.8 µs = 48.62 ms
-    close(d.models["fast"].queue_wait_ms, 48.62, 0.01, "summary queue wait");
+    close(
+        d.models["fast"].queue_wait_ms,
+        48.62,
+        0.01,
+        "summary queue wait",
+    );
     // fast compute: (23,323,924 − 7,609,716) / 632 = 15,714,208 / 632 = 24,864.2 µs = 24.86 ms
     close(d.models["fast"].compute_ms, 24.86, 0.01, "summary compute");
 }
@@ -301,7 +392,17 @@ fn a_model_slower_than_the_poll_does_not_take_over_the_pod_wait() {
         let d = derive(&w, now, &no_steps());
         // Window 5 s = 25 polls: fast 250 requests × 20 ms, slow 12 or 13 requests × 400 ms:
         // weighted mean = (250·20 + 12.5·400) / 262.5 ≈ 38.1 ms (37.8–38.4 by parity).
-        assert!(d.pod.queue_wait_ms < 40.0, "poll {i}: pod {} (slow {})", d.pod.queue_wait_ms, d.models["slow"].queue_wait_ms);
-        close(d.models["slow"].queue_wait_ms, 400.0, 1e-6, "slow keeps its own wait");
+        assert!(
+            d.pod.queue_wait_ms < 40.0,
+            "poll {i}: pod {} (slow {})",
+            d.pod.queue_wait_ms,
+            d.models["slow"].queue_wait_ms
+        );
+        close(
+            d.models["slow"].queue_wait_ms,
+            400.0,
+            1e-6,
+            "slow keeps its own wait",
+        );
     }
 }

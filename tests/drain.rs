@@ -15,13 +15,23 @@ async fn status(a: &RunningAgent) -> serde_json::Value {
 
 #[tokio::test]
 async fn idle_pod_drains_after_min_drain_plus_quiet() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     let start = Instant::now();
     let waiter = tokio::spawn(get(a.admin, "/wait-for-drain"));
     // The flip is immediate.
-    eventually(Duration::from_millis(500), "503 draining", || async { get(a.admin, "/readyz").await == (503, "draining\n".into()) }).await;
+    eventually(Duration::from_millis(500), "503 draining", || async {
+        get(a.admin, "/readyz").await == (503, "draining\n".into())
+    })
+    .await;
     let p = get(a.metrics, "/metrics").await.1;
     assert_eq!(value(&p, "triton_ready"), Some(0.0));
     assert_eq!(value(&p, "triton_draining"), Some(1.0));
@@ -32,11 +42,27 @@ async fn idle_pod_drains_after_min_drain_plus_quiet() {
     let (code, body) = waiter.await.unwrap();
     let took = start.elapsed();
     assert_eq!(code, 200);
-    assert!(body.starts_with("drained: result=idle trigger=prestop-http seconds="), "{body}");
-    assert!(took >= Duration::from_millis(1000), "never before min-drain: {took:?}");
-    assert!(took < Duration::from_millis(3000), "idle pod drains in about min-drain: {took:?}");
+    assert!(
+        body.starts_with("drained: result=idle trigger=prestop-http seconds="),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_millis(1000),
+        "never before min-drain: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(3000),
+        "idle pod drains in about min-drain: {took:?}"
+    );
     let p = get(a.metrics, "/metrics").await.1;
-    assert_eq!(value(&p, "triton_sidecar_drains_total{trigger=\"prestop-http\",result=\"idle\"}"), Some(1.0), "{p}");
+    assert_eq!(
+        value(
+            &p,
+            "triton_sidecar_drains_total{trigger=\"prestop-http\",result=\"idle\"}"
+        ),
+        Some(1.0),
+        "{p}"
+    );
     assert!(value(&p, "triton_sidecar_drain_seconds").unwrap() >= 1.0);
     assert_eq!(status(&a).await["state"], "drained");
     // Idempotent: a second hook returns at once with the same answer.
@@ -48,9 +74,16 @@ async fn idle_pod_drains_after_min_drain_plus_quiet() {
 
 #[tokio::test]
 async fn backlog_drains_only_after_pending_zero_and_counters_stop() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 5), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 5),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     let start = Instant::now();
     assert_eq!(post(a.admin, "/drain").await.0, 202);
     // Work goes on for 2 s: pending 5, counters moving.
@@ -59,7 +92,11 @@ async fn backlog_drains_only_after_pending_zero_and_counters_stop() {
         n += 1;
         t.set(|s| s.metrics = page("m", n, 0, 0, 5));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(status(&a).await["state"], "draining", "never drained while pending > 0");
+        assert_eq!(
+            status(&a).await["state"],
+            "draining",
+            "never drained while pending > 0"
+        );
     }
     // Pending reaches 0, but requests still finish for 500 ms.
     let zero_at = Instant::now();
@@ -67,12 +104,22 @@ async fn backlog_drains_only_after_pending_zero_and_counters_stop() {
         n += 1;
         t.set(|s| s.metrics = page("m", n, 0, 0, 0));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(status(&a).await["state"], "draining", "never drained while counters move");
+        assert_eq!(
+            status(&a).await["state"],
+            "draining",
+            "never drained while counters move"
+        );
     }
     let stopped = Instant::now();
-    eventually(Duration::from_secs(5), "drained", || async { status(&a).await["state"] == "drained" }).await;
+    eventually(Duration::from_secs(5), "drained", || async {
+        status(&a).await["state"] == "drained"
+    })
+    .await;
     let quiet = stopped.elapsed();
-    assert!(quiet >= Duration::from_millis(400), "quiet period respected: {quiet:?}");
+    assert!(
+        quiet >= Duration::from_millis(400),
+        "quiet period respected: {quiet:?}"
+    );
     let st = status(&a).await;
     assert_eq!(st["result"], "idle");
     assert_eq!(st["trigger"], "post");
@@ -80,9 +127,16 @@ async fn backlog_drains_only_after_pending_zero_and_counters_stop() {
 
 #[tokio::test]
 async fn late_request_restarts_quiet() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     let start = Instant::now();
     let waiter = tokio::spawn(get(a.admin, "/wait-for-drain"));
     // A late request (endpoint propagation lag) completes at 900 ms: just before min-drain.
@@ -93,44 +147,80 @@ async fn late_request_restarts_quiet() {
     let took = start.elapsed();
     assert_eq!(code, 200);
     // Not at min-drain (1 s): the quiet timer restarted at the late request.
-    assert!(took >= late + Duration::from_millis(400), "{took:?} vs late {late:?}");
+    assert!(
+        took >= late + Duration::from_millis(400),
+        "{took:?} vs late {late:?}"
+    );
     assert!(body.contains("requests_during_drain=1"), "{body}");
 }
 
 #[tokio::test]
 async fn timeout_path() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 3), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 3),
+        ..Default::default()
+    })
+    .await;
     let mut cfg = fast_config(&t);
     cfg.drain.timeout = Duration::from_secs(2);
     let a = start_agent(cfg).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     let start = Instant::now();
     let (code, body) = get(a.admin, "/wait-for-drain").await;
     let took = start.elapsed();
     assert_eq!(code, 200);
     assert!(body.contains("result=timeout"), "{body}");
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
     let p = get(a.metrics, "/metrics").await.1;
-    assert_eq!(value(&p, "triton_sidecar_drains_total{trigger=\"prestop-http\",result=\"timeout\"}"), Some(1.0));
+    assert_eq!(
+        value(
+            &p,
+            "triton_sidecar_drains_total{trigger=\"prestop-http\",result=\"timeout\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
 async fn triton_vanishing_ends_the_drain_but_slowness_does_not() {
     // Slow: answers after 500 ms, past the 300 ms scrape timeout. Must not count as gone.
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let mut cfg = fast_config(&t);
     cfg.drain.timeout = Duration::from_secs(3);
     let a = start_agent(cfg).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     t.set(|s| s.mode = MetricsMode::Delay(Duration::from_millis(500)));
     let (code, body) = get(a.admin, "/wait-for-drain").await;
     assert_eq!(code, 200);
-    assert!(body.contains("result=timeout"), "a slow Triton is not gone: {body}");
+    assert!(
+        body.contains("result=timeout"),
+        "a slow Triton is not gone: {body}"
+    );
 
     // Vanishing: refused three times in a row.
-    let mut t2 = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 4), ..Default::default() }).await;
+    let mut t2 = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 4),
+        ..Default::default()
+    })
+    .await;
     let a2 = start_agent(fast_config(&t2)).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a2.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a2.admin, "/readyz").await.0 == 200
+    })
+    .await;
     let waiter = tokio::spawn(get(a2.admin, "/wait-for-drain"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed = Instant::now();
@@ -139,33 +229,60 @@ async fn triton_vanishing_ends_the_drain_but_slowness_does_not() {
     assert_eq!(code, 200);
     assert!(body.contains("result=triton-gone"), "{body}");
     // Three polls at 50 ms, plus slack.
-    assert!(killed.elapsed() < Duration::from_secs(2), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        killed.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn cancel_returns_to_serving_unless_terminating() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 2), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 2),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     assert_eq!(post(a.admin, "/drain").await.0, 202);
     assert_eq!(get(a.admin, "/readyz").await.0, 503);
     assert_eq!(post(a.admin, "/drain/cancel").await.0, 200);
     assert_eq!(get(a.admin, "/readyz").await, (200, "ready\n".into()));
     let p = get(a.metrics, "/metrics").await.1;
-    assert_eq!(value(&p, "triton_sidecar_drains_total{trigger=\"post\",result=\"cancelled\"}"), Some(1.0));
+    assert_eq!(
+        value(
+            &p,
+            "triton_sidecar_drains_total{trigger=\"post\",result=\"cancelled\"}"
+        ),
+        Some(1.0)
+    );
     assert_eq!(value(&p, "triton_draining"), Some(0.0));
     // A signal: terminating, so cancel is refused.
     a.signal.send(()).unwrap();
-    eventually(Duration::from_secs(2), "draining", || async { status(&a).await["state"] == "draining" }).await;
+    eventually(Duration::from_secs(2), "draining", || async {
+        status(&a).await["state"] == "draining"
+    })
+    .await;
     assert_eq!(post(a.admin, "/drain/cancel").await.0, 409);
     assert_eq!(get(a.admin, "/readyz").await.0, 503);
 }
 
 #[tokio::test]
 async fn fifty_waiters_released_together_and_probes_stay_fast() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 1), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 1),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     let done_at = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     for _ in 0..50 {
@@ -182,7 +299,11 @@ async fn fifty_waiters_released_together_and_probes_stay_fast() {
     for path in ["/livez", "/readyz", "/drain/status"] {
         let s = Instant::now();
         get(a.admin, path).await;
-        assert!(s.elapsed() < Duration::from_millis(200), "{path}: {:?}", s.elapsed());
+        assert!(
+            s.elapsed() < Duration::from_millis(200),
+            "{path}: {:?}",
+            s.elapsed()
+        );
     }
     let s = Instant::now();
     assert_eq!(get(a.metrics, "/metrics").await.0, 200);
@@ -192,18 +313,31 @@ async fn fifty_waiters_released_together_and_probes_stay_fast() {
     for h in handles {
         bodies.push(h.await.unwrap());
     }
-    assert!(bodies.iter().all(|(c, b)| *c == 200 && b == &bodies[0].1), "all get the one drain's answer");
+    assert!(
+        bodies.iter().all(|(c, b)| *c == 200 && b == &bodies[0].1),
+        "all get the one drain's answer"
+    );
     let times = done_at.lock().unwrap().clone();
     let spread = *times.iter().max().unwrap() - *times.iter().min().unwrap();
-    assert!(spread < Duration::from_millis(500), "released together: spread {spread:?}");
+    assert!(
+        spread < Duration::from_millis(500),
+        "released together: spread {spread:?}"
+    );
 }
 
 #[tokio::test]
 async fn triton_restart_returns_to_serving() {
     // Liveness failure: the kubelet runs the preStop hook, then restarts only Triton.
-    let mut t = FakeTriton::start(Script { metrics: page("m", 100, 0, 0, 0), ..Default::default() }).await;
+    let mut t = FakeTriton::start(Script {
+        metrics: page("m", 100, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     let waiter = tokio::spawn(get(a.admin, "/wait-for-drain"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     t.kill().await;
@@ -217,8 +351,15 @@ async fn triton_restart_returns_to_serving() {
     });
     t.revive().await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(get(a.admin, "/readyz").await.0, 503, "not before the new Triton is ready");
+    assert_eq!(
+        get(a.admin, "/readyz").await.0,
+        503,
+        "not before the new Triton is ready"
+    );
     t.set(|s| s.ready = 200);
-    eventually(Duration::from_secs(3), "back to serving", || async { get(a.admin, "/readyz").await == (200, "ready\n".into()) }).await;
+    eventually(Duration::from_secs(3), "back to serving", || async {
+        get(a.admin, "/readyz").await == (200, "ready\n".into())
+    })
+    .await;
     assert_eq!(status(&a).await["state"], "serving");
 }

@@ -40,7 +40,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_triton-sidecar");
 // Helpers
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The agent binary, with its stderr in a file we can read while it runs.
@@ -67,10 +71,24 @@ impl Proc {
         let log = std::env::temp_dir().join(format!("ts-faults-{}-{mp}.log", std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
-            .args(["--triton-url", triton_url, "--triton-metrics-url", &format!("{triton_url}/metrics")])
-            .args(["--metrics-addr", &metrics.to_string(), "--admin-addr", &admin.to_string()])
+            .args([
+                "--triton-url",
+                triton_url,
+                "--triton-metrics-url",
+                &format!("{triton_url}/metrics"),
+            ])
+            .args([
+                "--metrics-addr",
+                &metrics.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+            ])
             .args(["--poll-interval", "100ms", "--no-gpu"])
-            .args(if extra.contains(&"--window") { &[][..] } else { &["--window", "2s"][..] })
+            .args(if extra.contains(&"--window") {
+                &[][..]
+            } else {
+                &["--window", "2s"][..]
+            })
             .args(extra)
             .env_remove("RUST_LOG")
             .env_remove("TRITON_SIDECAR_LOG")
@@ -78,7 +96,12 @@ impl Proc {
             .stderr(Stdio::from(file))
             .spawn()
             .expect("spawn agent");
-        Proc { child, admin, metrics, log }
+        Proc {
+            child,
+            admin,
+            metrics,
+            log,
+        }
     }
 
     fn stderr(&self) -> String {
@@ -87,36 +110,62 @@ impl Proc {
 
     /// Lines of stderr containing `needle`.
     fn lines_with(&self, needle: &str) -> Vec<String> {
-        self.stderr().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+        self.stderr()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Peak resident memory (VmHWM) in KiB, from /proc.
     fn vm_hwm_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/<pid>/status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM in /proc/<pid>/status");
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     fn assert_alive(&mut self) {
-        assert!(self.child.try_wait().unwrap().is_none(), "agent exited; stderr:\n{}", self.stderr());
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "agent exited; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     /// No panic, no error-level line.
     fn assert_no_panic(&self) {
         let e = self.stderr();
-        assert!(!e.contains("panicked") && !e.contains("ERROR"), "stderr:\n{e}");
+        assert!(
+            !e.contains("panicked") && !e.contains("ERROR"),
+            "stderr:\n{e}"
+        );
     }
 }
 
 async fn up(addr: SocketAddr) {
-    eventually(Duration::from_secs(15), "agent listening", || async move { TcpStream::connect(addr).await.is_ok() }).await;
+    eventually(Duration::from_secs(15), "agent listening", || async move {
+        TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
 }
 
 /// Every sample of our own page is finite and >= 0.
 fn assert_page_clean(page: &str) {
-    text::parse(page, |_| true, |s| {
-        assert!(s.value.is_finite() && s.value >= 0.0, "bad gauge {} = {} in\n{page}", s.name, s.value);
-    })
+    text::parse(
+        page,
+        |_| true,
+        |s| {
+            assert!(
+                s.value.is_finite() && s.value >= 0.0,
+                "bad gauge {} = {} in\n{page}",
+                s.name,
+                s.value
+            );
+        },
+    )
     .unwrap_or_else(|e| panic!("our page does not parse: {e}\n{page}"));
 }
 
@@ -141,7 +190,11 @@ async fn raw(addr: SocketAddr, req: &[u8], within: Duration) -> String {
             }
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
                 if buf.len() >= end + 4 + len {
                     return;
                 }
@@ -153,7 +206,11 @@ async fn raw(addr: SocketAddr, req: &[u8], within: Duration) -> String {
 }
 
 fn status_of(resp: &str) -> Option<u16> {
-    resp.strip_prefix("HTTP/1.1 ").or_else(|| resp.strip_prefix("HTTP/1.0 "))?.get(..3)?.parse().ok()
+    resp.strip_prefix("HTTP/1.1 ")
+        .or_else(|| resp.strip_prefix("HTTP/1.0 "))?
+        .get(..3)?
+        .parse()
+        .ok()
 }
 
 /// A scripted Triton for the body-size faults: /metrics streams `mode`, other paths answer 200.
@@ -193,7 +250,12 @@ impl BodyServer {
                 tokio::spawn(body_conn(s, m.clone(), h.clone()));
             }
         });
-        BodyServer { url, mode, hits, task }
+        BodyServer {
+            url,
+            mode,
+            hits,
+            task,
+        }
     }
     fn set(&self, m: BodyMode) {
         *self.mode.lock().unwrap() = m;
@@ -217,7 +279,10 @@ async fn body_conn(mut s: TcpStream, mode: Arc<Mutex<BodyMode>>, hits: Arc<Atomi
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
         if path != "/metrics" {
             let body = if path.ends_with("/config") { "{}" } else { "" };
-            let r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let r = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
             if s.write_all(r.as_bytes()).await.is_err() {
                 return;
             }
@@ -249,7 +314,9 @@ async fn body_conn(mut s: TcpStream, mode: Arc<Mutex<BodyMode>>, hits: Arc<Atomi
                 let _ = s.write_all(b"0\r\n\r\n").await;
             }
             BodyMode::Sized(n) => {
-                let h = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {n}\r\n\r\n");
+                let h = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {n}\r\n\r\n"
+                );
                 if s.write_all(h.as_bytes()).await.is_err() {
                     return;
                 }
@@ -277,16 +344,22 @@ async fn hundred_mib_body_refused_with_bounded_memory() {
     let mut p = Proc::spawn(&t.url, &["--max-body", "8MiB", "--scrape-timeout", "3s"]);
     up(p.metrics).await;
     let too_large = "triton_sidecar_scrape_errors_total{reason=\"too_large\"}";
-    eventually(Duration::from_secs(30), "5 chunked 100 MiB pages refused", || async {
-        value(&get(p.metrics, "/metrics").await.1, too_large).unwrap_or(0.0) >= 5.0
-    })
+    eventually(
+        Duration::from_secs(30),
+        "5 chunked 100 MiB pages refused",
+        || async { value(&get(p.metrics, "/metrics").await.1, too_large).unwrap_or(0.0) >= 5.0 },
+    )
     .await;
     // Declared up front: refused from the header alone.
     t.set(BodyMode::Sized(100 << 20));
     let before = value(&get(p.metrics, "/metrics").await.1, too_large).unwrap();
-    eventually(Duration::from_secs(30), "5 sized 100 MiB pages refused", || async {
-        value(&get(p.metrics, "/metrics").await.1, too_large).unwrap_or(0.0) >= before + 5.0
-    })
+    eventually(
+        Duration::from_secs(30),
+        "5 sized 100 MiB pages refused",
+        || async {
+            value(&get(p.metrics, "/metrics").await.1, too_large).unwrap_or(0.0) >= before + 5.0
+        },
+    )
     .await;
     p.assert_alive();
     let (code, took) = timed_get(p.admin, "/livez").await;
@@ -295,15 +368,32 @@ async fn hundred_mib_body_refused_with_bounded_memory() {
     let page = get(p.metrics, "/metrics").await.1;
     assert_eq!(value(&page, "triton_up"), Some(0.0));
     let hwm = p.vm_hwm_kib();
-    eprintln!("VmHWM after {} refused 100 MiB pages: {} KiB", t.hits.load(Ordering::SeqCst), hwm);
+    eprintln!(
+        "VmHWM after {} refused 100 MiB pages: {} KiB",
+        t.hits.load(Ordering::SeqCst),
+        hwm
+    );
     assert!(hwm <= 64 * 1024, "peak RSS {hwm} KiB > 64 MiB");
     // One line about the fault, not one per poll.
     let lines = p.lines_with("max-body");
-    assert_eq!(lines.len(), 1, "one log line about the refused body, got:\n{}", p.stderr());
+    assert_eq!(
+        lines.len(),
+        1,
+        "one log line about the refused body, got:\n{}",
+        p.stderr()
+    );
     // Recovers when the page is normal again, and says so once.
     t.set(BodyMode::Page);
-    eventually(Duration::from_secs(10), "up again", || async { value(&get(p.metrics, "/metrics").await.1, "triton_up") == Some(1.0) }).await;
-    assert_eq!(p.lines_with("Triton metrics reachable").len(), 1, "{}", p.stderr());
+    eventually(Duration::from_secs(10), "up again", || async {
+        value(&get(p.metrics, "/metrics").await.1, "triton_up") == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        p.lines_with("Triton metrics reachable").len(),
+        1,
+        "{}",
+        p.stderr()
+    );
     p.assert_no_panic();
 }
 
@@ -316,7 +406,13 @@ async fn page_with_100k_series_keeps_serving() {
     for m in 0..100 {
         for v in 0..100 {
             let l = format!("{{model=\"model_{m}\",version=\"{v}\"}}");
-            for fam in ["nv_inference_request_success", "nv_inference_exec_count", "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us", "nv_inference_pending_request_count"] {
+            for fam in [
+                "nv_inference_request_success",
+                "nv_inference_exec_count",
+                "nv_inference_queue_duration_us",
+                "nv_inference_compute_infer_duration_us",
+                "nv_inference_pending_request_count",
+            ] {
                 body.push_str(&format!("{fam}{l} 1\n"));
                 series += 1;
             }
@@ -330,7 +426,11 @@ async fn page_with_100k_series_keeps_serving() {
     }
     assert_eq!(series, 100_000);
     let size = body.len();
-    let t = FakeTriton::start(Script { metrics: body, ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: body,
+        ..Default::default()
+    })
+    .await;
     let mut cfg = fast_config(&t);
     cfg.max_body = 64 << 20;
     cfg.scrape_timeout = Duration::from_secs(5);
@@ -338,10 +438,15 @@ async fn page_with_100k_series_keeps_serving() {
     cfg.window = Duration::from_secs(5);
     let a = start_agent(cfg).await;
     // 100 models, each pending 100 (one per version).
-    eventually(Duration::from_secs(60), "the 100k-series page is read", || async {
-        let p = get(a.metrics, "/metrics").await.1;
-        value(&p, "triton_pod_pending_requests") == Some(10_000.0) && value(&p, "triton_pending_requests{model=\"model_99\"}") == Some(100.0)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the 100k-series page is read",
+        || async {
+            let p = get(a.metrics, "/metrics").await.1;
+            value(&p, "triton_pod_pending_requests") == Some(10_000.0)
+                && value(&p, "triton_pending_requests{model=\"model_99\"}") == Some(100.0)
+        },
+    )
     .await;
     // While the poller parses ~8 MiB every 200 ms, the agent's own endpoints answer promptly.
     let mut worst = Duration::ZERO;
@@ -358,18 +463,40 @@ async fn page_with_100k_series_keeps_serving() {
     let p = get(a.metrics, "/metrics").await.1;
     assert_page_clean(&p);
     assert_eq!(p.matches("triton_pending_requests{").count(), 100);
-    assert_eq!(value(&p, "triton_sidecar_scrape_errors_total{reason=\"too_large\"}"), Some(0.0));
+    assert_eq!(
+        value(
+            &p,
+            "triton_sidecar_scrape_errors_total{reason=\"too_large\"}"
+        ),
+        Some(0.0)
+    );
 }
 
 /// Duplicate series, NaN, +Inf, -Inf and sums that overflow f64: no bad gauge on the page at
 /// any moment, and the agent keeps serving and recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_nan_and_inf_make_no_bad_gauge() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 10_000, 1), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 10_000, 1),
+        ..Default::default()
+    })
+    .await;
     let mut p = Proc::spawn(&t.url(), &["--scrape-timeout", "1s"]);
     up(p.metrics).await;
-    eventually(Duration::from_secs(10), "model series", || async { get(p.metrics, "/metrics").await.1.contains("triton_pending_requests{model=\"m\"}") }).await;
-    let dup = |s: &str| s.lines().flat_map(|l| [l, l]).collect::<Vec<_>>().join("\n") + "\n";
+    eventually(Duration::from_secs(10), "model series", || async {
+        get(p.metrics, "/metrics")
+            .await
+            .1
+            .contains("triton_pending_requests{model=\"m\"}")
+    })
+    .await;
+    let dup = |s: &str| {
+        s.lines()
+            .flat_map(|l| [l, l])
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
     let nan = "nv_inference_request_success{model=\"m\",version=\"1\"} NaN\n\
                nv_inference_queue_duration_us{model=\"m\",version=\"1\"} NaN\n\
                nv_inference_compute_infer_duration_us{model=\"m\",version=\"1\"} +Inf\n\
@@ -391,7 +518,11 @@ async fn duplicates_nan_and_inf_make_no_bad_gauge() {
     let mut n = 10;
     let mut pages = 0;
     for round in 0..3 {
-        for bad in [dup(&page("m", n, 1, n * 1000, 2)), nan.clone(), overflow.clone()] {
+        for bad in [
+            dup(&page("m", n, 1, n * 1000, 2)),
+            nan.clone(),
+            overflow.clone(),
+        ] {
             // Alternate bad and good pages, with moving counters, and read our page meanwhile.
             for body in [bad, page("m", n, 1, n * 1000, 2)] {
                 t.set(|s| s.metrics = body.clone());
@@ -420,7 +551,9 @@ async fn duplicates_nan_and_inf_make_no_bad_gauge() {
     eventually(Duration::from_secs(10), "steady again", || async {
         let pg = get(p.metrics, "/metrics").await.1;
         let r = value(&pg, "triton_request_rate{model=\"m\"}").unwrap_or(0.0);
-        value(&pg, "triton_pending_requests{model=\"m\"}") == Some(3.0) && (30.0..300.0).contains(&r) && value(&pg, "triton_queue_wait_ms{model=\"m\"}") == Some(1.0)
+        value(&pg, "triton_pending_requests{model=\"m\"}") == Some(3.0)
+            && (30.0..300.0).contains(&r)
+            && value(&pg, "triton_queue_wait_ms{model=\"m\"}") == Some(1.0)
     })
     .await;
     ticker.abort();
@@ -428,7 +561,10 @@ async fn duplicates_nan_and_inf_make_no_bad_gauge() {
     p.assert_no_panic();
     // Each flip between a page and its doubled or NaN twin reads as counters going down (a
     // new Triton process) and restarts the window: one info line per flip, by design.
-    eprintln!("duplicates/NaN/Inf: {} 'counters went down' lines", p.lines_with("counters went down").len());
+    eprintln!(
+        "duplicates/NaN/Inf: {} 'counters went down' lines",
+        p.lines_with("counters went down").len()
+    );
 }
 
 /// Triton dies mid-run and a new process comes back with counters from 0: the agent logs one
@@ -436,7 +572,11 @@ async fn duplicates_nan_and_inf_make_no_bad_gauge() {
 /// processes' counters, and reports the new process's rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triton_restart_mid_run_restarts_counters_cleanly() {
-    let mut t = FakeTriton::start(Script { metrics: page("m", 100_000, 0, 100_000 * 5000, 4), ..Default::default() }).await;
+    let mut t = FakeTriton::start(Script {
+        metrics: page("m", 100_000, 0, 100_000 * 5000, 4),
+        ..Default::default()
+    })
+    .await;
     let mut p = Proc::spawn(&t.url(), &["--scrape-timeout", "300ms"]);
     up(p.metrics).await;
     // Old process: 100 requests/s (10 per 100 ms), 5 ms queue wait.
@@ -474,7 +614,11 @@ async fn triton_restart_mid_run_restarts_counters_cleanly() {
         (max_rate, max_wait, n)
     });
     eventually(Duration::from_secs(10), "old process rate", || async {
-        let r = value(&get(p.metrics, "/metrics").await.1, "triton_request_rate{model=\"m\"}").unwrap_or(0.0);
+        let r = value(
+            &get(p.metrics, "/metrics").await.1,
+            "triton_request_rate{model=\"m\"}",
+        )
+        .unwrap_or(0.0);
         (50.0..200.0).contains(&r)
     })
     .await;
@@ -485,11 +629,17 @@ async fn triton_restart_mid_run_restarts_counters_cleanly() {
     *state.lock().unwrap() = (0, 5, 20_000);
     t.set(|s| s.metrics = page("m", 0, 0, 0, 4));
     t.revive().await;
-    eventually(Duration::from_secs(10), "new process rate and wait", || async {
-        let pg = get(p.metrics, "/metrics").await.1;
-        let r = value(&pg, "triton_request_rate{model=\"m\"}").unwrap_or(0.0);
-        value(&pg, "triton_up") == Some(1.0) && (25.0..100.0).contains(&r) && value(&pg, "triton_queue_wait_ms{model=\"m\"}") == Some(20.0)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "new process rate and wait",
+        || async {
+            let pg = get(p.metrics, "/metrics").await.1;
+            let r = value(&pg, "triton_request_rate{model=\"m\"}").unwrap_or(0.0);
+            value(&pg, "triton_up") == Some(1.0)
+                && (25.0..100.0).contains(&r)
+                && value(&pg, "triton_queue_wait_ms{model=\"m\"}") == Some(20.0)
+        },
+    )
     .await;
     stop.store(true, Ordering::SeqCst);
     let (max_rate, max_wait, samples) = sampler.await.unwrap();
@@ -499,7 +649,14 @@ async fn triton_restart_mid_run_restarts_counters_cleanly() {
     assert!(max_rate < 300.0, "rate spiked to {max_rate}");
     assert!(max_wait <= 20.0 + 1e-9, "queue wait spiked to {max_wait}");
     let page = get(p.metrics, "/metrics").await.1;
-    assert!(value(&page, "triton_sidecar_scrape_errors_total{reason=\"refused\"}").unwrap() >= 1.0);
+    assert!(
+        value(
+            &page,
+            "triton_sidecar_scrape_errors_total{reason=\"refused\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
     // One line per transition.
     p.assert_alive();
     p.assert_no_panic();
@@ -515,9 +672,19 @@ async fn triton_restart_mid_run_restarts_counters_cleanly() {
 /// 1 000 connections open at once, each asking for /metrics: all answered with the full page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_metrics_calls() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 1000, 2), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 1000, 2),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "model series", || async { get(a.metrics, "/metrics").await.1.contains("triton_pending_requests{model=\"m\"}") }).await;
+    eventually(Duration::from_secs(5), "model series", || async {
+        get(a.metrics, "/metrics")
+            .await
+            .1
+            .contains("triton_pending_requests{model=\"m\"}")
+    })
+    .await;
     let n = 1000;
     // Connect all first, so that 1 000 connections are open together, then ask on each.
     let mut conns = Vec::with_capacity(n);
@@ -531,7 +698,9 @@ async fn thousand_concurrent_metrics_calls() {
         let b = barrier.clone();
         tasks.spawn(async move {
             b.wait().await;
-            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
             let mut buf = Vec::new();
             c.read_to_end(&mut buf).await.unwrap();
             String::from_utf8(buf).unwrap()
@@ -541,10 +710,16 @@ async fn thousand_concurrent_metrics_calls() {
     while let Some(r) = tasks.join_next().await {
         let resp = r.unwrap();
         assert_eq!(status_of(&resp), Some(200), "{resp}");
-        assert!(resp.contains("triton_pending_requests{model=\"m\"} 2"), "full page: {resp}");
+        assert!(
+            resp.contains("triton_pending_requests{model=\"m\"} 2"),
+            "full page: {resp}"
+        );
         ok += 1;
     }
-    eprintln!("1000 concurrent /metrics: all answered in {:?}", start.elapsed());
+    eprintln!(
+        "1000 concurrent /metrics: all answered in {:?}",
+        start.elapsed()
+    );
     assert_eq!(ok, n);
     assert!(start.elapsed() < Duration::from_secs(30));
     assert_eq!(timed_get(a.admin, "/livez").await.0, 200);
@@ -554,9 +729,16 @@ async fn thousand_concurrent_metrics_calls() {
 /// drain's answer; probes and /metrics stay fast meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_waiters_released_together() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 1), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 1),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    eventually(Duration::from_secs(5), "ready", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     let done_at = Arc::new(Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     for _ in 0..100 {
@@ -568,9 +750,17 @@ async fn hundred_waiters_released_together() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for (addr, path) in [(a.admin, "/livez"), (a.admin, "/readyz"), (a.admin, "/drain/status"), (a.metrics, "/metrics")] {
+    for (addr, path) in [
+        (a.admin, "/livez"),
+        (a.admin, "/readyz"),
+        (a.admin, "/drain/status"),
+        (a.metrics, "/metrics"),
+    ] {
         let (_, took) = timed_get(addr, path).await;
-        assert!(took < Duration::from_millis(500), "{path} took {took:?} with 100 held waiters");
+        assert!(
+            took < Duration::from_millis(500),
+            "{path} took {took:?} with 100 held waiters"
+        );
     }
     assert_eq!(done_at.lock().unwrap().len(), 0, "held while pending > 0");
     t.set(|s| s.metrics = page("m", 11, 0, 0, 0));
@@ -579,11 +769,20 @@ async fn hundred_waiters_released_together() {
         bodies.push(h.await.unwrap());
     }
     assert_eq!(bodies.len(), 100);
-    assert!(bodies.iter().all(|(c, b)| *c == 200 && b == &bodies[0].1 && b.contains("result=idle")), "{:?}", bodies[0]);
+    assert!(
+        bodies
+            .iter()
+            .all(|(c, b)| *c == 200 && b == &bodies[0].1 && b.contains("result=idle")),
+        "{:?}",
+        bodies[0]
+    );
     let times = done_at.lock().unwrap().clone();
     let spread = *times.iter().max().unwrap() - *times.iter().min().unwrap();
     eprintln!("100 waiters released within {spread:?}");
-    assert!(spread < Duration::from_millis(1000), "released together: spread {spread:?}");
+    assert!(
+        spread < Duration::from_millis(1000),
+        "released together: spread {spread:?}"
+    );
 }
 
 /// Slowloris: clients that send their request head one byte at a time, and clients that send
@@ -591,7 +790,11 @@ async fn hundred_waiters_released_together() {
 /// and /metrics stay fast.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_and_idle_connections_are_cut() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
     let mut tasks = tokio::task::JoinSet::new();
     for addr in [a.admin, a.metrics] {
@@ -624,8 +827,14 @@ async fn slowloris_and_idle_connections_are_cut() {
     for addr in [a.admin, a.metrics] {
         tasks.spawn(async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
-            let path = if addr == a.admin { "/livez" } else { "/metrics" };
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+            let path = if addr == a.admin {
+                "/livez"
+            } else {
+                "/metrics"
+            };
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
             let mut buf = [0u8; 65536];
             let n = s.read(&mut buf).await.unwrap();
             assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
@@ -651,7 +860,10 @@ async fn slowloris_and_idle_connections_are_cut() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(worst < Duration::from_millis(500), "worst probe latency {worst:?} under slowloris");
+    assert!(
+        worst < Duration::from_millis(500),
+        "worst probe latency {worst:?} under slowloris"
+    );
     let mut cut = Vec::new();
     while let Some(r) = tasks.join_next().await {
         cut.push(r.unwrap());
@@ -659,7 +871,10 @@ async fn slowloris_and_idle_connections_are_cut() {
     let min = cut.iter().map(|c| c.1).min().unwrap();
     let max = cut.iter().map(|c| c.1).max().unwrap();
     eprintln!("80 slow or idle connections and 2 idle keep-alive connections cut after {min:?}..{max:?}; worst probe {worst:?}");
-    assert!(min >= Duration::from_millis(4500), "cut before the 5 s timeout: {min:?}");
+    assert!(
+        min >= Duration::from_millis(4500),
+        "cut before the 5 s timeout: {min:?}"
+    );
     assert!(max < Duration::from_secs(10), "cut late: {max:?}");
 }
 
@@ -667,11 +882,17 @@ async fn slowloris_and_idle_connections_are_cut() {
 /// connection open for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_body_is_cut() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
     let started = Instant::now();
     let mut s = TcpStream::connect(a.metrics).await.unwrap();
-    s.write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n").await.unwrap();
+    s.write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     let closed = loop {
@@ -688,9 +909,16 @@ async fn slow_request_body_is_cut() {
         }
     };
     let resp = String::from_utf8_lossy(&got).to_string();
-    eprintln!("slow body: closed={closed} after {:?}, answer {:?}", started.elapsed(), resp.lines().next());
+    eprintln!(
+        "slow body: closed={closed} after {:?}, answer {:?}",
+        started.elapsed(),
+        resp.lines().next()
+    );
     assert_eq!(status_of(&resp), Some(405), "{resp}");
-    assert!(closed, "a trickled request body kept the connection open for 15 s");
+    assert!(
+        closed,
+        "a trickled request body kept the connection open for 15 s"
+    );
 }
 
 /// The connection cap is per listener: 4 096 idle connections fill the admin listener, and
@@ -698,7 +926,11 @@ async fn slow_request_body_is_cut() {
 /// the idle ones, the admin listener answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_admin_listener_does_not_starve_metrics() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
     let cap = triton_sidecar::http::server::Limits::default().max_connections;
     assert_eq!(cap, 4096, "the documented cap");
@@ -710,14 +942,24 @@ async fn a_full_admin_listener_does_not_starve_metrics() {
             _ => break, // the backlog is full: the cap is reached
         }
     }
-    eprintln!("{} connections opened to the admin listener in {:?}", held.len(), start.elapsed());
+    eprintln!(
+        "{} connections opened to the admin listener in {:?}",
+        held.len(),
+        start.elapsed()
+    );
     assert!(held.len() >= cap - 16, "opened only {}", held.len());
     let (code, took) = timed_get(a.metrics, "/metrics").await;
     assert_eq!(code, 200);
-    assert!(took < Duration::from_millis(500), "/metrics took {took:?} with the admin listener full");
+    assert!(
+        took < Duration::from_millis(500),
+        "/metrics took {took:?} with the admin listener full"
+    );
     // The idle connections are cut after 5 s; /livez on the admin listener answers again.
     eventually(Duration::from_secs(20), "admin answers again", || async {
-        matches!(tokio::time::timeout(Duration::from_secs(1), get(a.admin, "/livez")).await, Ok((200, _)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), get(a.admin, "/livez")).await,
+            Ok((200, _))
+        )
     })
     .await;
     eprintln!("admin listener back after {:?}", start.elapsed());
@@ -728,9 +970,15 @@ async fn a_full_admin_listener_does_not_starve_metrics() {
 /// connection; heads within the caps are served; the agent keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_are_refused() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let a = start_agent(fast_config(&t)).await;
-    let req = |headers: &str| format!("GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n").into_bytes();
+    let req = |headers: &str| {
+        format!("GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n").into_bytes()
+    };
     let within = Duration::from_secs(5);
     for addr in [a.admin, a.metrics] {
         let path_ok = if addr == a.admin { 200 } else { 404 };
@@ -742,14 +990,32 @@ async fn oversized_headers_are_refused() {
             assert_eq!(status_of(&resp), Some(path_ok), "{addr}: {resp}");
         }
         // Over the caps: a 20 KiB header, 100 headers, a 1 MiB header.
-        let cases = [format!("X-Big: {}\r\n", "a".repeat(20 * 1024)), (0..100).map(|i| format!("X-H{i}: v\r\n")).collect(), format!("X-Huge: {}\r\n", "a".repeat(1 << 20))];
+        let cases = [
+            format!("X-Big: {}\r\n", "a".repeat(20 * 1024)),
+            (0..100).map(|i| format!("X-H{i}: v\r\n")).collect(),
+            format!("X-Huge: {}\r\n", "a".repeat(1 << 20)),
+        ];
         for h in cases {
             let resp = raw(addr, &req(&h), within).await;
             let st = status_of(&resp);
-            assert!(st == Some(431) || st.is_none(), "{addr}: {} header bytes answered {:?}", h.len(), resp.lines().next());
+            assert!(
+                st == Some(431) || st.is_none(),
+                "{addr}: {} header bytes answered {:?}",
+                h.len(),
+                resp.lines().next()
+            );
         }
         // A 100 KiB request line.
-        let resp = raw(addr, format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100 * 1024)).as_bytes(), within).await;
+        let resp = raw(
+            addr,
+            format!(
+                "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "a".repeat(100 * 1024)
+            )
+            .as_bytes(),
+            within,
+        )
+        .await;
         let st = status_of(&resp);
         assert!(st.is_none() || st.unwrap() >= 400, "{resp}");
     }
@@ -761,12 +1027,19 @@ async fn oversized_headers_are_refused() {
 /// routes; no request to either listener makes the agent call Triton.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_requests_get_404_or_405_and_never_reach_triton() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 3), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 3),
+        ..Default::default()
+    })
+    .await;
     let mut cfg = fast_config(&t);
     cfg.poll_interval = Duration::from_secs(2); // few polls, so extra Triton calls would show
     cfg.window = Duration::from_secs(10);
     let a = start_agent(cfg).await;
-    eventually(Duration::from_secs(5), "first poll", || async { get(a.admin, "/readyz").await.0 == 200 }).await;
+    eventually(Duration::from_secs(5), "first poll", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
     let hits_before = t.script.lock().unwrap().metrics_hits;
     let started = Instant::now();
     let within = Duration::from_secs(3);
@@ -774,44 +1047,166 @@ async fn odd_requests_get_404_or_405_and_never_reach_triton() {
     let m = a.metrics;
     let ad = a.admin;
     let cases: Vec<(SocketAddr, String, &[u16])> = vec![
-        (m, "PUT /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(), &[405]),
-        (m, "DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[405]),
-        (m, "OPTIONS /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[405]),
-        (m, "PATCH /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[405]),
-        (m, "BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[405, 400]),
-        (m, "TRACE /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[405]),
-        (m, "CONNECT 127.0.0.1:8002 HTTP/1.1\r\nHost: 127.0.0.1:8002\r\n\r\n".into(), &[404, 405, 400]),
+        (
+            m,
+            "PUT /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            m,
+            "DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            m,
+            "OPTIONS /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            m,
+            "PATCH /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            m,
+            "BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[405, 400],
+        ),
+        (
+            m,
+            "TRACE /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            m,
+            "CONNECT 127.0.0.1:8002 HTTP/1.1\r\nHost: 127.0.0.1:8002\r\n\r\n".into(),
+            &[404, 405, 400],
+        ),
         (m, "GET / HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (m, "GET /metrics/ HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (m, "GET //metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (m, "GET /metrics/../wait-for-drain HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (m, "GET /wait-for-drain HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (m, "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(), &[404]),
-        (m, "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (m, "GET http://127.0.0.1:8002/metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[200]), // absolute form: our page, not Triton's
-        (m, "GET /metrics?target=http://127.0.0.1:8002/metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[200]),
+        (
+            m,
+            "GET /metrics/ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            m,
+            "GET //metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            m,
+            "GET /metrics/../wait-for-drain HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            m,
+            "GET /wait-for-drain HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            m,
+            "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            m,
+            "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            m,
+            "GET http://127.0.0.1:8002/metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[200],
+        ), // absolute form: our page, not Triton's
+        (
+            m,
+            "GET /metrics?target=http://127.0.0.1:8002/metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[200],
+        ),
         (m, "GET /metrics HTTP/1.0\r\n\r\n".into(), &[200]),
-        (m, "GET /%6detrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (m, "GET /metrics HTTP/2.0\r\nHost: x\r\n\r\n".into(), &[400, 505]),
-        (m, "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03".into(), &[400]), // a TLS ClientHello's first bytes
+        (
+            m,
+            "GET /%6detrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            m,
+            "GET /metrics HTTP/2.0\r\nHost: x\r\n\r\n".into(),
+            &[400, 505],
+        ),
+        (
+            m,
+            "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03".into(),
+            &[400],
+        ), // a TLS ClientHello's first bytes
         (m, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(), &[400, 505]),
         (ad, "GET /drain HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[405]),
-        (ad, "PUT /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(), &[405]),
-        (ad, "GET /drain/cancel HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[405]),
-        (ad, "POST /wait-for-drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(), &[405]),
-        (ad, "DELETE /readyz HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[405]),
-        (ad, "POST /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(), &[405]),
-        (ad, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (ad, "GET /drain/status/../../drain HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (ad, "GET /wait-for-drain/ HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (ad, "GET /WAIT-FOR-DRAIN HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (ad, "GET /v2/models/m/config HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[404]),
-        (ad, "POST /v2/repository/models/m/unload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(), &[404]),
+        (
+            ad,
+            "PUT /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            ad,
+            "GET /drain/cancel HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            ad,
+            "POST /wait-for-drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            ad,
+            "DELETE /readyz HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            ad,
+            "POST /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(),
+            &[405],
+        ),
+        (
+            ad,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            ad,
+            "GET /drain/status/../../drain HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            ad,
+            "GET /wait-for-drain/ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            ad,
+            "GET /WAIT-FOR-DRAIN HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            ad,
+            "GET /v2/models/m/config HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            &[404],
+        ),
+        (
+            ad,
+            "POST /v2/repository/models/m/unload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                .into(),
+            &[404],
+        ),
     ];
     for (addr, req, allowed) in &cases {
         let resp = raw(*addr, req.as_bytes(), within).await;
         let st = status_of(&resp);
-        assert!(st.is_some_and(|s| allowed.contains(&s)) || (st.is_none() && allowed.contains(&400)), "{addr} {:?}: got {:?}", req.lines().next(), resp.lines().next());
+        assert!(
+            st.is_some_and(|s| allowed.contains(&s)) || (st.is_none() && allowed.contains(&400)),
+            "{addr} {:?}: got {:?}",
+            req.lines().next(),
+            resp.lines().next()
+        );
     }
     // None of that started a drain...
     let st = get(a.admin, "/drain/status").await.1;
@@ -825,8 +1220,16 @@ async fn odd_requests_get_404_or_405_and_never_reach_triton() {
     }
     let hits = t.script.lock().unwrap().metrics_hits - hits_before;
     let polls = started.elapsed().as_secs_f64() / 2.0;
-    eprintln!("{} odd requests + {scrapes} scrapes in {:?}: {hits} Triton scrapes", cases.len(), started.elapsed());
-    assert!((hits as f64) <= polls + 2.0, "{hits} Triton scrapes in {:?}", started.elapsed());
+    eprintln!(
+        "{} odd requests + {scrapes} scrapes in {:?}: {hits} Triton scrapes",
+        cases.len(),
+        started.elapsed()
+    );
+    assert!(
+        (hits as f64) <= polls + 2.0,
+        "{hits} Triton scrapes in {:?}",
+        started.elapsed()
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -857,7 +1260,9 @@ impl ConfigTriton {
         let (p, c) = (pending.clone(), config_calls.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 let (p, c) = (p.clone(), c.clone());
                 tokio::spawn(async move {
                     loop {
@@ -869,7 +1274,11 @@ impl ConfigTriton {
                                 Ok(n) => head.extend_from_slice(&tmp[..n]),
                             }
                         }
-                        let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_string();
+                        let path = String::from_utf8_lossy(&head)
+                            .split_whitespace()
+                            .nth(1)
+                            .unwrap_or("/")
+                            .to_string();
                         let body = if path == "/metrics" {
                             let n = p.load(Ordering::SeqCst);
                             (0..models).map(|m| format!("nv_inference_request_success{{model=\"m{m}\",version=\"1\"}} 1\nnv_inference_pending_request_count{{model=\"m{m}\",version=\"1\"}} {n}\n")).collect()
@@ -883,7 +1292,10 @@ impl ConfigTriton {
                         } else {
                             String::new()
                         };
-                        let r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        let r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
                         if s.write_all(r.as_bytes()).await.is_err() {
                             return;
                         }
@@ -891,7 +1303,12 @@ impl ConfigTriton {
                 });
             }
         });
-        ConfigTriton { url, pending, config_calls, task }
+        ConfigTriton {
+            url,
+            pending,
+            config_calls,
+            task,
+        }
     }
 }
 
@@ -913,15 +1330,33 @@ async fn hanging_model_config_does_not_stall_the_poll_loop() {
     let t = ConfigTriton::start(10, true).await;
     let a = start_agent(config_for(&t.url)).await;
     let s = Instant::now();
-    eventually(Duration::from_secs(30), "first poll", || async { get(a.metrics, "/metrics").await.1.contains("triton_pending_requests{model=\"m9\"} 1") }).await;
+    eventually(Duration::from_secs(30), "first poll", || async {
+        get(a.metrics, "/metrics")
+            .await
+            .1
+            .contains("triton_pending_requests{model=\"m9\"} 1")
+    })
+    .await;
     let first = s.elapsed();
     t.pending.store(7, Ordering::SeqCst);
     let s = Instant::now();
-    eventually(Duration::from_secs(30), "pending 7 seen", || async { value(&get(a.metrics, "/metrics").await.1, "triton_pending_requests{model=\"m9\"}") == Some(7.0) }).await;
+    eventually(Duration::from_secs(30), "pending 7 seen", || async {
+        value(
+            &get(a.metrics, "/metrics").await.1,
+            "triton_pending_requests{model=\"m9\"}",
+        ) == Some(7.0)
+    })
+    .await;
     let change = s.elapsed();
     eprintln!("hanging config: first poll after {first:?}, a change seen after {change:?}, {} config calls", t.config_calls.load(Ordering::SeqCst));
-    assert!(first < Duration::from_millis(1500), "first poll after {first:?}");
-    assert!(change < Duration::from_millis(1500), "a change reached /metrics after {change:?} (poll interval 100 ms)");
+    assert!(
+        first < Duration::from_millis(1500),
+        "first poll after {first:?}"
+    );
+    assert!(
+        change < Duration::from_millis(1500),
+        "a change reached /metrics after {change:?} (poll interval 100 ms)"
+    );
 }
 
 /// BUG (minor, src/triton/snapshot.rs + src/derive.rs): a NaN sample is dropped silently
@@ -931,12 +1366,25 @@ async fn hanging_model_config_does_not_stall_the_poll_loop() {
 /// restarted. Expected: one line saying non-finite samples were dropped, and no restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nan_counter_is_logged_once_and_is_not_a_restart() {
-    let t = FakeTriton::start(Script { metrics: page("m", 100, 0, 1000, 1), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 100, 0, 1000, 1),
+        ..Default::default()
+    })
+    .await;
     let mut p = Proc::spawn(&t.url(), &["--scrape-timeout", "1s"]);
     up(p.metrics).await;
-    eventually(Duration::from_secs(10), "model series", || async { get(p.metrics, "/metrics").await.1.contains("triton_pending_requests{model=\"m\"} 1") }).await;
+    eventually(Duration::from_secs(10), "model series", || async {
+        get(p.metrics, "/metrics")
+            .await
+            .1
+            .contains("triton_pending_requests{model=\"m\"} 1")
+    })
+    .await;
     // For 1.5 s (15 polls) the success counter is NaN; the rest of the page is normal.
-    let nan_page = page("m", 100, 0, 1000, 1).replace("nv_inference_request_success{model=\"m\",version=\"1\"} 100", "nv_inference_request_success{model=\"m\",version=\"1\"} NaN");
+    let nan_page = page("m", 100, 0, 1000, 1).replace(
+        "nv_inference_request_success{model=\"m\",version=\"1\"} 100",
+        "nv_inference_request_success{model=\"m\",version=\"1\"} NaN",
+    );
     assert!(nan_page.contains("NaN"));
     t.set(|s| s.metrics = nan_page);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -944,9 +1392,19 @@ async fn a_nan_counter_is_logged_once_and_is_not_a_restart() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     p.assert_alive();
     let log = p.stderr();
-    assert_eq!(p.lines_with("counters went down").len(), 0, "a NaN sample is not a Triton restart:\n{log}");
-    let nan_lines = log.lines().filter(|l| l.contains("NaN") || l.contains("non-finite")).count();
-    assert_eq!(nan_lines, 1, "one line about the non-finite samples:\n{log}");
+    assert_eq!(
+        p.lines_with("counters went down").len(),
+        0,
+        "a NaN sample is not a Triton restart:\n{log}"
+    );
+    let nan_lines = log
+        .lines()
+        .filter(|l| l.contains("NaN") || l.contains("non-finite"))
+        .count();
+    assert_eq!(
+        nan_lines, 1,
+        "one line about the non-finite samples:\n{log}"
+    );
 }
 
 /// BUG (minor, src/config.rs + src/derive.rs + src/lib.rs): `--window` has no upper bound, and
@@ -957,7 +1415,11 @@ async fn a_nan_counter_is_logged_once_and_is_not_a_restart() {
 /// panicked background task should end the process so the kubelet restarts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_window_is_refused_or_harmless() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 1), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 1),
+        ..Default::default()
+    })
+    .await;
     let mut p = Proc::spawn(&t.url(), &["--window", "18446744073709551615s"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     if let Some(st) = p.child.try_wait().unwrap() {
@@ -966,6 +1428,12 @@ async fn an_absurd_window_is_refused_or_harmless() {
         return;
     }
     t.set(|s| s.metrics = page("m", 10, 0, 0, 7));
-    eventually(Duration::from_secs(5), "still polling", || async { value(&get(p.metrics, "/metrics").await.1, "triton_pending_requests{model=\"m\"}") == Some(7.0) }).await;
+    eventually(Duration::from_secs(5), "still polling", || async {
+        value(
+            &get(p.metrics, "/metrics").await.1,
+            "triton_pending_requests{model=\"m\"}",
+        ) == Some(7.0)
+    })
+    .await;
     p.assert_no_panic();
 }

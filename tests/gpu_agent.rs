@@ -23,9 +23,18 @@ fn fake_lib() -> PathBuf {
             return PathBuf::from(p);
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).map(|p| if p.is_absolute() { p } else { root.join(p) }).unwrap_or_else(|| root.join("target")).join("fake-nvml");
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|p| if p.is_absolute() { p } else { root.join(p) })
+            .unwrap_or_else(|| root.join("target"))
+            .join("fake-nvml");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo).current_dir(root).args(["build", "--quiet", "-p", "fake-nvml", "--target-dir"]).arg(&dir).status().unwrap();
+        let st = Command::new(cargo)
+            .current_dir(root)
+            .args(["build", "--quiet", "-p", "fake-nvml", "--target-dir"])
+            .arg(&dir)
+            .status()
+            .unwrap();
         assert!(st.success());
         dir.join("debug").join("libnvidia_ml.so")
     })
@@ -59,14 +68,28 @@ impl Drop for Agent {
 }
 
 fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn(t: &FakeTriton, args: &[&str]) -> Agent {
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", port()).parse().unwrap();
     let child = Command::new(BIN)
-        .args(["--triton-url", &t.url(), "--triton-metrics-url", &format!("{}/metrics", t.url())])
-        .args(["--metrics-addr", &metrics.to_string(), "--admin-addr", &format!("127.0.0.1:{}", port())])
+        .args([
+            "--triton-url",
+            &t.url(),
+            "--triton-metrics-url",
+            &format!("{}/metrics", t.url()),
+        ])
+        .args([
+            "--metrics-addr",
+            &metrics.to_string(),
+            "--admin-addr",
+            &format!("127.0.0.1:{}", port()),
+        ])
         .args(["--poll-interval", "100ms", "--gpu-poll-interval", "100ms"])
         .args(args)
         .stdout(Stdio::null())
@@ -76,7 +99,10 @@ fn spawn(t: &FakeTriton, args: &[&str]) -> Agent {
     // Wait until it listens.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(metrics).is_err() {
-        assert!(std::time::Instant::now() < deadline, "agent did not start listening");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent did not start listening"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Agent { child, metrics }
@@ -97,33 +123,93 @@ fn triton_gpu_page(uuids: &[&str]) -> String {
 #[tokio::test]
 async fn reports_only_the_gpu_tritons_page_names() {
     let dir = fake_dir("names-one", two_gpus());
-    let t = FakeTriton::start(Script { metrics: triton_gpu_page(&[A]), ..Default::default() }).await;
-    let a = spawn(&t, &["--nvml-lib", dir.join("libnvidia-ml.so.1").to_str().unwrap()]);
+    let t = FakeTriton::start(Script {
+        metrics: triton_gpu_page(&[A]),
+        ..Default::default()
+    })
+    .await;
+    let a = spawn(
+        &t,
+        &[
+            "--nvml-lib",
+            dir.join("libnvidia-ml.so.1").to_str().unwrap(),
+        ],
+    );
     let l = format!("{{gpu_uuid=\"{A}\",gpu_name=\"NVIDIA H100 80GB HBM3\"}}");
-    eventually(Duration::from_secs(10), "GPU A from NVML", || async { value(&get(a.metrics, "/metrics").await.1, &format!("triton_gpu_utilization_ratio{l}")) == Some(0.37) }).await;
+    eventually(Duration::from_secs(10), "GPU A from NVML", || async {
+        value(
+            &get(a.metrics, "/metrics").await.1,
+            &format!("triton_gpu_utilization_ratio{l}"),
+        ) == Some(0.37)
+    })
+    .await;
     let p = get(a.metrics, "/metrics").await.1;
-    assert!(!p.contains(B), "the neighbour's GPU must not be reported:\n{p}");
-    assert_eq!(value(&p, &format!("triton_gpu_memory_used_bytes{l}")), Some((3 * GIB) as f64));
-    assert_eq!(value(&p, &format!("triton_gpu_memory_total_bytes{l}")), Some((80 * GIB) as f64));
-    assert_eq!(value(&p, &format!("triton_gpu_memory_used_ratio{l}")), Some(0.0375));
-    assert_eq!(value(&p, &format!("triton_gpu_power_watts{l}")), Some(251.5));
-    assert_eq!(value(&p, &format!("triton_gpu_temperature_celsius{l}")), Some(45.0));
-    assert_eq!(value(&p, "triton_sidecar_gpu_source{source=\"nvml\"}"), Some(1.0));
+    assert!(
+        !p.contains(B),
+        "the neighbour's GPU must not be reported:\n{p}"
+    );
+    assert_eq!(
+        value(&p, &format!("triton_gpu_memory_used_bytes{l}")),
+        Some((3 * GIB) as f64)
+    );
+    assert_eq!(
+        value(&p, &format!("triton_gpu_memory_total_bytes{l}")),
+        Some((80 * GIB) as f64)
+    );
+    assert_eq!(
+        value(&p, &format!("triton_gpu_memory_used_ratio{l}")),
+        Some(0.0375)
+    );
+    assert_eq!(
+        value(&p, &format!("triton_gpu_power_watts{l}")),
+        Some(251.5)
+    );
+    assert_eq!(
+        value(&p, &format!("triton_gpu_temperature_celsius{l}")),
+        Some(45.0)
+    );
+    assert_eq!(
+        value(&p, "triton_sidecar_gpu_source{source=\"nvml\"}"),
+        Some(1.0)
+    );
     assert_eq!(value(&p, "triton_sidecar_nvml_up"), Some(1.0));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn falls_back_to_tritons_series_without_nvml() {
-    let t = FakeTriton::start(Script { metrics: triton_gpu_page(&[A]), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: triton_gpu_page(&[A]),
+        ..Default::default()
+    })
+    .await;
     let a = spawn(&t, &["--nvml-lib", "/nonexistent/libnvidia-ml.so.1"]);
     let l = format!("{{gpu_uuid=\"{A}\",gpu_name=\"\"}}");
-    eventually(Duration::from_secs(10), "fallback source", || async { value(&get(a.metrics, "/metrics").await.1, "triton_sidecar_gpu_source{source=\"triton\"}") == Some(1.0) }).await;
+    eventually(Duration::from_secs(10), "fallback source", || async {
+        value(
+            &get(a.metrics, "/metrics").await.1,
+            "triton_sidecar_gpu_source{source=\"triton\"}",
+        ) == Some(1.0)
+    })
+    .await;
     let p = get(a.metrics, "/metrics").await.1;
-    assert_eq!(value(&p, &format!("triton_gpu_utilization_ratio{l}")), Some(0.25), "{p}");
-    assert_eq!(value(&p, &format!("triton_gpu_memory_used_ratio{l}")), Some(0.05));
-    assert_eq!(value(&p, &format!("triton_gpu_power_watts{l}")), Some(120.5));
-    assert!(!p.contains("triton_gpu_temperature_celsius{"), "Triton publishes no temperature");
+    assert_eq!(
+        value(&p, &format!("triton_gpu_utilization_ratio{l}")),
+        Some(0.25),
+        "{p}"
+    );
+    assert_eq!(
+        value(&p, &format!("triton_gpu_memory_used_ratio{l}")),
+        Some(0.05)
+    );
+    assert_eq!(
+        value(&p, &format!("triton_gpu_power_watts{l}")),
+        Some(120.5)
+    );
+    assert!(
+        !p.contains("triton_gpu_temperature_celsius{"),
+        "Triton publishes no temperature"
+    );
     assert_eq!(value(&p, "triton_sidecar_nvml_up"), Some(0.0));
     assert_eq!(get(a.metrics, "/metrics").await.0, 200);
 }
@@ -132,12 +218,26 @@ async fn falls_back_to_tritons_series_without_nvml() {
 async fn default_with_no_gpu_on_tritons_page_reports_none_and_gpu_all_reports_both() {
     let dir = fake_dir("none-all", two_gpus());
     let lib = dir.join("libnvidia-ml.so.1");
-    let t = FakeTriton::start(Script { metrics: page("m", 1, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 1, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let a = spawn(&t, &["--nvml-lib", lib.to_str().unwrap()]);
-    eventually(Duration::from_secs(10), "nvml up", || async { value(&get(a.metrics, "/metrics").await.1, "triton_sidecar_nvml_up") == Some(1.0) }).await;
+    eventually(Duration::from_secs(10), "nvml up", || async {
+        value(
+            &get(a.metrics, "/metrics").await.1,
+            "triton_sidecar_nvml_up",
+        ) == Some(1.0)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let p = get(a.metrics, "/metrics").await.1;
-    assert_eq!(value(&p, "triton_sidecar_gpu_source{source=\"none\"}"), Some(1.0), "{p}");
+    assert_eq!(
+        value(&p, "triton_sidecar_gpu_source{source=\"none\"}"),
+        Some(1.0),
+        "{p}"
+    );
     assert!(!p.contains("triton_gpu_utilization_ratio{"));
     drop(a);
     let a = spawn(&t, &["--nvml-lib", lib.to_str().unwrap(), "--gpu", "all"]);
@@ -152,14 +252,49 @@ async fn default_with_no_gpu_on_tritons_page_reports_none_and_gpu_all_reports_bo
 #[test]
 fn check_no_triton_prints_gpu_lines() {
     let dir = fake_dir("check", two_gpus());
-    let out = Command::new(BIN).args(["check", "--no-triton", "--gpu", "all", "--nvml-lib", dir.join("libnvidia-ml.so.1").to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--no-triton",
+            "--gpu",
+            "all",
+            "--nvml-lib",
+            dir.join("libnvidia-ml.so.1").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("gpu source: nvml"), "{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with(&format!("gpu uuid={A} ")) && l.contains(&format!("mem_total_bytes={}", 80 * GIB))), "{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with(&format!("gpu uuid={B} "))), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("gpu uuid={A} "))
+                && l.contains(&format!("mem_total_bytes={}", 80 * GIB))),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("gpu uuid={B} "))),
+        "{stdout}"
+    );
     // A missing library with an explicit --gpu: exit 1 and say why.
-    let out = Command::new(BIN).args(["check", "--no-triton", "--gpu", "all", "--nvml-lib", "/nonexistent/libnvidia-ml.so.1"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--no-triton",
+            "--gpu",
+            "all",
+            "--nvml-lib",
+            "/nonexistent/libnvidia-ml.so.1",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("gpu source: none (NVML:"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -10,7 +10,11 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_triton-sidecar");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Proc {
@@ -31,21 +35,55 @@ fn spawn(triton: &FakeTriton, extra: &[&str]) -> Proc {
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{mp}").parse().unwrap();
     let admin: std::net::SocketAddr = format!("127.0.0.1:{ap}").parse().unwrap();
     let child = Command::new(BIN)
-        .args(["--triton-url", &triton.url(), "--triton-metrics-url", &format!("{}/metrics", triton.url())])
-        .args(["--metrics-addr", &metrics.to_string(), "--admin-addr", &admin.to_string()])
-        .args(["--poll-interval", "100ms", "--window", "2s", "--scrape-timeout", "300ms", "--drain-poll-interval", "50ms"])
-        .args(["--min-drain", "1s", "--drain-quiet", "400ms", "--drain-timeout", "10s", "--no-gpu"])
+        .args([
+            "--triton-url",
+            &triton.url(),
+            "--triton-metrics-url",
+            &format!("{}/metrics", triton.url()),
+        ])
+        .args([
+            "--metrics-addr",
+            &metrics.to_string(),
+            "--admin-addr",
+            &admin.to_string(),
+        ])
+        .args([
+            "--poll-interval",
+            "100ms",
+            "--window",
+            "2s",
+            "--scrape-timeout",
+            "300ms",
+            "--drain-poll-interval",
+            "50ms",
+        ])
+        .args([
+            "--min-drain",
+            "1s",
+            "--drain-quiet",
+            "400ms",
+            "--drain-timeout",
+            "10s",
+            "--no-gpu",
+        ])
         .args(extra)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn agent");
-    Proc { child, admin, metrics }
+    Proc {
+        child,
+        admin,
+        metrics,
+    }
 }
 
 fn signal(p: &Proc, sig: &str) {
-    let ok = Command::new("kill").args([&format!("-{sig}"), &p.child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &p.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -62,7 +100,14 @@ async fn wait_exit(p: &mut Proc, within: Duration) -> (std::process::ExitStatus,
 
 async fn ready(p: &Proc) {
     eventually(Duration::from_secs(10), "agent ready", || async {
-        match reqwest::Client::builder().no_proxy().build().unwrap().get(format!("http://{}/readyz", p.admin)).send().await {
+        match reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://{}/readyz", p.admin))
+            .send()
+            .await
+        {
             Ok(r) => r.status().as_u16() == 200,
             Err(_) => false,
         }
@@ -72,7 +117,11 @@ async fn ready(p: &Proc) {
 
 #[tokio::test]
 async fn sigterm_while_idle() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let mut p = spawn(&t, &[]);
     ready(&p).await;
     signal(&p, "TERM");
@@ -82,19 +131,29 @@ async fn sigterm_while_idle() {
     assert_eq!(get(p.metrics, "/metrics").await.0, 200);
     let (st, took) = wait_exit(&mut p, Duration::from_secs(5)).await;
     assert!(st.success(), "{st:?}");
-    assert!(took >= Duration::from_millis(700), "not before min-drain: {took:?}");
+    assert!(
+        took >= Duration::from_millis(700),
+        "not before min-drain: {took:?}"
+    );
 }
 
 #[tokio::test]
 async fn sigterm_while_busy_waits_for_idle_and_answers_the_hook() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 6), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 6),
+        ..Default::default()
+    })
+    .await;
     let mut p = spawn(&t, &[]);
     ready(&p).await;
     // Regular sidecar: the preStop hook and SIGTERM arrive together.
     let hook = tokio::spawn(get(p.admin, "/wait-for-drain"));
     signal(&p, "TERM");
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert!(p.child.try_wait().unwrap().is_none(), "still busy: must not exit");
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "still busy: must not exit"
+    );
     let idle_at = Instant::now();
     t.set(|s| s.metrics = page("m", 16, 0, 0, 0));
     let (code, body) = hook.await.unwrap();
@@ -107,7 +166,11 @@ async fn sigterm_while_busy_waits_for_idle_and_answers_the_hook() {
 
 #[tokio::test]
 async fn double_sigterm_exits_promptly() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 6), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 6),
+        ..Default::default()
+    })
+    .await;
     let mut p = spawn(&t, &[]);
     ready(&p).await;
     signal(&p, "TERM");
@@ -115,12 +178,19 @@ async fn double_sigterm_exits_promptly() {
     signal(&p, "TERM");
     let (st, took) = wait_exit(&mut p, Duration::from_secs(3)).await;
     assert!(st.success(), "{st:?}");
-    assert!(took < Duration::from_secs(1), "second signal: exit within 1 s, took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "second signal: exit within 1 s, took {took:?}"
+    );
 }
 
 #[tokio::test]
 async fn native_sidecar_order_exits_within_a_second() {
-    let mut t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let mut t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let mut p = spawn(&t, &[]);
     ready(&p).await;
     // Triton has already exited when the agent's SIGTERM comes.
@@ -145,7 +215,11 @@ async fn sigterm_during_startup_exits_cleanly() {
 
 #[test]
 fn invalid_flag_is_one_line_naming_the_flag_exit_2() {
-    for (args, flag) in [(vec!["--poll-interval", "soon"], "--poll-interval"), (vec!["--window", "100ms"], "--window"), (vec!["--max-body", "lots"], "--max-body")] {
+    for (args, flag) in [
+        (vec!["--poll-interval", "soon"], "--poll-interval"),
+        (vec!["--window", "100ms"], "--window"),
+        (vec!["--max-body", "lots"], "--max-body"),
+    ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -153,7 +227,10 @@ fn invalid_flag_is_one_line_naming_the_flag_exit_2() {
         assert!(err.contains(flag), "{err}");
     }
     // The environment variable form is validated the same way.
-    let out = Command::new(BIN).env("TRITON_SIDECAR_POLL_INTERVAL", "x").output().unwrap();
+    let out = Command::new(BIN)
+        .env("TRITON_SIDECAR_POLL_INTERVAL", "x")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--poll-interval"));
 }
@@ -162,25 +239,59 @@ fn invalid_flag_is_one_line_naming_the_flag_exit_2() {
 fn port_taken_exits_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN).args(["--metrics-addr", &addr, "--admin-addr", "127.0.0.1:0", "--no-gpu"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--metrics-addr",
+            &addr,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--no-gpu",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot listen on") && err.contains("--metrics-addr") && err.contains(&addr), "{err}");
+    assert!(
+        err.contains("cannot listen on") && err.contains("--metrics-addr") && err.contains(&addr),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_against_absent_triton_exits_1() {
     let port = free_port();
-    let out = Command::new(BIN).args(["check", "--triton-url", &format!("http://127.0.0.1:{port}"), "--triton-metrics-url", &format!("http://127.0.0.1:{port}/metrics"), "--no-gpu"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--triton-url",
+            &format!("http://127.0.0.1:{port}"),
+            "--triton-metrics-url",
+            &format!("http://127.0.0.1:{port}/metrics"),
+            "--no-gpu",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read Triton's metrics") && err.contains("connection refused"), "{err}");
+    assert!(
+        err.contains("cannot read Triton's metrics") && err.contains("connection refused"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn check_prints_the_table() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 1_000_000, 4), ..Default::default() }).await;
-    t.set(|s| s.model_ready.insert("m".into(), 200).map(|_| ()).unwrap_or(()));
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 1_000_000, 4),
+        ..Default::default()
+    })
+    .await;
+    t.set(|s| {
+        s.model_ready
+            .insert("m".into(), 200)
+            .map(|_| ())
+            .unwrap_or(())
+    });
     let url = t.url();
     let metrics = format!("{url}/metrics");
     let script = t.script.clone();
@@ -189,11 +300,37 @@ async fn check_prints_the_table() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         script.lock().unwrap().metrics = page("m", 20, 0, 1_400_000, 4);
     });
-    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(["check", "--triton-url", &url, "--triton-metrics-url", &metrics, "--poll-interval", "500ms", "--require-model", "m", "--no-gpu"]).output().unwrap()).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "check",
+                "--triton-url",
+                &url,
+                "--triton-metrics-url",
+                &metrics,
+                "--poll-interval",
+                "500ms",
+                "--require-model",
+                "m",
+                "--no-gpu",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     bump.await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let row = stdout.lines().find(|l| l.starts_with("m ")).expect("row for m");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("m "))
+        .expect("row for m");
     let cols: Vec<&str> = row.split_whitespace().collect();
     // queue wait (1,400,000 − 1,000,000) / 10 = 40,000 µs = 40.00 ms; pending 4
     assert_eq!(cols[1], "40.00", "{stdout}");
@@ -205,28 +342,53 @@ async fn check_prints_the_table() {
 fn install_copies_the_binary() {
     let dir = std::env::temp_dir().join(format!("ts-install-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = Command::new(BIN).args(["install", dir.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["install", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let copied = dir.join("triton-sidecar");
     let v = Command::new(&copied).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).contains("triton-sidecar"));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(BIN).args(["install", "/nonexistent/dir"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["install", "/nonexistent/dir"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[tokio::test]
 async fn drain_cli_waits_and_reports() {
-    let t = FakeTriton::start(Script { metrics: page("m", 10, 0, 0, 0), ..Default::default() }).await;
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 0),
+        ..Default::default()
+    })
+    .await;
     let mut p = spawn(&t, &[]);
     ready(&p).await;
     let url = format!("http://{}", p.admin);
-    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(["drain", "--admin-url", &url, "--timeout", "10s"]).output().unwrap()).await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["drain", "--admin-url", &url, "--timeout", "10s"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("result=idle trigger=cli"));
     // Unreachable agent: exit 1 with a clear message.
     let port = free_port();
-    let out = Command::new(BIN).args(["drain", "--admin-url", &format!("http://127.0.0.1:{port}")]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["drain", "--admin-url", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent"));
     signal(&p, "TERM");

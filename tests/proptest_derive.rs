@@ -22,9 +22,20 @@ fn ok(x: f64) -> bool {
 
 fn assert_clean(d: &Derived) -> Result<(), TestCaseError> {
     let p = &d.pod;
-    prop_assert!(ok(p.queue_wait_ms) && ok(p.pending) && ok(p.request_rate), "pod {:?}", p);
+    prop_assert!(
+        ok(p.queue_wait_ms) && ok(p.pending) && ok(p.request_rate),
+        "pod {:?}",
+        p
+    );
     for (n, m) in &d.models {
-        prop_assert!(ok(m.queue_wait_ms) && ok(m.pending) && ok(m.request_rate) && ok(m.failure_rate) && ok(m.compute_ms), "{n:?}: {m:?}");
+        prop_assert!(
+            ok(m.queue_wait_ms)
+                && ok(m.pending)
+                && ok(m.request_rate)
+                && ok(m.failure_rate)
+                && ok(m.compute_ms),
+            "{n:?}: {m:?}"
+        );
     }
     Ok(())
 }
@@ -43,33 +54,70 @@ fn wild() -> impl Strategy<Value = f64> {
 
 fn counters() -> impl Strategy<Value = ModelCounters> {
     (
-        (wild(), wild(), wild(), proptest::option::of(wild()), proptest::option::of(wild())),
-        (proptest::option::of((wild(), wild())), proptest::option::of((wild(), wild())), wild(), proptest::option::of(wild()), proptest::option::of(wild())),
+        (
+            wild(),
+            wild(),
+            wild(),
+            proptest::option::of(wild()),
+            proptest::option::of(wild()),
+        ),
+        (
+            proptest::option::of((wild(), wild())),
+            proptest::option::of((wild(), wild())),
+            wild(),
+            proptest::option::of(wild()),
+            proptest::option::of(wild()),
+        ),
     )
-        .prop_map(|((success, failure, exec_count, queue_us, compute_infer_us), (queue_summary, compute_summary, pending, trtllm_waiting, trtllm_active))| ModelCounters {
-            success,
-            failure,
-            exec_count,
-            queue_us,
-            compute_infer_us,
-            queue_summary,
-            compute_summary,
-            pending,
-            trtllm_waiting,
-            trtllm_active,
-        })
+        .prop_map(
+            |(
+                (success, failure, exec_count, queue_us, compute_infer_us),
+                (queue_summary, compute_summary, pending, trtllm_waiting, trtllm_active),
+            )| ModelCounters {
+                success,
+                failure,
+                exec_count,
+                queue_us,
+                compute_infer_us,
+                queue_summary,
+                compute_summary,
+                pending,
+                trtllm_waiting,
+                trtllm_active,
+            },
+        )
 }
 
 fn snapshot() -> impl Strategy<Value = Snapshot> {
-    proptest::collection::btree_map(prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(String::from), counters(), 0..4)
-        .prop_map(|models| Snapshot { models, ..Default::default() })
+    proptest::collection::btree_map(
+        prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(String::from),
+        counters(),
+        0..4,
+    )
+    .prop_map(|models| Snapshot {
+        models,
+        ..Default::default()
+    })
 }
 
 fn snap(models: &[(&str, ModelCounters)]) -> Arc<Snapshot> {
-    Arc::new(Snapshot { models: models.iter().map(|(n, m)| (n.to_string(), m.clone())).collect(), ..Default::default() })
+    Arc::new(Snapshot {
+        models: models
+            .iter()
+            .map(|(n, m)| (n.to_string(), m.clone()))
+            .collect(),
+        ..Default::default()
+    })
 }
 
-fn steady(i: u64, rate: u64, fail: u64, wait_us: u64, compute_us: u64, pending: u64) -> ModelCounters {
+fn steady(
+    i: u64,
+    rate: u64,
+    fail: u64,
+    wait_us: u64,
+    compute_us: u64,
+    pending: u64,
+) -> ModelCounters {
     let n = (i * rate) as f64;
     ModelCounters {
         success: n,
@@ -244,7 +292,19 @@ proptest! {
 /// count has stayed above 0 with no completion." The last computed wait was 5000 ms.
 #[test]
 fn stall_after_a_slow_batch() {
-    let page = |n: f64, q: f64, p: f64| snap(&[("m", ModelCounters { success: n, exec_count: n, queue_us: Some(q), compute_infer_us: Some(n), pending: p, ..Default::default() })]);
+    let page = |n: f64, q: f64, p: f64| {
+        snap(&[(
+            "m",
+            ModelCounters {
+                success: n,
+                exec_count: n,
+                queue_us: Some(q),
+                compute_infer_us: Some(n),
+                pending: p,
+                ..Default::default()
+            },
+        )])
+    };
     let none = HashSet::new();
     let mut w = Window::new(Duration::from_secs(2));
     w.push(Duration::from_secs(0), page(0.0, 0.0, 0.0));

@@ -26,12 +26,19 @@ type Key = (String, Vec<(String, String)>);
 
 fn read(page: &str) -> BTreeMap<Key, f64> {
     let mut out = BTreeMap::new();
-    text::parse(page, |_| true, |s| {
-        let mut labels: Vec<(String, String)> = s.labels().map(|(k, v)| (k.to_string(), v.into_owned())).collect();
-        labels.sort();
-        let prev = out.insert((s.name.to_string(), labels), s.value);
-        assert!(prev.is_none(), "duplicate series {} in\n{page}", s.name);
-    })
+    text::parse(
+        page,
+        |_| true,
+        |s| {
+            let mut labels: Vec<(String, String)> = s
+                .labels()
+                .map(|(k, v)| (k.to_string(), v.into_owned()))
+                .collect();
+            labels.sort();
+            let prev = out.insert((s.name.to_string(), labels), s.value);
+            assert!(prev.is_none(), "duplicate series {} in\n{page}", s.name);
+        },
+    )
     .unwrap_or_else(|e| panic!("our page does not parse: {e}\n{page}"));
     out
 }
@@ -62,20 +69,32 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn model_derived() -> impl Strategy<Value = ModelDerived> {
-    (wild(), wild(), wild(), wild(), wild()).prop_map(|(queue_wait_ms, pending, request_rate, failure_rate, compute_ms)| ModelDerived {
-        queue_wait_ms,
-        pending,
-        request_rate,
-        failure_rate,
-        compute_ms,
-    })
+    (wild(), wild(), wild(), wild(), wild()).prop_map(
+        |(queue_wait_ms, pending, request_rate, failure_rate, compute_ms)| ModelDerived {
+            queue_wait_ms,
+            pending,
+            request_rate,
+            failure_rate,
+            compute_ms,
+        },
+    )
 }
 
 fn derived() -> impl Strategy<Value = Derived> {
-    (proptest::collection::btree_map(name(), model_derived(), 0..6), wild(), wild(), wild()).prop_map(|(models, q, p, r)| Derived {
-        models,
-        pod: PodDerived { queue_wait_ms: q, pending: p, request_rate: r },
-    })
+    (
+        proptest::collection::btree_map(name(), model_derived(), 0..6),
+        wild(),
+        wild(),
+        wild(),
+    )
+        .prop_map(|(models, q, p, r)| Derived {
+            models,
+            pod: PodDerived {
+                queue_wait_ms: q,
+                pending: p,
+                request_rate: r,
+            },
+        })
 }
 
 fn opt_wild() -> impl Strategy<Value = Option<f64>> {
@@ -86,13 +105,24 @@ fn gpu() -> impl Strategy<Value = GpuState> {
     (
         proptest::collection::btree_map(
             "GPU-[a-f0-9]{4}",
-            (name(), opt_wild(), opt_wild(), opt_wild(), opt_wild(), opt_wild()),
+            (
+                name(),
+                opt_wild(),
+                opt_wild(),
+                opt_wild(),
+                opt_wild(),
+                opt_wild(),
+            ),
             0..4,
         ),
         any::<bool>(),
     )
         .prop_map(|(m, nvml_up)| GpuState {
-            source: if nvml_up { GpuSource::Nvml } else { GpuSource::Triton },
+            source: if nvml_up {
+                GpuSource::Nvml
+            } else {
+                GpuSource::Triton
+            },
             nvml_up,
             readings: m
                 .into_iter()
@@ -109,7 +139,11 @@ fn gpu() -> impl Strategy<Value = GpuState> {
         })
 }
 
-fn drain_view(phase: Phase, last_secs: Option<f64>, counts: BTreeMap<(Trigger, DrainResult), u64>) -> DrainView {
+fn drain_view(
+    phase: Phase,
+    last_secs: Option<f64>,
+    counts: BTreeMap<(Trigger, DrainResult), u64>,
+) -> DrainView {
     DrainView {
         phase,
         trigger: None,
@@ -137,7 +171,13 @@ fn drain_view(phase: Phase, last_secs: Option<f64>, counts: BTreeMap<(Trigger, D
 }
 
 fn poll(d: Derived, scrape_seconds: f64, errors: &[(&'static str, u64)]) -> PollState {
-    let mut p = PollState { seq: 1, triton_up: true, derived: d, scrape_seconds, ..Default::default() };
+    let mut p = PollState {
+        seq: 1,
+        triton_up: true,
+        derived: d,
+        scrape_seconds,
+        ..Default::default()
+    };
     for (r, n) in errors {
         p.scrape_errors.insert(*r, *n);
     }
@@ -153,11 +193,20 @@ fn check_page(page: &str, d: &Derived, g: &GpuState) -> Result<(), TestCaseError
     for ((n, l), v) in &got {
         prop_assert!(v.is_finite() && *v >= 0.0, "{n}{l:?} = {v}");
     }
-    let exact = |series: &str, labels: Vec<(String, String)>, want: f64| -> Result<(), TestCaseError> {
-        let v = got.get(&(series.to_string(), labels.clone()));
-        prop_assert_eq!(v.map(|v| v.to_bits()), Some(want.to_bits()), "{}{:?}: got {:?}, want {}", series, labels, v, want);
-        Ok(())
-    };
+    let exact =
+        |series: &str, labels: Vec<(String, String)>, want: f64| -> Result<(), TestCaseError> {
+            let v = got.get(&(series.to_string(), labels.clone()));
+            prop_assert_eq!(
+                v.map(|v| v.to_bits()),
+                Some(want.to_bits()),
+                "{}{:?}: got {:?}, want {}",
+                series,
+                labels,
+                v,
+                want
+            );
+            Ok(())
+        };
     for (model, md) in &d.models {
         exact("triton_queue_wait_ms", m(model), clean(md.queue_wait_ms))?;
         exact("triton_pending_requests", m(model), clean(md.pending))?;
@@ -165,18 +214,35 @@ fn check_page(page: &str, d: &Derived, g: &GpuState) -> Result<(), TestCaseError
         exact("triton_failure_rate", m(model), clean(md.failure_rate))?;
         exact("triton_compute_ms", m(model), clean(md.compute_ms))?;
     }
-    exact("triton_pod_queue_wait_ms", vec![], clean(d.pod.queue_wait_ms))?;
+    exact(
+        "triton_pod_queue_wait_ms",
+        vec![],
+        clean(d.pod.queue_wait_ms),
+    )?;
     exact("triton_pod_pending_requests", vec![], clean(d.pod.pending))?;
     exact("triton_pod_request_rate", vec![], clean(d.pod.request_rate))?;
     // Exactly the latest models, once each per family.
-    for fam in ["triton_queue_wait_ms", "triton_pending_requests", "triton_request_rate", "triton_failure_rate", "triton_compute_ms"] {
-        let models: BTreeSet<&str> = got.keys().filter(|(n, _)| n == fam).map(|(_, l)| l[0].1.as_str()).collect();
+    for fam in [
+        "triton_queue_wait_ms",
+        "triton_pending_requests",
+        "triton_request_rate",
+        "triton_failure_rate",
+        "triton_compute_ms",
+    ] {
+        let models: BTreeSet<&str> = got
+            .keys()
+            .filter(|(n, _)| n == fam)
+            .map(|(_, l)| l[0].1.as_str())
+            .collect();
         let want: BTreeSet<&str> = d.models.keys().map(String::as_str).collect();
         prop_assert_eq!(models, want, "{}", fam);
     }
     // GPU gauges: present with the input value when finite and >= 0, absent otherwise.
     for r in &g.readings {
-        let mut l = vec![("gpu_name".to_string(), r.name.clone()), ("gpu_uuid".to_string(), r.uuid.clone())];
+        let mut l = vec![
+            ("gpu_name".to_string(), r.name.clone()),
+            ("gpu_uuid".to_string(), r.uuid.clone()),
+        ];
         l.sort();
         for (fam, v) in [
             ("triton_gpu_utilization_ratio", r.utilization_ratio),
@@ -187,12 +253,26 @@ fn check_page(page: &str, d: &Derived, g: &GpuState) -> Result<(), TestCaseError
         ] {
             let got_v = got.get(&(fam.to_string(), l.clone())).copied();
             match v.filter(|v| v.is_finite() && *v >= 0.0) {
-                Some(v) => prop_assert_eq!(got_v.map(f64::to_bits), Some(v.to_bits()), "{} {:?}", fam, l),
+                Some(v) => prop_assert_eq!(
+                    got_v.map(f64::to_bits),
+                    Some(v.to_bits()),
+                    "{} {:?}",
+                    fam,
+                    l
+                ),
                 None => prop_assert_eq!(got_v, None, "{} {:?}", fam, l),
             }
         }
     }
-    let gpus: BTreeSet<String> = got.keys().filter(|(n, _)| n == "triton_gpu_memory_used_ratio" || n == "triton_gpu_utilization_ratio").flat_map(|(_, l)| l.iter().filter(|(k, _)| k == "gpu_uuid").map(|(_, v)| v.clone())).collect();
+    let gpus: BTreeSet<String> = got
+        .keys()
+        .filter(|(n, _)| n == "triton_gpu_memory_used_ratio" || n == "triton_gpu_utilization_ratio")
+        .flat_map(|(_, l)| {
+            l.iter()
+                .filter(|(k, _)| k == "gpu_uuid")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
     let known: BTreeSet<String> = g.readings.iter().map(|r| r.uuid.clone()).collect();
     prop_assert!(gpus.is_subset(&known));
     Ok(())

@@ -22,7 +22,9 @@ struct Line {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Line {
@@ -32,8 +34,11 @@ impl Line {
             s.push_str(&self.sep[..1.min(self.sep.len())]);
             s.push('{');
             let b = &self.inner_blank;
-            let parts: Vec<String> =
-                self.labels.iter().map(|(k, v)| format!("{b}{k}{b}={b}\"{}\"{b}", escape(v))).collect();
+            let parts: Vec<String> = self
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{b}{k}{b}={b}\"{}\"{b}", escape(v)))
+                .collect();
             s.push_str(&parts.join(","));
             if self.trailing_comma && !self.labels.is_empty() {
                 s.push(',');
@@ -64,16 +69,36 @@ fn label_value() -> impl Strategy<Value = String> {
         "[a-z0-9._-]{0,12}",
         // Anything, including quotes, backslashes, newlines, braces, commas, tabs, CR, Unicode.
         any::<String>(),
-        proptest::collection::vec(prop_oneof![Just("\\"), Just("\""), Just("\n"), Just("}"), Just(","), Just("="), Just(" "), Just("é"), Just("\t"), Just("x")], 0..10)
-            .prop_map(|v| v.concat()),
+        proptest::collection::vec(
+            prop_oneof![
+                Just("\\"),
+                Just("\""),
+                Just("\n"),
+                Just("}"),
+                Just(","),
+                Just("="),
+                Just(" "),
+                Just("é"),
+                Just("\t"),
+                Just("x")
+            ],
+            0..10
+        )
+        .prop_map(|v| v.concat()),
     ]
 }
 
 fn value() -> impl Strategy<Value = (f64, String)> {
     prop_oneof![
-        any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| (v, format!("{v:?}"))),
-        any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| (v, format!("{v:e}"))),
-        any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| (v, format!("{v}"))),
+        any::<f64>()
+            .prop_filter("finite", |v| v.is_finite())
+            .prop_map(|v| (v, format!("{v:?}"))),
+        any::<f64>()
+            .prop_filter("finite", |v| v.is_finite())
+            .prop_map(|v| (v, format!("{v:e}"))),
+        any::<f64>()
+            .prop_filter("finite", |v| v.is_finite())
+            .prop_map(|v| (v, format!("{v}"))),
         any::<u64>().prop_map(|v| (v as f64, v.to_string())),
         any::<i32>().prop_map(|v| (v as f64, format!("{v:+}"))),
         Just((f64::INFINITY, "+Inf".to_string())),
@@ -93,17 +118,28 @@ fn line() -> impl Strategy<Value = Line> {
         prop_oneof![Just(""), Just(" "), Just("\t")],
         prop_oneof![Just(""), Just("  "), Just("\t")],
     )
-        .prop_map(|(name, labels, (value, value_text), timestamp, sep, trailing_comma, inner_blank, indent)| Line {
-            name,
-            labels,
-            value,
-            value_text,
-            timestamp,
-            sep: sep.to_string(),
-            trailing_comma,
-            inner_blank: inner_blank.to_string(),
-            indent: indent.to_string(),
-        })
+        .prop_map(
+            |(
+                name,
+                labels,
+                (value, value_text),
+                timestamp,
+                sep,
+                trailing_comma,
+                inner_blank,
+                indent,
+            )| Line {
+                name,
+                labels,
+                value,
+                value_text,
+                timestamp,
+                sep: sep.to_string(),
+                trailing_comma,
+                inner_blank: inner_blank.to_string(),
+                indent: indent.to_string(),
+            },
+        )
 }
 
 #[derive(Debug, Clone)]

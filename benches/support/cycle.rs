@@ -40,17 +40,30 @@ pub fn drain_view() -> DrainView {
 
 /// One GPU, every reading present: a typical inference pod.
 pub fn gpu_state() -> GpuState {
-    let mut g = GpuReading::new("GPU-5f1c0a4e-2b7d-4c1e-9a3f-0e1d2c3b4a59", "NVIDIA H100 80GB HBM3");
+    let mut g = GpuReading::new(
+        "GPU-5f1c0a4e-2b7d-4c1e-9a3f-0e1d2c3b4a59",
+        "NVIDIA H100 80GB HBM3",
+    );
     g.utilization_ratio = Some(0.73);
     g.memory_used_bytes = Some(41.5e9);
     g.memory_total_bytes = Some(85.0e9);
     g.power_watts = Some(412.0);
     g.temperature_celsius = Some(61.0);
-    GpuState { source: GpuSource::Nvml, nvml_up: true, readings: vec![g] }
+    GpuState {
+        source: GpuSource::Nvml,
+        nvml_up: true,
+        readings: vec![g],
+    }
 }
 
 pub fn poll_state() -> PollState {
-    let mut p = PollState { seq: 1, triton_up: true, health: Health::Ready, scrape_seconds: 0.002, ..Default::default() };
+    let mut p = PollState {
+        seq: 1,
+        triton_up: true,
+        health: Health::Ready,
+        scrape_seconds: 0.002,
+        ..Default::default()
+    };
     for r in triton_sidecar::triton::client::ScrapeError::REASONS {
         p.scrape_errors.insert(r, 0);
     }
@@ -62,8 +75,10 @@ pub fn warmed(page: &str, n: usize) -> (Window, String) {
     let mut w = Window::new(WINDOW);
     for k in 0..HISTORY {
         let snap = Snapshot::parse(&super::pages::scale_bumped(page, n, k)).expect("page parses");
-        assert_eq!(w.push(Duration::from_secs(k), Arc::new(snap)), Pushed::Appended);
+        assert_eq!(
+            w.push(Duration::from_secs(k), Arc::new(snap)),
+            Pushed::Appended
+        );
     }
     (w, super::pages::scale_bumped(page, n, HISTORY))
 }
-

@@ -70,7 +70,9 @@ pub fn scale_bumped(page: &str, n: usize, k: u64) -> String {
 
 fn push_line(out: &mut String, line: &str, rename: Option<(&str, &str)>, k: u64) {
     let line = match rename {
-        Some((from, to)) => line.replacen(&format!("model=\"{from}\""), &format!("model=\"{to}\""), 1),
+        Some((from, to)) => {
+            line.replacen(&format!("model=\"{from}\""), &format!("model=\"{to}\""), 1)
+        }
         None => line.to_string(),
     };
     if k > 0 && !line.starts_with('#') {
@@ -102,12 +104,24 @@ pub fn sample_lines(page: &str) -> usize {
 /// Checks that scaling keeps a page intact (run by every bench and example before it measures).
 pub fn self_check() {
     for (name, p) in PAGES {
-        let back = scale(p, 2).replace("-0000\"", "\"").replace("-0001\"", "\"");
-        assert_eq!(back, p, "{name}: scaling to the fixture's own 2 models must give the page back");
-        let no_model = p.lines().filter(|l| !l.starts_with('#') && model_of(l).is_none()).count();
+        let back = scale(p, 2)
+            .replace("-0000\"", "\"")
+            .replace("-0001\"", "\"");
+        assert_eq!(
+            back, p,
+            "{name}: scaling to the fixture's own 2 models must give the page back"
+        );
+        let no_model = p
+            .lines()
+            .filter(|l| !l.starts_with('#') && model_of(l).is_none())
+            .count();
         let per_model = (sample_lines(p) - no_model) / 2;
         for n in SCALES {
-            assert_eq!(sample_lines(&scale(p, n)), no_model + n * per_model, "{name} x{n}");
+            assert_eq!(
+                sample_lines(&scale(p, n)),
+                no_model + n * per_model,
+                "{name} x{n}"
+            );
         }
     }
 }

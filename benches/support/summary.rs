@@ -15,7 +15,9 @@ fn criterion_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CRITERION_HOME") {
         return PathBuf::from(d);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
     target.join("criterion")
 }
 
@@ -38,16 +40,30 @@ pub fn median_ns(id: &str) -> Option<f64> {
 
 /// Print the table for every row criterion measured in this run (rows filtered out are left out).
 pub fn print(title: &str, rows: &[Row]) {
-    let measured: Vec<(&Row, f64)> = rows.iter().filter_map(|r| median_ns(&r.id).map(|t| (r, t))).collect();
+    let measured: Vec<(&Row, f64)> = rows
+        .iter()
+        .filter_map(|r| median_ns(&r.id).map(|t| (r, t)))
+        .collect();
     if measured.is_empty() {
         return;
     }
     println!();
     println!("== {title} (criterion medians) ==");
-    println!("{:<40} {:>10} {:>8} {:>12} {:>10} {:>10}", "benchmark", "bytes", "samples", "time/iter", "MiB/s", "ns/sample");
+    println!(
+        "{:<40} {:>10} {:>8} {:>12} {:>10} {:>10}",
+        "benchmark", "bytes", "samples", "time/iter", "MiB/s", "ns/sample"
+    );
     for (r, ns) in measured {
-        let mib_s = if r.bytes > 0 { r.bytes as f64 / (ns * 1e-9) / (1024.0 * 1024.0) } else { f64::NAN };
-        let per_sample = if r.samples > 0 { ns / r.samples as f64 } else { f64::NAN };
+        let mib_s = if r.bytes > 0 {
+            r.bytes as f64 / (ns * 1e-9) / (1024.0 * 1024.0)
+        } else {
+            f64::NAN
+        };
+        let per_sample = if r.samples > 0 {
+            ns / r.samples as f64
+        } else {
+            f64::NAN
+        };
         println!(
             "{:<40} {:>10} {:>8} {:>12} {:>10.0} {:>10.1}",
             r.id,

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::machine::{CancelError, Completion, DrainMachine, DrainResult, Observation, Phase, Probe, Trigger};
+use super::machine::{
+    CancelError, Completion, DrainMachine, DrainResult, Observation, Phase, Probe, Trigger,
+};
 use crate::config::DrainConfig;
 use crate::poller::PollState;
 use crate::triton::client::ScrapeError;
@@ -113,14 +115,20 @@ impl DrainHandle {
     /// Start (or join) a drain; returns its generation.
     pub async fn start(&self, trigger: Trigger) -> Result<u64, ControllerGone> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Start(trigger, tx)).await.map_err(|_| ControllerGone)?;
+        self.tx
+            .send(Command::Start(trigger, tx))
+            .await
+            .map_err(|_| ControllerGone)?;
         rx.await.map_err(|_| ControllerGone)
     }
 
     /// Signal-initiated drain.
     pub async fn terminate(&self) -> Result<u64, ControllerGone> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Terminate(tx)).await.map_err(|_| ControllerGone)?;
+        self.tx
+            .send(Command::Terminate(tx))
+            .await
+            .map_err(|_| ControllerGone)?;
         rx.await.map_err(|_| ControllerGone)
     }
 
@@ -132,14 +140,20 @@ impl DrainHandle {
     /// Cancel a manual drain.
     pub async fn cancel(&self) -> Result<Result<(), CancelError>, ControllerGone> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Cancel(tx)).await.map_err(|_| ControllerGone)?;
+        self.tx
+            .send(Command::Cancel(tx))
+            .await
+            .map_err(|_| ControllerGone)?;
         rx.await.map_err(|_| ControllerGone)
     }
 
     /// Wait until drain `generation` has completed.
     pub async fn wait(&self, generation: u64) -> Result<Completion, ControllerGone> {
         let mut rx = self.view.clone();
-        let v = rx.wait_for(|v| v.completed(generation).is_some()).await.map_err(|_| ControllerGone)?;
+        let v = rx
+            .wait_for(|v| v.completed(generation).is_some())
+            .await
+            .map_err(|_| ControllerGone)?;
         v.completed(generation).ok_or(ControllerGone)
     }
 }
@@ -195,7 +209,12 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut done: Option<Completion> = None;
-            let before = (m.phase(), m.generation(), m.quiet_since(), m.last_in_flight().to_bits());
+            let before = (
+                m.phase(),
+                m.generation(),
+                m.quiet_since(),
+                m.last_in_flight().to_bits(),
+            );
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None => return,
@@ -245,11 +264,26 @@ pub fn spawn(
             if let Some(c) = done {
                 *counts.entry((c.trigger, c.result)).or_insert(0) += 1;
                 match c.result {
-                    DrainResult::Timeout => tracing::warn!(trigger = c.trigger.as_str(), seconds = c.duration.as_secs_f64(), "drain timed out; Triton may still have work in flight"),
-                    r => tracing::info!(trigger = c.trigger.as_str(), result = r.as_str(), seconds = c.duration.as_secs_f64(), requests = c.requests_seen, "drain completed"),
+                    DrainResult::Timeout => tracing::warn!(
+                        trigger = c.trigger.as_str(),
+                        seconds = c.duration.as_secs_f64(),
+                        "drain timed out; Triton may still have work in flight"
+                    ),
+                    r => tracing::info!(
+                        trigger = c.trigger.as_str(),
+                        result = r.as_str(),
+                        seconds = c.duration.as_secs_f64(),
+                        requests = c.requests_seen,
+                        "drain completed"
+                    ),
                 }
             }
-            let after = (m.phase(), m.generation(), m.quiet_since(), m.last_in_flight().to_bits());
+            let after = (
+                m.phase(),
+                m.generation(),
+                m.quiet_since(),
+                m.last_in_flight().to_bits(),
+            );
             if done.is_some() || before != after {
                 view_tx.send_replace(Arc::new(view_of(&m, &counts)));
                 phase_tx.send_if_modified(|p| {
@@ -260,5 +294,12 @@ pub fn spawn(
             }
         }
     });
-    (DrainHandle { tx, view: view_rx, origin }, phase_rx)
+    (
+        DrainHandle {
+            tx,
+            view: view_rx,
+            origin,
+        },
+        phase_rx,
+    )
 }

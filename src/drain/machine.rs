@@ -29,7 +29,12 @@ impl Trigger {
         }
     }
     /// All triggers.
-    pub const ALL: [Trigger; 4] = [Trigger::Signal, Trigger::PrestopHttp, Trigger::Post, Trigger::Cli];
+    pub const ALL: [Trigger; 4] = [
+        Trigger::Signal,
+        Trigger::PrestopHttp,
+        Trigger::Post,
+        Trigger::Cli,
+    ];
 }
 
 /// How a drain ended (`result` label).
@@ -330,7 +335,11 @@ impl DrainMachine {
                 self.refused_in_row = 0;
                 self.quiet_since = None;
             }
-            Probe::Ok { counters, in_flight, ready } => {
+            Probe::Ok {
+                counters,
+                in_flight,
+                ready,
+            } => {
                 self.refused_in_row = 0;
                 self.last_in_flight = in_flight;
                 let moved = match self.last_counters {
@@ -407,13 +416,22 @@ mod tests {
     fn ok(at: u64, c: f64, in_flight: f64) -> Observation {
         Observation {
             at: ms(at),
-            probe: Probe::Ok { counters: (c, 0.0, c), in_flight, ready: true },
+            probe: Probe::Ok {
+                counters: (c, 0.0, c),
+                in_flight,
+                ready: true,
+            },
             counter_reset: false,
         }
     }
 
     /// Run polls every 200 ms from `from` to `to` with counters/in-flight given by `f`.
-    fn run(m: &mut DrainMachine, from: u64, to: u64, f: impl Fn(u64) -> (f64, f64)) -> Option<Completion> {
+    fn run(
+        m: &mut DrainMachine,
+        from: u64,
+        to: u64,
+        f: impl Fn(u64) -> (f64, f64),
+    ) -> Option<Completion> {
         let mut t = from;
         while t <= to {
             let (c, p) = f(t);
@@ -458,7 +476,10 @@ mod tests {
         let mut m = DrainMachine::new(cfg());
         m.start(ms(0), Trigger::Signal);
         // Idle, but one request completes at 4.4 s (endpoint lag).
-        let done = run(&mut m, 200, 60_000, |t| (if t >= 4400 { 11.0 } else { 10.0 }, 0.0)).expect("drains");
+        let done = run(&mut m, 200, 60_000, |t| {
+            (if t >= 4400 { 11.0 } else { 10.0 }, 0.0)
+        })
+        .expect("drains");
         // Quiet restarts at 4.6 s → done at 6.6 s, not at min-drain (5 s).
         assert_eq!(done.duration, ms(6600));
         // One success completed during the drain (success + failure; exec_count is not a request).
@@ -479,18 +500,32 @@ mod tests {
         let mut m = DrainMachine::new(cfg());
         m.start(ms(0), Trigger::Signal);
         assert!(m.tick(ms(89_999)).is_none());
-        assert_eq!(m.tick(ms(90_000)).map(|c| c.result), Some(DrainResult::Timeout));
+        assert_eq!(
+            m.tick(ms(90_000)).map(|c| c.result),
+            Some(DrainResult::Timeout)
+        );
     }
 
     #[test]
     fn gone_after_three_refusals_but_not_after_timeouts() {
         let mut m = DrainMachine::new(cfg());
         m.start(ms(0), Trigger::Signal);
-        let at = |t| Observation { at: ms(t), probe: Probe::Failed, counter_reset: false };
+        let at = |t| Observation {
+            at: ms(t),
+            probe: Probe::Failed,
+            counter_reset: false,
+        };
         for t in 1..50 {
-            assert!(m.observe(at(t * 200)).is_none(), "slow answers never end the drain");
+            assert!(
+                m.observe(at(t * 200)).is_none(),
+                "slow answers never end the drain"
+            );
         }
-        let r = |t| Observation { at: ms(t), probe: Probe::Refused, counter_reset: false };
+        let r = |t| Observation {
+            at: ms(t),
+            probe: Probe::Refused,
+            counter_reset: false,
+        };
         assert!(m.observe(r(10_200)).is_none());
         assert!(m.observe(r(10_400)).is_none());
         let done = m.observe(r(10_600)).expect("gone");
@@ -501,7 +536,11 @@ mod tests {
     fn refusals_interrupted_by_timeout_do_not_count() {
         let mut m = DrainMachine::new(cfg());
         m.start(ms(0), Trigger::Signal);
-        let p = |t, probe| Observation { at: ms(t), probe, counter_reset: false };
+        let p = |t, probe| Observation {
+            at: ms(t),
+            probe,
+            counter_reset: false,
+        };
         assert!(m.observe(p(200, Probe::Refused)).is_none());
         assert!(m.observe(p(400, Probe::Refused)).is_none());
         assert!(m.observe(p(600, Probe::Failed)).is_none());
@@ -512,7 +551,11 @@ mod tests {
     fn native_sidecar_order_completes_at_once() {
         let mut m = DrainMachine::new(cfg());
         for t in 0..3 {
-            m.observe(Observation { at: ms(t * 1000), probe: Probe::Refused, counter_reset: false });
+            m.observe(Observation {
+                at: ms(t * 1000),
+                probe: Probe::Refused,
+                counter_reset: false,
+            });
         }
         let (_, done) = m.terminate(ms(5000));
         assert_eq!(done.map(|c| c.result), Some(DrainResult::TritonGone));
@@ -522,7 +565,10 @@ mod tests {
     fn cancel_and_terminating() {
         let mut m = DrainMachine::new(cfg());
         m.start(ms(0), Trigger::Post);
-        let c = m.cancel(ms(100)).unwrap().expect("cancelled drain completes");
+        let c = m
+            .cancel(ms(100))
+            .unwrap()
+            .expect("cancelled drain completes");
         assert_eq!(c.result, DrainResult::Cancelled);
         assert_eq!(m.phase(), Phase::Serving);
         // A new drain gets a new generation.
@@ -545,12 +591,27 @@ mod tests {
         let mut m = DrainMachine::new(cfg());
         m.observe(ok(0, 100.0, 0.0));
         m.start(ms(0), Trigger::PrestopHttp);
-        let r = |t| Observation { at: ms(t), probe: Probe::Refused, counter_reset: false };
+        let r = |t| Observation {
+            at: ms(t),
+            probe: Probe::Refused,
+            counter_reset: false,
+        };
         m.observe(r(200));
         m.observe(r(400));
-        assert_eq!(m.observe(r(600)).map(|c| c.result), Some(DrainResult::TritonGone));
+        assert_eq!(
+            m.observe(r(600)).map(|c| c.result),
+            Some(DrainResult::TritonGone)
+        );
         // Not ready yet: stays drained.
-        let not_ready = Observation { at: ms(800), probe: Probe::Ok { counters: (0.0, 0.0, 0.0), in_flight: 0.0, ready: false }, counter_reset: true };
+        let not_ready = Observation {
+            at: ms(800),
+            probe: Probe::Ok {
+                counters: (0.0, 0.0, 0.0),
+                in_flight: 0.0,
+                ready: false,
+            },
+            counter_reset: true,
+        };
         m.observe(not_ready);
         assert_eq!(m.phase(), Phase::Drained);
         m.observe(ok(1000, 0.0, 0.0));
@@ -575,7 +636,15 @@ mod tests {
         assert_eq!(done.result, DrainResult::Idle);
         m.observe(ok(21_000, 100.0, 0.0));
         assert_eq!(m.phase(), Phase::Drained, "same process: stays drained");
-        m.observe(Observation { at: ms(22_000), probe: Probe::Ok { counters: (0.0, 0.0, 0.0), in_flight: 0.0, ready: true }, counter_reset: true });
+        m.observe(Observation {
+            at: ms(22_000),
+            probe: Probe::Ok {
+                counters: (0.0, 0.0, 0.0),
+                in_flight: 0.0,
+                ready: true,
+            },
+            counter_reset: true,
+        });
         assert_eq!(m.phase(), Phase::Serving);
     }
 }

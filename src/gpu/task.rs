@@ -26,12 +26,24 @@ pub fn selection(choice: &GpuChoice) -> GpuSelection {
 /// Triton's `nv_gpu_*` samples as GPU readings (utilization, memory, power; no name, no
 /// temperature: Triton does not publish them).
 pub fn triton_readings(samples: &[TritonGpuSample]) -> Vec<GpuReading> {
-    let labels: Vec<[(&str, &str); 1]> = samples.iter().map(|s| [("gpu_uuid", s.gpu_uuid.as_str())]).collect();
-    triton_fallback::readings(samples.iter().zip(labels.iter()).map(|(s, l)| (s.metric.as_str(), &l[..], s.value)))
+    let labels: Vec<[(&str, &str); 1]> = samples
+        .iter()
+        .map(|s| [("gpu_uuid", s.gpu_uuid.as_str())])
+        .collect();
+    triton_fallback::readings(
+        samples
+            .iter()
+            .zip(labels.iter())
+            .map(|(s, l)| (s.metric.as_str(), &l[..], s.value)),
+    )
 }
 
 /// Spawn the GPU side; the receiver carries the state to publish.
-pub fn spawn(cfg: &GpuConfig, mut polls: watch::Receiver<Arc<PollState>>, mut stop: watch::Receiver<bool>) -> watch::Receiver<GpuState> {
+pub fn spawn(
+    cfg: &GpuConfig,
+    mut polls: watch::Receiver<Arc<PollState>>,
+    mut stop: watch::Receiver<bool>,
+) -> watch::Receiver<GpuState> {
     let sel = selection(&cfg.choice);
     let (tx, rx) = watch::channel(select(&sel, None, None).state);
     let Some(first) = wanted(&sel, None) else {
@@ -39,7 +51,11 @@ pub fn spawn(cfg: &GpuConfig, mut polls: watch::Receiver<Arc<PollState>>, mut st
     };
     let (wanted_tx, wanted_rx) = watch::channel(first);
     let stop_flag = Arc::new(AtomicBool::new(false));
-    let poller = match spawn_nvml_poller(NvmlConfig::new(cfg.nvml_lib.clone(), cfg.poll_interval), wanted_rx, stop_flag.clone()) {
+    let poller = match spawn_nvml_poller(
+        NvmlConfig::new(cfg.nvml_lib.clone(), cfg.poll_interval),
+        wanted_rx,
+        stop_flag.clone(),
+    ) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "cannot start the NVML thread; GPU gauges come from Triton's page only");
@@ -51,7 +67,11 @@ pub fn spawn(cfg: &GpuConfig, mut polls: watch::Receiver<Arc<PollState>>, mut st
         let mut warned = false;
         let mut reports_open = true;
         loop {
-            let triton: Option<Vec<GpuReading>> = polls.borrow().triton_gpu.as_ref().map(|g| triton_readings(g));
+            let triton: Option<Vec<GpuReading>> = polls
+                .borrow()
+                .triton_gpu
+                .as_ref()
+                .map(|g| triton_readings(g));
             if let Some(w) = wanted(&sel, triton.as_deref()) {
                 wanted_tx.send_if_modified(|cur| {
                     let changed = *cur != w;
@@ -97,9 +117,24 @@ pub async fn check_report(cfg: &GpuConfig, triton: Option<&[TritonGpuSample]>) -
     } else {
         let w2 = w.clone();
         match tokio::task::spawn_blocking(move || read_once(&nvml_cfg, &w2)).await {
-            Ok(Ok(readings)) => NvmlReport { nvml_up: true, readings, error: None, polls: 1 },
-            Ok(Err(e)) => NvmlReport { nvml_up: false, readings: Vec::new(), error: Some(e), polls: 1 },
-            Err(e) => NvmlReport { nvml_up: false, readings: Vec::new(), error: Some(e.to_string()), polls: 1 },
+            Ok(Ok(readings)) => NvmlReport {
+                nvml_up: true,
+                readings,
+                error: None,
+                polls: 1,
+            },
+            Ok(Err(e)) => NvmlReport {
+                nvml_up: false,
+                readings: Vec::new(),
+                error: Some(e),
+                polls: 1,
+            },
+            Err(e) => NvmlReport {
+                nvml_up: false,
+                readings: Vec::new(),
+                error: Some(e.to_string()),
+                polls: 1,
+            },
         }
     };
     let s = select(&sel, Some(&report), triton.as_deref());

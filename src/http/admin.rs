@@ -44,7 +44,15 @@ impl Drop for WaiterGuard {
 pub fn handler(st: AdminState) -> Handler {
     Arc::new(move |req| {
         let st = st.clone();
-        Box::pin(async move { route(st, req.method().clone(), req.uri().path().to_string(), req.uri().query().unwrap_or("").to_string()).await })
+        Box::pin(async move {
+            route(
+                st,
+                req.method().clone(),
+                req.uri().path().to_string(),
+                req.uri().query().unwrap_or("").to_string(),
+            )
+            .await
+        })
     })
 }
 
@@ -64,7 +72,11 @@ async fn route(st: AdminState, method: Method, path: String, query: String) -> R
             let (ready, why) = readiness(&poll, st.drain.view().phase);
             text(if ready { 200 } else { 503 }, format!("{why}\n"))
         }
-        "/drain/status" => with_type(200, "application/json", st.drain.view().status_json(st.drain.now())),
+        "/drain/status" => with_type(
+            200,
+            "application/json",
+            st.drain.view().status_json(st.drain.now()),
+        ),
         "/drain" => match st.drain.start(Trigger::Post).await {
             Ok(_) => text(202, "draining\n"),
             Err(e) => text(503, format!("{e}\n")),
@@ -75,7 +87,11 @@ async fn route(st: AdminState, method: Method, path: String, query: String) -> R
             Err(e) => text(503, format!("{e}\n")),
         },
         "/wait-for-drain" => {
-            let trigger = if query.split('&').any(|kv| kv == "trigger=cli") { Trigger::Cli } else { Trigger::PrestopHttp };
+            let trigger = if query.split('&').any(|kv| kv == "trigger=cli") {
+                Trigger::Cli
+            } else {
+                Trigger::PrestopHttp
+            };
             st.waiters.fetch_add(1, Ordering::SeqCst);
             let _guard = WaiterGuard(st.waiters.clone());
             let generation = match st.drain.start(trigger).await {

@@ -18,7 +18,9 @@ use crate::metrics::CONTENT_TYPE;
 pub fn handler(page: watch::Receiver<Bytes>) -> Handler {
     Arc::new(move |req| {
         let resp = match (req.method(), req.uri().path()) {
-            (&Method::GET | &Method::HEAD, "/metrics") => with_type(200, CONTENT_TYPE, page.borrow().clone()),
+            (&Method::GET | &Method::HEAD, "/metrics") => {
+                with_type(200, CONTENT_TYPE, page.borrow().clone())
+            }
             (_, "/metrics") => text(405, "method not allowed\n"),
             _ => text(404, "not found\n"),
         };

@@ -51,20 +51,32 @@ impl Default for Limits {
 /// A plain-text response.
 pub fn text(status: u16, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 /// A response with an explicit content type.
 pub fn with_type(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
     let mut r = text(status, body);
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
     r
 }
 
 /// Serve `listener` until `stop` turns true, then let open connections finish (up to 1 s).
-pub async fn serve(listener: TcpListener, limits: Limits, handler: Handler, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    limits: Limits,
+    handler: Handler,
+    mut stop: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -112,5 +124,8 @@ pub async fn serve(listener: TcpListener, limits: Limits, handler: Handler, mut 
         // Reap finished connection tasks so the set does not grow.
         while conns.try_join_next().is_some() {}
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), async { while conns.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
 }

@@ -59,8 +59,15 @@ impl ScrapeError {
     }
 
     /// Every reason label, so the counter family exists at 0 from start-up.
-    pub const REASONS: [&'static str; 7] =
-        ["refused", "timeout", "connect", "http_status", "too_large", "body", "parse"];
+    pub const REASONS: [&'static str; 7] = [
+        "refused",
+        "timeout",
+        "connect",
+        "http_status",
+        "too_large",
+        "body",
+        "parse",
+    ];
 }
 
 fn classify(e: &reqwest::Error) -> ScrapeError {
@@ -108,11 +115,21 @@ impl TritonClient {
     /// A client with the configured timeout and body cap. Proxies are ignored: Triton is on
     /// localhost, and an `HTTP_PROXY` inherited from the pod must not reroute the scrape.
     pub fn new(cfg: &Config) -> Result<Self, String> {
-        Self::with(&cfg.triton_url, &cfg.triton_metrics_url, cfg.scrape_timeout, cfg.max_body)
+        Self::with(
+            &cfg.triton_url,
+            &cfg.triton_metrics_url,
+            cfg.scrape_timeout,
+            cfg.max_body,
+        )
     }
 
     /// A client from explicit parts.
-    pub fn with(base: &str, metrics_url: &str, timeout: Duration, max_body: u64) -> Result<Self, String> {
+    pub fn with(
+        base: &str,
+        metrics_url: &str,
+        timeout: Duration,
+        max_body: u64,
+    ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(timeout)
@@ -121,7 +138,10 @@ impl TritonClient {
             .build()
             .map_err(|e| format!("building the HTTP client failed: {e}"))?;
         let mut close = reqwest::header::HeaderMap::new();
-        close.insert(reqwest::header::CONNECTION, reqwest::header::HeaderValue::from_static("close"));
+        close.insert(
+            reqwest::header::CONNECTION,
+            reqwest::header::HeaderValue::from_static("close"),
+        );
         let health = reqwest::Client::builder()
             .no_proxy()
             .timeout(timeout)
@@ -141,7 +161,12 @@ impl TritonClient {
 
     /// The metrics page, as text. Refused above `max_body` without reading it all.
     pub async fn metrics(&self) -> Result<String, ScrapeError> {
-        let resp = self.http.get(&self.metrics_url).send().await.map_err(|e| classify(&e))?;
+        let resp = self
+            .http
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
         if !resp.status().is_success() {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
@@ -152,7 +177,8 @@ impl TritonClient {
     /// `{base}/v2/models/<model>/<leaf>`, with the model name percent-encoded: names come from
     /// Triton's page and flags, and must not be able to change the path.
     fn model_url(&self, model: &str, leaf: &str) -> Result<reqwest::Url, ScrapeError> {
-        let mut url = reqwest::Url::parse(&self.base).map_err(|e| ScrapeError::Connect(e.to_string()))?;
+        let mut url =
+            reqwest::Url::parse(&self.base).map_err(|e| ScrapeError::Connect(e.to_string()))?;
         url.path_segments_mut()
             .map_err(|_| ScrapeError::Connect(format!("{} cannot carry a path", self.base)))?
             .pop_if_empty()
@@ -161,13 +187,21 @@ impl TritonClient {
     }
 
     async fn status_of(&self, url: impl reqwest::IntoUrl) -> Result<u16, ScrapeError> {
-        let resp = self.health.get(url).send().await.map_err(|e| classify(&e))?;
+        let resp = self
+            .health
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
         Ok(resp.status().as_u16())
     }
 
     /// `GET /v2/health/ready`: `Ok(true)` on 200.
     pub async fn server_ready(&self) -> Result<bool, ScrapeError> {
-        Ok(self.status_of(format!("{}/v2/health/ready", self.base)).await? == 200)
+        Ok(self
+            .status_of(format!("{}/v2/health/ready", self.base))
+            .await?
+            == 200)
     }
 
     /// `GET /v2/models/<m>/ready`: `Ok(true)` on 200.
@@ -196,7 +230,8 @@ async fn read_limited(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(ScrapeError::TooLarge { limit });
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(resp.content_length().unwrap_or(16 * 1024).min(limit) as usize);
+    let mut buf: Vec<u8> =
+        Vec::with_capacity(resp.content_length().unwrap_or(16 * 1024).min(limit) as usize);
     while let Some(chunk) = resp.chunk().await.map_err(|e| match classify(&e) {
         ScrapeError::Timeout => ScrapeError::Timeout,
         other => ScrapeError::Body(other.to_string()),
@@ -220,7 +255,11 @@ pub fn ensemble_steps_from_config(body: &[u8]) -> Vec<String> {
         .map(|steps| {
             steps
                 .iter()
-                .filter_map(|s| s.get("model_name").and_then(|n| n.as_str()).map(str::to_string))
+                .filter_map(|s| {
+                    s.get("model_name")
+                        .and_then(|n| n.as_str())
+                        .map(str::to_string)
+                })
                 .collect()
         })
         .unwrap_or_default()

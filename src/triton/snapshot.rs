@@ -128,7 +128,6 @@ impl Snapshot {
             .sum();
         models + self.vllm_running.unwrap_or(0.0) + self.vllm_waiting.unwrap_or(0.0)
     }
-
 }
 
 /// Accumulates a page. Models are kept in page order with a "next expected" hint: Triton lists
@@ -181,7 +180,9 @@ impl Builder {
                 }
             }
             n => {
-                let Some(model) = s.label("model") else { return };
+                let Some(model) = s.label("model") else {
+                    return;
+                };
                 let m = self.slot(model);
                 match n {
                     "nv_inference_request_success" => m.success += v,
@@ -242,7 +243,9 @@ pub fn wanted(name: &str) -> bool {
     } else {
         matches!(
             name,
-            "nv_trt_llm_request_metrics" | "vllm:num_requests_running" | "vllm:num_requests_waiting"
+            "nv_trt_llm_request_metrics"
+                | "vllm:num_requests_running"
+                | "vllm:num_requests_waiting"
         )
     }
 }

@@ -200,7 +200,10 @@ pub fn parse<'a>(
             continue;
         }
         if b[i] == b'#' {
-            check_comment(&line[i + 1..]).map_err(|kind| ParseError { line: idx + 1, kind })?;
+            check_comment(&line[i + 1..]).map_err(|kind| ParseError {
+                line: idx + 1,
+                kind,
+            })?;
             continue;
         }
         let mut j = i;
@@ -218,7 +221,10 @@ pub fn parse<'a>(
             stats.skipped += 1;
             continue;
         }
-        let sample = parse_rest(line, name, j).map_err(|kind| ParseError { line: idx + 1, kind })?;
+        let sample = parse_rest(line, name, j).map_err(|kind| ParseError {
+            line: idx + 1,
+            kind,
+        })?;
         stats.samples += 1;
         on_sample(sample);
     }
@@ -249,7 +255,11 @@ fn check_comment(rest: &str) -> Result<(), ParseErrorKind> {
     }
 }
 
-fn parse_rest<'a>(line: &'a str, name: &'a str, mut i: usize) -> Result<Sample<'a>, ParseErrorKind> {
+fn parse_rest<'a>(
+    line: &'a str,
+    name: &'a str,
+    mut i: usize,
+) -> Result<Sample<'a>, ParseErrorKind> {
     let b = line.as_bytes();
     // The name must end at a blank or '{': "m-x 1" is not the metric "m".
     if !matches!(b.get(i), Some(b' ' | b'\t' | b'{') | None) {
@@ -370,7 +380,9 @@ mod tests {
         let s = samples[0];
         Ok((
             s.name.to_string(),
-            s.labels().map(|(k, v)| (k.to_string(), v.into_owned())).collect(),
+            s.labels()
+                .map(|(k, v)| (k.to_string(), v.into_owned()))
+                .collect(),
             s.value,
             s.timestamp,
         ))
@@ -382,16 +394,52 @@ mod tests {
         let table: &[(&str, &str, &[(&str, &str)], f64, Option<i64>)] = &[
             ("a 1", "a", &[], 1.0, None),
             ("a_b:c 2.5", "a_b:c", &[], 2.5, None),
-            ("vllm:num_requests_running{model_name=\"m\"} 3", "vllm:num_requests_running", &[("model_name", "m")], 3.0, None),
-            ("m{a=\"1\",b=\"2\"} 7 1700000000000", "m", &[("a", "1"), ("b", "2")], 7.0, Some(1_700_000_000_000)),
+            (
+                "vllm:num_requests_running{model_name=\"m\"} 3",
+                "vllm:num_requests_running",
+                &[("model_name", "m")],
+                3.0,
+                None,
+            ),
+            (
+                "m{a=\"1\",b=\"2\"} 7 1700000000000",
+                "m",
+                &[("a", "1"), ("b", "2")],
+                7.0,
+                Some(1_700_000_000_000),
+            ),
             ("m{a=\"1\",} 7", "m", &[("a", "1")], 7.0, None),
             ("m{} 7", "m", &[], 7.0, None),
-            ("m { a = \"x\" , b=\"y\" } 1", "m", &[("a", "x"), ("b", "y")], 1.0, None),
+            (
+                "m { a = \"x\" , b=\"y\" } 1",
+                "m",
+                &[("a", "x"), ("b", "y")],
+                1.0,
+                None,
+            ),
             ("m\t{a=\"x\"}\t4\t-5", "m", &[("a", "x")], 4.0, Some(-5)),
             ("m{a=\"q\\\"uote\"} 1", "m", &[("a", "q\"uote")], 1.0, None),
-            ("m{a=\"back\\\\slash\"} 1", "m", &[("a", "back\\slash")], 1.0, None),
-            ("m{a=\"new\\nline\"} 1", "m", &[("a", "new\nline")], 1.0, None),
-            ("m{a=\"with } and , inside\"} 1", "m", &[("a", "with } and , inside")], 1.0, None),
+            (
+                "m{a=\"back\\\\slash\"} 1",
+                "m",
+                &[("a", "back\\slash")],
+                1.0,
+                None,
+            ),
+            (
+                "m{a=\"new\\nline\"} 1",
+                "m",
+                &[("a", "new\nline")],
+                1.0,
+                None,
+            ),
+            (
+                "m{a=\"with } and , inside\"} 1",
+                "m",
+                &[("a", "with } and , inside")],
+                1.0,
+                None,
+            ),
             ("m{a=\"ünïcödé\"} 1", "m", &[("a", "ünïcödé")], 1.0, None),
             ("m +Inf", "m", &[], f64::INFINITY, None),
             ("m -Inf", "m", &[], f64::NEG_INFINITY, None),
@@ -404,8 +452,10 @@ mod tests {
         for (input, name, labels, value, ts) in table {
             let (n, l, v, t) = one(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
             assert_eq!(&n, name, "{input:?}");
-            let want: Vec<(String, String)> =
-                labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let want: Vec<(String, String)> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             assert_eq!(l, want, "{input:?}");
             assert_eq!(v, *value, "{input:?}");
             assert_eq!(t, *ts, "{input:?}");
@@ -426,7 +476,8 @@ mod tests {
 
     #[test]
     fn blank_lines_comments_and_crlf() {
-        let body = "# HELP a help text\r\n# TYPE a counter\r\n\r\n   \r\na 1\r\n# just a comment\n\tb 2\n";
+        let body =
+            "# HELP a help text\r\n# TYPE a counter\r\n\r\n   \r\na 1\r\n# just a comment\n\tb 2\n";
         let samples = parse_all(body).unwrap();
         let got: Vec<_> = samples.iter().map(|s| (s.name, s.value)).collect();
         assert_eq!(got, vec![("a", 1.0), ("b", 2.0)]);
@@ -441,7 +492,11 @@ mod tests {
             ("m{a\"1\"} 2", 1, ParseErrorKind::ExpectedEquals),
             ("m{=\"1\"} 2", 1, ParseErrorKind::InvalidLabelName),
             ("m{a=\"1} 2", 1, ParseErrorKind::UnterminatedValue),
-            ("m{a=\"1\" b=\"2\"} 2", 1, ParseErrorKind::ExpectedCommaOrBrace),
+            (
+                "m{a=\"1\" b=\"2\"} 2",
+                1,
+                ParseErrorKind::ExpectedCommaOrBrace,
+            ),
             ("m{a=\"1\"", 1, ParseErrorKind::ExpectedCommaOrBrace),
             ("m{a=\"\\x\"} 2", 1, ParseErrorKind::InvalidEscape),
             ("m", 1, ParseErrorKind::MissingValue),
@@ -469,7 +524,13 @@ mod tests {
         let mut got = Vec::new();
         let stats = parse(body, |n| n == "keep", |s| got.push(s.value)).unwrap();
         assert_eq!(got, vec![2.0]);
-        assert_eq!(stats, ParseStats { samples: 1, skipped: 1 });
+        assert_eq!(
+            stats,
+            ParseStats {
+                samples: 1,
+                skipped: 1
+            }
+        );
     }
 
     #[test]

@@ -88,7 +88,11 @@ impl FakeTriton {
     pub async fn start(script: Script) -> FakeTriton {
         let l = listener_on(([127, 0, 0, 1], 0).into()).expect("bind fake triton");
         let addr = l.local_addr().unwrap();
-        let mut f = FakeTriton { addr, script: Arc::new(Mutex::new(script)), tasks: None };
+        let mut f = FakeTriton {
+            addr,
+            script: Arc::new(Mutex::new(script)),
+            tasks: None,
+        };
         f.serve(l);
         f
     }
@@ -98,7 +102,11 @@ impl FakeTriton {
         let l = listener_on(([127, 0, 0, 1], 0).into()).unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        FakeTriton { addr, script: Arc::new(Mutex::new(Script::default())), tasks: None }
+        FakeTriton {
+            addr,
+            script: Arc::new(Mutex::new(Script::default())),
+            tasks: None,
+        }
     }
 
     fn serve(&mut self, l: TcpListener) {
@@ -176,7 +184,10 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
                 MetricsMode::Truncated => {
                     let body = sc.metrics.as_bytes();
                     let half = &body[..body.len() / 2];
-                    let h = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let h = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
                     let _ = s.write_all(h.as_bytes()).await;
                     let _ = s.write_all(half).await;
                     return;
@@ -194,7 +205,8 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
                     if s.write_all(h.as_bytes()).await.is_err() {
                         return;
                     }
-                    let line = "nv_inference_request_success{model=\"m\",version=\"1\"} 1\n".repeat(1000);
+                    let line =
+                        "nv_inference_request_success{model=\"m\",version=\"1\"} 1\n".repeat(1000);
                     let mut sent = 0;
                     while sent < n {
                         let chunk = format!("{:x}\r\n{}\r\n", line.len(), line);
@@ -274,26 +286,45 @@ pub async fn start_agent(cfg: Config) -> RunningAgent {
     let agent = Agent::bind(cfg).await.expect("bind agent");
     let (metrics, admin) = (agent.metrics_addr(), agent.admin_addr());
     let (tx, rx) = mpsc::unbounded_channel::<()>();
-    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }));
+    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    }));
     let join = tokio::spawn(agent.run(stream));
-    RunningAgent { metrics, admin, signal: tx, join }
+    RunningAgent {
+        metrics,
+        admin,
+        signal: tx,
+        join,
+    }
 }
 
 /// A plain HTTP client (no proxy).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// GET and return (status, body).
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let r = client().get(format!("http://{addr}{path}")).send().await.expect("request");
+    let r = client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("request");
     let status = r.status().as_u16();
     (status, r.text().await.unwrap_or_default())
 }
 
 /// POST and return (status, body).
 pub async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
-    let r = client().post(format!("http://{addr}{path}")).send().await.expect("request");
+    let r = client()
+        .post(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("request");
     let status = r.status().as_u16();
     (status, r.text().await.unwrap_or_default())
 }
