@@ -39,7 +39,6 @@ pub fn format_table(st: &PollState) -> String {
 /// `triton-sidecar check`: scrape twice, one poll interval apart, print the derived values.
 /// Returns the process exit code.
 pub async fn check(cfg: Config, no_triton: bool) -> i32 {
-    let mut code = 0;
     let mut triton_gpu = None;
     if !no_triton {
         let client = match TritonClient::new(&cfg) {
@@ -50,37 +49,29 @@ pub async fn check(cfg: Config, no_triton: bool) -> i32 {
             }
         };
         let mut poller = Poller::new(cfg.clone(), client, std::time::Instant::now());
-        let first = poller.poll_once().await.clone();
-        if let Some(e) = &first.last_error {
-            eprintln!(
-                "error: cannot read Triton's metrics at {}: {e}",
-                cfg.triton_metrics_url
-            );
-            return 1;
+        // Two scrapes, one poll interval apart: rates and waits need a difference.
+        for scrape in 0..2 {
+            if scrape == 1 {
+                tokio::time::sleep(cfg.poll_interval).await;
+            }
+            if let Some(e) = &poller.poll_once().await.last_error {
+                eprintln!(
+                    "error: cannot read Triton's metrics at {}: {e}",
+                    cfg.triton_metrics_url
+                );
+                return 1;
+            }
         }
-        tokio::time::sleep(cfg.poll_interval).await;
-        let second = poller.poll_once().await.clone();
-        if let Some(e) = &second.last_error {
-            eprintln!(
-                "error: cannot read Triton's metrics at {}: {e}",
-                cfg.triton_metrics_url
-            );
-            return 1;
-        }
+        let st = poller.state();
         println!(
             "triton: {}  (two scrapes {} apart)",
             cfg.triton_metrics_url,
             humantime::format_duration(cfg.poll_interval)
         );
-        print!("{}", format_table(&second));
-        triton_gpu = second.triton_gpu.clone();
+        print!("{}", format_table(st));
+        triton_gpu = st.triton_gpu.clone();
     }
-    let gpu_code =
-        crate::gpu::check_report(&cfg.gpu, triton_gpu.as_deref().map(|v| v.as_slice())).await;
-    if code == 0 {
-        code = gpu_code;
-    }
-    code
+    crate::gpu::check_report(&cfg.gpu, triton_gpu.as_deref().map(|v| v.as_slice())).await
 }
 
 /// `triton-sidecar drain`: call `/wait-for-drain` and print progress every second.

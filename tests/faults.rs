@@ -39,14 +39,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_triton-sidecar");
 // ------------------------------------------------------------------------------------------
 // Helpers
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The agent binary, with its stderr in a file we can read while it runs.
 struct Proc {
     child: Child,

@@ -4,9 +4,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use support::*;
@@ -16,37 +15,16 @@ const A: &str = "GPU-aaaaaaaa-1111-2222-3333-444444444444";
 const B: &str = "GPU-bbbbbbbb-1111-2222-3333-444444444444";
 const GIB: u64 = 1 << 30;
 
-fn fake_lib() -> PathBuf {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        if let Some(p) = std::env::var_os("FAKE_NVML_LIB") {
-            return PathBuf::from(p);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .map(|p| if p.is_absolute() { p } else { root.join(p) })
-            .unwrap_or_else(|| root.join("target"))
-            .join("fake-nvml");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .current_dir(root)
-            .args(["build", "--quiet", "-p", "fake-nvml", "--target-dir"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        dir.join("debug").join("libnvidia_ml.so")
-    })
-    .clone()
-}
-
 /// A private copy of the fake library with its config beside it.
 fn fake_dir(test: &str, config: serde_json::Value) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ts-gpu-agent-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(fake_lib(), dir.join("libnvidia-ml.so.1")).unwrap();
+    std::fs::copy(
+        support::nvml::fake_lib(false),
+        dir.join("libnvidia-ml.so.1"),
+    )
+    .unwrap();
     std::fs::write(dir.join("fake-nvml.json"), config.to_string()).unwrap();
     dir
 }
@@ -67,16 +45,8 @@ impl Drop for Agent {
     }
 }
 
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(t: &FakeTriton, args: &[&str]) -> Agent {
-    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", port()).parse().unwrap();
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new(BIN)
         .args([
             "--triton-url",
@@ -88,7 +58,7 @@ fn spawn(t: &FakeTriton, args: &[&str]) -> Agent {
             "--metrics-addr",
             &metrics.to_string(),
             "--admin-addr",
-            &format!("127.0.0.1:{}", port()),
+            &format!("127.0.0.1:{}", free_port()),
         ])
         .args(["--poll-interval", "100ms", "--gpu-poll-interval", "100ms"])
         .args(args)

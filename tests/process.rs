@@ -9,14 +9,6 @@ use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_triton-sidecar");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Proc {
     child: Child,
     admin: std::net::SocketAddr,

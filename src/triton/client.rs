@@ -130,26 +130,28 @@ impl TritonClient {
         timeout: Duration,
         max_body: u64,
     ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(4)
-            .build()
-            .map_err(|e| format!("building the HTTP client failed: {e}"))?;
+        // Proxies are ignored and every request is bounded by the scrape timeout.
+        let builder = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+        };
+        let built = |r: reqwest::Result<reqwest::Client>| {
+            r.map_err(|e| format!("building the HTTP client failed: {e}"))
+        };
+        let http = built(builder().pool_max_idle_per_host(4).build())?;
         let mut close = reqwest::header::HeaderMap::new();
         close.insert(
             reqwest::header::CONNECTION,
             reqwest::header::HeaderValue::from_static("close"),
         );
-        let health = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(0)
-            .default_headers(close)
-            .build()
-            .map_err(|e| format!("building the HTTP client failed: {e}"))?;
+        let health = built(
+            builder()
+                .pool_max_idle_per_host(0)
+                .default_headers(close)
+                .build(),
+        )?;
         Ok(TritonClient {
             http,
             health,

@@ -1,6 +1,8 @@
 //! Test support: a scripted fake Triton on 127.0.0.1:0, and helpers to run the agent.
 #![allow(dead_code)]
 
+pub mod nvml;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -243,6 +245,15 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
             return;
         }
     }
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A page with one model `m` and the given counters.
