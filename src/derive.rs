@@ -4,7 +4,7 @@
 //! start; tests use the real capture times of the fixture pages). Every output is finite and
 //! non-negative: KEDA reads NaN/Inf as 0 and would scale a pod down at its peak.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use crate::triton::snapshot::{ModelCounters, Snapshot};
 /// Gauges of one model over the window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ModelDerived {
-    /// Mean queue wait (ms) of the requests completed in the window; never falls while
-    /// requests wait and none completes.
+    /// Mean queue wait (ms) of the requests completed in the window, or how long requests have
+    /// waited with no progress, whichever is larger.
     pub queue_wait_ms: f64,
     /// Requests waiting now (Triton's queue plus TensorRT-LLM's own).
     pub pending: f64,
@@ -29,7 +29,8 @@ pub struct ModelDerived {
 /// Pod-level aggregates: true totals and request-weighted means, never means of means.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PodDerived {
-    /// Request-weighted mean queue wait over all models (ms).
+    /// The queue wait a client sees (ms): the queue time of every model (ensemble steps
+    /// included) over the client-facing requests completed, or the longest stall.
     pub queue_wait_ms: f64,
     /// Pending requests summed over all models.
     pub pending: f64,
@@ -40,40 +41,58 @@ pub struct PodDerived {
 /// The derived view of one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Derived {
+    /// A page is held (not older than the window): the gauges below are published. When
+    /// false, every Triton-derived series is absent.
+    pub present: bool,
+    /// Time of the page the gauges come from.
+    pub page_at: Option<Duration>,
     /// Per-model gauges; empty before the first scrape and after the data went stale.
     pub models: BTreeMap<String, ModelDerived>,
     /// Pod-level gauges; 0 until data arrives.
     pub pod: PodDerived,
 }
 
-/// Per-model state carried between pushes, so that `derive` itself stays a pure function.
-#[derive(Debug, Clone, Copy, Default)]
-struct Track {
-    /// The last queue wait computed from completions; reported while requests wait and none
-    /// completes, so the signal does not drop to 0 in the middle of a stall.
-    last_wait_ms: f64,
-    /// Since when requests have been pending with no completion.
-    stall_since: Option<Duration>,
-}
-
 /// What a push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// Appended to the window.
+    /// Appended to every model's history.
     Appended,
-    /// A counter went down: Triton restarted (or reloaded a model). The window starts afresh.
+    /// At least one model's counters went down (Triton restarted, or the model was reloaded):
+    /// those models start afresh; [`Window::last_resets`] names them. Other models keep their
+    /// history.
     Reset,
 }
 
-/// A ring of timestamped snapshots spanning `span`.
+/// One model's pages within the window, and its stall clock.
+#[derive(Debug, Clone, Default)]
+struct History {
+    /// (page time, counters), oldest first, none older than the window.
+    entries: VecDeque<(Duration, ModelCounters)>,
+    /// Since when requests have been queued with no progress; see [`progressed`].
+    stall_since: Option<Duration>,
+}
+
+/// Per-model histories over `span`, fed one page at a time.
+///
+/// Each model has its own history. A model starts afresh when it is new on the page, when it
+/// was missing from the previous page (unloaded, or a Triton restart whose first pages list no
+/// models), when its own counters went down, and, for every model, after the poller reported a
+/// refused connection (see [`Window::scrape_failed`]).
 #[derive(Debug, Clone)]
 pub struct Window {
     span: Duration,
-    entries: VecDeque<(Duration, Arc<Snapshot>)>,
-    tracks: HashMap<String, Track>,
-    /// The same as a model's [`Track`], for the pod as a whole: requests pending somewhere and
-    /// no model completing anything.
-    pod: Track,
+    models: BTreeMap<String, History>,
+    /// Since when requests have been queued somewhere with no model progressing.
+    pod_stall_since: Option<Duration>,
+    /// Time of the newest page.
+    latest: Option<Duration>,
+    /// Time of the previous poll attempt, good or failed: a stall that shows on this page began
+    /// no earlier than that (nothing was known to be waiting with no progress before it).
+    prev_attempt: Option<Duration>,
+    /// A refused connection since the last page: the next page may come from a new process.
+    fresh_next: bool,
+    /// Models whose counters went down in the last push.
+    resets: Vec<String>,
 }
 
 impl Window {
@@ -81,153 +100,155 @@ impl Window {
     pub fn new(span: Duration) -> Self {
         Window {
             span,
-            entries: VecDeque::new(),
-            tracks: HashMap::new(),
-            pod: Track::default(),
+            models: BTreeMap::new(),
+            pod_stall_since: None,
+            latest: None,
+            prev_attempt: None,
+            fresh_next: false,
+            resets: Vec::new(),
         }
     }
 
-    /// The newest snapshot and its time.
-    pub fn latest(&self) -> Option<(Duration, &Arc<Snapshot>)> {
-        self.entries.back().map(|(t, s)| (*t, s))
+    /// Time of the newest page.
+    pub fn latest_at(&self) -> Option<Duration> {
+        self.latest
     }
 
-    /// Number of snapshots held.
+    /// Number of pages held for the model with the longest history.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.models.values().map(|h| h.entries.len()).max().unwrap_or(0)
     }
 
-    /// Whether the window holds no snapshot.
+    /// Whether no page is held.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.latest.is_none()
     }
 
-    /// Forget everything (a new Triton process, or data too old to use).
+    /// Whether the next page starts every history afresh (a refused connection came first).
+    pub fn starts_afresh(&self) -> bool {
+        self.fresh_next
+    }
+
+    /// Models whose counters went down in the last push.
+    pub fn last_resets(&self) -> &[String] {
+        &self.resets
+    }
+
+    /// Forget everything (time went backwards).
     pub fn clear(&mut self) {
-        self.entries.clear();
-        self.tracks.clear();
-        self.pod = Track::default();
+        self.models.clear();
+        self.pod_stall_since = None;
+        self.latest = None;
+        self.fresh_next = false;
     }
 
-    /// Add a snapshot taken at `now`.
+    /// A poll at `now` got no page. `refused`: nothing listened, so the process may be gone and
+    /// the next page may come from a new one; every history then starts afresh (a restart's
+    /// counters can exceed the old ones, so a decrease alone cannot tell). A timeout or a bad
+    /// page says Triton is alive: histories stay.
+    pub fn scrape_failed(&mut self, now: Duration, refused: bool) {
+        self.prev_attempt = Some(now);
+        self.fresh_next |= refused;
+    }
+
+    /// Add the page read at `now`.
     pub fn push(&mut self, now: Duration, mut snap: Arc<Snapshot>) -> Pushed {
-        let mut outcome = Pushed::Appended;
-        // A model with a NaN/Inf sample keeps its previous counters for this page.
+        self.resets.clear();
+        if self.latest.is_some_and(|l| now < l) || self.fresh_next {
+            self.clear();
+        }
+        // A model with a NaN/Inf sample keeps its previous counters for this page; on its first
+        // page it has none, and it is left out rather than published from partial counters.
         if !snap.poisoned.is_empty() {
-            if let Some((_, prev)) = self.entries.back() {
-                let prev = prev.clone();
-                let s = Arc::make_mut(&mut snap);
-                for m in s.poisoned.clone() {
-                    if let Some(p) = prev.models.get(&m) {
-                        s.models.insert(m, p.clone());
+            let s = Arc::make_mut(&mut snap);
+            for m in s.poisoned.clone() {
+                match self.models.get(&m).and_then(|h| h.entries.back()) {
+                    Some((_, prev)) => {
+                        s.models.insert(m, prev.clone());
+                    }
+                    None => {
+                        s.models.remove(&m);
                     }
                 }
             }
         }
-        if let Some((t_prev, prev)) = self.entries.back() {
-            if now < *t_prev || went_down(prev, &snap) {
-                self.clear();
-                outcome = Pushed::Reset;
+        let stall_start = self.prev_attempt.unwrap_or(now).min(now);
+        let had_page = self.latest.is_some();
+        let (mut any_pending, mut any_progress) = (false, false);
+        let mut models = BTreeMap::new();
+        for (name, c) in &snap.models {
+            // A model missing from the previous page is not in `self.models` any more.
+            let mut h = self.models.remove(name).unwrap_or_default();
+            if h.entries.back().is_some_and(|(_, last)| restarted(last, c)) {
+                h = History::default();
+                self.resets.push(name.clone());
             }
-        }
-        // Stall tracking and the last completed wait, per model.
-        let prev = self.entries.back().map(|(t, s)| (*t, s.clone()));
-        let mut tracks = HashMap::with_capacity(snap.models.len());
-        let mut any_completed = false;
-        let mut any_pending = false;
-        for (name, m) in &snap.models {
-            let mut tr = self.tracks.get(name).copied().unwrap_or_default();
-            let prev_m = prev
-                .as_ref()
-                .and_then(|(t, p)| p.models.get(name).map(|pm| (*t, pm)));
-            let completed = match prev_m {
-                Some((_, pm)) => m.success > pm.success,
-                None => false,
+            let progress = h.entries.back().map(|(_, last)| progressed(last, c));
+            let pending = c.pending_total() > 0.0;
+            any_pending |= pending;
+            any_progress |= progress == Some(true);
+            h.stall_since = match progress {
+                Some(false) if pending => Some(h.stall_since.unwrap_or(stall_start)),
+                _ => None,
             };
-            any_completed |= completed;
-            any_pending |= m.pending_total() > 0.0;
-            if m.pending_total() > 0.0 && !completed {
-                if tr.stall_since.is_none() {
-                    tr.stall_since = Some(prev_m.map(|(t, _)| t).unwrap_or(now));
-                }
-            } else {
-                tr.stall_since = None;
+            h.entries.push_back((now, c.clone()));
+            while h
+                .entries
+                .front()
+                .is_some_and(|(t, _)| *t < now.saturating_sub(self.span))
+            {
+                h.entries.pop_front();
             }
-            tracks.insert(name.clone(), tr);
+            models.insert(name.clone(), h);
         }
-        // Models that left the page lose their state.
-        self.tracks = tracks;
-        if any_pending && !any_completed {
-            if self.pod.stall_since.is_none() {
-                self.pod.stall_since = Some(prev.as_ref().map(|(t, _)| *t).unwrap_or(now));
-            }
+        // Models that left the page lose their history: if they come back, their counters
+        // restarted from 0 (a reload) and must not be subtracted from the old ones.
+        self.models = models;
+        self.pod_stall_since = if had_page && any_pending && !any_progress {
+            Some(self.pod_stall_since.unwrap_or(stall_start))
         } else {
-            self.pod.stall_since = None;
+            None
+        };
+        self.latest = Some(now);
+        self.prev_attempt = Some(now);
+        if self.resets.is_empty() {
+            Pushed::Appended
+        } else {
+            Pushed::Reset
         }
-        self.entries.push_back((now, snap));
-        while let Some((t, _)) = self.entries.front() {
-            if now.saturating_sub(self.span) > *t {
-                self.entries.pop_front();
-            } else {
-                break;
-            }
-        }
-        // Remember the last wait computed from completions.
-        let newest = self.entries.back().map(|(t, s)| (*t, s.clone()));
-        if let Some((t_new, new)) = newest {
-            let (mut pod_dq, mut pod_dc) = (0.0, 0.0);
-            for (name, m) in &new.models {
-                if let Some((_, old)) = self.oldest_with(name, t_new) {
-                    if let (Some(q_new), Some(q_old)) = (m.queue_pair(), old.queue_pair()) {
-                        let dc = q_new.1 - q_old.1;
-                        if dc > 0.0 {
-                            pod_dq += q_new.0 - q_old.0;
-                            pod_dc += dc;
-                            let w = clean((q_new.0 - q_old.0) / dc / 1000.0);
-                            // Frozen during a stall: as the stall goes on, earlier completions
-                            // leave the window and its mean could fall; the wait must not.
-                            if let Some(tr) = self
-                                .tracks
-                                .get_mut(name)
-                                .filter(|tr| tr.stall_since.is_none())
-                            {
-                                tr.last_wait_ms = w;
-                            }
-                        }
-                    }
-                }
-            }
-            if pod_dc > 0.0 && self.pod.stall_since.is_none() {
-                self.pod.last_wait_ms = clean(pod_dq / pod_dc / 1000.0);
-            }
-        }
-        outcome
-    }
-
-    /// The oldest entry in the window that carries `model` (other than the one at `t_new`).
-    fn oldest_with(&self, model: &str, t_new: Duration) -> Option<(Duration, &ModelCounters)> {
-        self.entries
-            .iter()
-            .filter(|(t, _)| *t < t_new)
-            .find_map(|(t, s)| s.models.get(model).map(|m| (*t, m)))
     }
 }
 
-fn went_down(prev: &Snapshot, new: &Snapshot) -> bool {
-    new.models.iter().any(|(name, n)| {
-        let Some(p) = prev.models.get(name) else {
-            return false;
-        };
-        let pair_down = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| match (a, b) {
-            (Some(a), Some(b)) => b.0 < a.0 || b.1 < a.1,
-            _ => false,
-        };
-        n.success < p.success
-            || n.failure < p.failure
-            || n.exec_count < p.exec_count
-            || pair_down(p.queue_pair(), n.queue_pair())
-            || pair_down(p.compute_pair(), n.compute_pair())
-    })
+/// **What counts as progress**: a request completed (`success`), an execution ended
+/// (`exec_count`, failed executions included: a backend that errors on every request is broken,
+/// not stalled), or a TensorRT-LLM iteration ran (streams complete only at their end, while
+/// tokens flow every iteration). Failures that never executed (REJECTED, CANCELED) are not
+/// progress: under overload they must not hide a stall.
+fn progressed(old: &ModelCounters, new: &ModelCounters) -> bool {
+    new.success > old.success
+        || new.exec_count > old.exec_count
+        || matches!((old.trtllm_iterations, new.trtllm_iterations), (Some(a), Some(b)) if b > a)
+}
+
+/// **When a model's counters restarted**: any cumulative counter went down.
+fn restarted(old: &ModelCounters, new: &ModelCounters) -> bool {
+    let pair_down = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| match (a, b) {
+        (Some(a), Some(b)) => b.0 < a.0 || b.1 < a.1,
+        _ => false,
+    };
+    new.success < old.success
+        || new.failure < old.failure
+        || new.exec_count < old.exec_count
+        || matches!((old.cache_hits, new.cache_hits), (Some(a), Some(b)) if b < a)
+        || pair_down(old.queue_pair(), new.queue_pair())
+        || pair_down(old.compute_pair(), new.compute_pair())
+}
+
+/// Mean (ms) of a (sum µs, count) pair between two pages; `None` when nothing completed.
+fn mean_ms(old: Option<(f64, f64)>, new: Option<(f64, f64)>) -> Option<(f64, f64, f64)> {
+    let ((sn, cn), (so, co)) = (new?, old?);
+    let (ds, dc) = (sn - so, cn - co);
+    (dc > 0.0 && ds >= 0.0).then(|| (clean(ds / dc / 1000.0), ds, dc))
 }
 
 /// Clamp to a value a gauge may carry: finite and non-negative.
@@ -243,98 +264,87 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Derive the gauges at `now`.
+/// Derive the gauges.
+///
+/// Everything is computed at the newest page's time, so a failed scrape changes nothing: the
+/// gauges hold their last values (no stall grows from a scrape that failed) until `now` is
+/// more than the window past the newest page; then nothing is published (`present` is false).
 ///
 /// `steps` are ensemble step models: their requests are counted by the ensemble already, so the
-/// pod's request rate leaves them out (their queues still count for pending and queue wait).
+/// pod's request rate and the pod wait's divisor leave them out, while their queue time counts
+/// (it is part of the wait the ensemble's client sees).
 pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derived {
     let mut out = Derived::default();
-    let Some((t_new, new)) = window.latest() else {
+    let Some(t_new) = window.latest else {
         return out;
     };
-    // Data older than the window is stale: Triton has been unreachable for too long.
+    // **What is published while Triton is unreachable**: the last values, for one window; then
+    // nothing, so that KEDA falls back and the HPA treats the pod as unknown, never as idle.
     if now.saturating_sub(window.span) > t_new {
         return out;
     }
-    let mut pod_dq = 0.0; // Σ Δqueue_us
-    let mut pod_dc = 0.0; // Σ Δcompleted (queue count)
+    out.present = true;
+    out.page_at = Some(t_new);
+    let mut pod_dq = 0.0; // Σ Δqueue_us over every model
+    let mut pod_dc = 0.0; // Σ Δcompleted over client-facing models
     let mut stalled_max: f64 = 0.0;
-    let mut carried_max: f64 = 0.0;
-    for (name, m) in &new.models {
-        let tr = window.tracks.get(name).copied().unwrap_or_default();
-        let stall_ms = tr
-            .stall_since
-            .map(|s| ms(now.saturating_sub(s)))
-            .unwrap_or(0.0);
+    for (name, h) in &window.models {
+        let Some((t_m, new)) = h.entries.back() else {
+            continue;
+        };
+        let client = !steps.contains(name);
         let mut d = ModelDerived {
-            pending: clean(m.pending_total()),
+            pending: clean(new.pending_total()),
             ..Default::default()
         };
         let mut window_wait = None;
-        if let Some((t_old, old)) = window.oldest_with(name, t_new) {
-            let dt = (t_new - t_old).as_secs_f64();
-            if dt > 0.0 {
-                d.request_rate = clean((m.success - old.success) / dt);
-                d.failure_rate = clean((m.failure - old.failure) / dt);
-            }
-            if let (Some(qn), Some(qo)) = (m.queue_pair(), old.queue_pair()) {
-                let (dq, dc) = (qn.0 - qo.0, qn.1 - qo.1);
-                if dc > 0.0 && dq >= 0.0 {
-                    // Triton adds queue time only for successful requests, so the divisor is
-                    // Δsuccess (or the summary's own count), never Δ(success + failure).
-                    window_wait = Some(clean(dq / dc / 1000.0));
-                    pod_dq += dq;
+        if let Some((t_old, old)) = h.entries.front().filter(|(t, _)| t < t_m) {
+            let dt = (*t_m - *t_old).as_secs_f64();
+            d.request_rate = clean((new.success - old.success) / dt);
+            d.failure_rate = clean((new.failure - old.failure) / dt);
+            // Triton adds queue time only for successful requests, so the divisor is
+            // Δsuccess (or the summary's own count), never Δ(success + failure).
+            if let Some((w, dq, dc)) = mean_ms(old.queue_pair(), new.queue_pair()) {
+                window_wait = Some(w);
+                pod_dq += dq;
+                if client {
                     pod_dc += dc;
                 }
             }
-            if let (Some(cn), Some(co)) = (m.compute_pair(), old.compute_pair()) {
-                let dc = cn.1 - co.1;
-                if dc > 0.0 {
-                    // Triton adds a batch's compute time once per request in the batch, so the
-                    // per-request mean divides by requests, not by exec_count.
-                    d.compute_ms = clean((cn.0 - co.0) / dc / 1000.0);
-                }
+            // Triton adds a batch's compute time once per request in the batch, and none for a
+            // cache hit: the per-request mean divides by executed requests.
+            if let Some((c, _, _)) = mean_ms(old.compute_pair(), new.compute_pair()) {
+                d.compute_ms = c;
             }
         }
-        let base = match (window_wait, tr.stall_since) {
-            // Stalled: never below the wait seen when the stall began.
-            (w, Some(_)) => w.unwrap_or(0.0).max(tr.last_wait_ms),
-            (Some(w), None) => w,
-            (None, None) if d.pending > 0.0 => tr.last_wait_ms,
-            (None, None) => 0.0,
-        };
-        d.queue_wait_ms = clean(base.max(stall_ms));
-        // For the pod, a stall counts only once it outlasts the model's usual wait: a model
-        // slower than the poll interval (350 ms per request, polled every 200 ms) completes
-        // nothing in most polls, and its own wait must not replace the pod's weighted mean.
+        // **When a remembered wait expires**: nothing is remembered. The wait is the mean of
+        // the requests that completed in the window, or, while requests wait with no
+        // progress, how long that has lasted, whichever is larger. An old wait cannot come
+        // back after an idle spell, because it left the window with its requests.
+        let stall_ms = h.stall_since.map_or(0.0, |s| ms(t_m.saturating_sub(s)));
         let usual = window_wait.unwrap_or(0.0);
+        d.queue_wait_ms = clean(usual.max(stall_ms));
+        // For the pod, a model's stall counts once it outlasts that model's usual wait: a model
+        // slower than the poll interval completes nothing in most polls, and its own wait
+        // must not replace the pod's weighted mean.
         if stall_ms > usual {
-            // A real stall: the pod reports at least this model's wait, which holds its
-            // pre-stall value, so the pod's wait does not fall while the stall lasts.
-            stalled_max = stalled_max.max(d.queue_wait_ms);
-        }
-        if window_wait.is_none() {
-            carried_max = carried_max.max(d.queue_wait_ms);
+            stalled_max = stalled_max.max(stall_ms);
         }
         out.pod.pending += d.pending;
-        if !steps.contains(name) {
+        if client {
             out.pod.request_rate += d.request_rate;
         }
         out.models.insert(name.clone(), d);
     }
-    let mut pod_wait = if pod_dc > 0.0 {
-        clean(pod_dq / pod_dc / 1000.0).max(stalled_max)
+    let mean = if pod_dc > 0.0 {
+        clean(pod_dq / pod_dc / 1000.0)
     } else {
-        carried_max
+        0.0
     };
-    // The whole pod stalled (requests pending, no model completing): like a model, the pod's
-    // wait holds its pre-stall value and grows with the stall.
-    if let Some(since) = window.pod.stall_since {
-        pod_wait = pod_wait
-            .max(window.pod.last_wait_ms)
-            .max(ms(now.saturating_sub(since)));
-    }
-    out.pod.queue_wait_ms = clean(pod_wait);
+    let pod_stall = window
+        .pod_stall_since
+        .map_or(0.0, |s| ms(t_new.saturating_sub(s)));
+    out.pod.queue_wait_ms = clean(mean.max(stalled_max).max(pod_stall));
     out.pod.pending = clean(out.pod.pending);
     out.pod.request_rate = clean(out.pod.request_rate);
     out

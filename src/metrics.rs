@@ -40,9 +40,12 @@ pub struct Metrics {
     request_rate: GF,
     failure_rate: GF,
     compute: GF,
-    pod_queue_wait: G,
-    pod_pending: G,
-    pod_request_rate: G,
+    /// Pod gauges are families with no labels, so that they can be absent (no page held).
+    pod_queue_wait: GF,
+    pod_pending: GF,
+    pod_request_rate: GF,
+    /// Age of the newest good page of Triton's metrics, as of the last poll.
+    last_page_age: GF,
     ready: G,
     up: G,
     draining: G,
@@ -118,20 +121,29 @@ impl Metrics {
             "triton_sidecar_gpu_source",
             "1 for the source of the GPU gauges in use (nvml, triton or none)",
         );
+        let mut fam = |name: &str, help: &str| {
+            let x = GF::default();
+            r.register(name, help, x.clone());
+            x
+        };
+        let pod_queue_wait = fam(
+            "triton_pod_queue_wait_ms",
+            "Queue wait (ms) a client sees: queue time of every model (ensemble steps included) per client-facing request completed in the window, or the longest stall",
+        );
+        let pod_pending = fam(
+            "triton_pod_pending_requests",
+            "Requests waiting now, summed over all models",
+        );
+        let pod_request_rate = fam("triton_pod_request_rate", "Client-facing successful requests per second, summed over models (ensemble steps left out)");
+        let last_page_age = fam(
+            "triton_sidecar_last_page_age_seconds",
+            "Age of the newest good page of Triton's metrics, as of the last poll; absent before the first",
+        );
         let mut g = |name: &str, help: &str| {
             let x = G::default();
             r.register(name, help, x.clone());
             x
         };
-        let pod_queue_wait = g(
-            "triton_pod_queue_wait_ms",
-            "Mean queue wait (ms) over all models, weighted by completed requests",
-        );
-        let pod_pending = g(
-            "triton_pod_pending_requests",
-            "Requests waiting now, summed over all models",
-        );
-        let pod_request_rate = g("triton_pod_request_rate", "Client-facing successful requests per second, summed over models (ensemble steps left out)");
         let ready = g(
             "triton_ready",
             "1 when Triton is ready, every required model is ready and no drain is under way",
@@ -188,6 +200,7 @@ impl Metrics {
             pod_queue_wait,
             pod_pending,
             pod_request_rate,
+            last_page_age,
             ready,
             up,
             draining,
@@ -244,9 +257,28 @@ impl Metrics {
             g[3].set(clean(m.failure_rate));
             g[4].set(clean(m.compute_ms));
         }
-        self.pod_queue_wait.set(clean(d.pod.queue_wait_ms));
-        self.pod_pending.set(clean(d.pod.pending));
-        self.pod_request_rate.set(clean(d.pod.request_rate));
+        // With no page held, the pod gauges are absent like the per-model ones: a 0 would read
+        // as "idle" to an autoscaler.
+        let none: Labels = Vec::new();
+        for (f, v) in [
+            (&self.pod_queue_wait, d.pod.queue_wait_ms),
+            (&self.pod_pending, d.pod.pending),
+            (&self.pod_request_rate, d.pod.request_rate),
+        ] {
+            if d.present {
+                f.get_or_create(&none).set(clean(v));
+            } else {
+                f.clear();
+            }
+        }
+        match poll.last_page_at {
+            Some(p) => {
+                self.last_page_age
+                    .get_or_create(&none)
+                    .set(clean(poll.at.saturating_sub(p).as_secs_f64()));
+            }
+            None => self.last_page_age.clear(),
+        }
         let (ready, _) = readiness(poll, drain.phase);
         self.ready.set(if ready { 1.0 } else { 0.0 });
         self.up.set(if poll.triton_up { 1.0 } else { 0.0 });

@@ -5,7 +5,7 @@
 //! `--scrape-timeout`). It logs one line when Triton becomes reachable and one when it stops
 //! being reachable, never one per failed poll.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crate::derive::{derive, Derived, Pushed, Window};
 use crate::drain::machine::Phase;
 use crate::triton::client::{ScrapeError, TritonClient};
 use crate::triton::snapshot::{Snapshot, TritonGpuSample};
+use crate::triton::transport::{Clock, MonotonicClock, Transport};
 
 /// Triton's readiness as last seen.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -72,6 +73,9 @@ pub struct PollState {
     pub counter_reset: bool,
     /// Triton's `nv_gpu_*` series from the newest page; `None` until a page was read.
     pub triton_gpu: Option<Arc<Vec<TritonGpuSample>>>,
+    /// When the newest good page was read, on the same axis as `at`; `None` before the first
+    /// (and after time went backwards). `at - last_page_at` is the staleness an alert reads.
+    pub last_page_at: Option<Duration>,
 }
 
 /// Why readiness is what it is: `(ready, reason)`; the reason is `/readyz`'s body.
@@ -91,13 +95,21 @@ pub fn readiness(poll: &PollState, drain: Phase) -> (bool, String) {
 /// asked about); a transport error removes it so the next poll asks again.
 #[derive(Debug, Default)]
 struct Learn {
-    steps: HashSet<String>,
+    /// Steps per ensemble, as its config last said. An ensemble asked again keeps its old
+    /// steps until the new answer arrives, so the pod rate does not jump in between.
+    steps_of: HashMap<String, Vec<String>>,
     requested: HashSet<String>,
 }
 
+impl Learn {
+    fn steps(&self) -> HashSet<String> {
+        self.steps_of.values().flatten().cloned().collect()
+    }
+}
+
 /// Reads model configs one at a time, off the poll path. Ends when the poller is dropped.
-async fn learn_worker(
-    client: TritonClient,
+async fn learn_worker<T: Transport>(
+    client: T,
     learn: Arc<std::sync::Mutex<Learn>>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
@@ -112,14 +124,18 @@ async fn learn_worker(
                 if !steps.is_empty() {
                     tracing::info!(ensemble = %m, steps = ?steps, "ensemble found; its steps are left out of the pod request rate");
                 }
-                l.steps.extend(steps);
+                if steps.is_empty() {
+                    l.steps_of.remove(&m);
+                } else {
+                    l.steps_of.insert(m, steps);
+                }
             }
             // An HTTP error answer will not change: the model counts as client-facing and is
-            // not asked about again.
+            // not asked about again (until it is reloaded).
             Err(e @ ScrapeError::Status(_)) => {
                 tracing::debug!(model = %m, error = %e, "model config not available; counted as client-facing")
             }
-            // A transport error: ask again on a later poll; until then it counts as client-facing.
+            // A transport error: ask again on a later poll; until then the old answer stands.
             Err(e) => {
                 tracing::debug!(model = %m, error = %e, "model config not readable yet");
                 l.requested.remove(&m);
@@ -128,11 +144,20 @@ async fn learn_worker(
     }
 }
 
-/// The poller's inputs.
-pub struct Poller {
+/// Health probe timeouts in a row that a ready pod rides out before `/readyz` turns 503.
+///
+/// **Readiness hysteresis**: a probe that times out says Triton is busy, not that it is not
+/// ready; at peak load one slow answer must not take the pod out of rotation. An explicit
+/// "not ready" or a refused connection turns readiness off at once. The drain follows the same
+/// logic: it never takes a timeout for "gone".
+pub const HEALTH_TIMEOUTS_TOLERATED: u32 = 3;
+
+/// The poller's inputs. `T` is the way to Triton and `C` the clock: the real ones in the
+/// agent, simulated ones in the oracle tests.
+pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     cfg: Config,
-    client: TritonClient,
-    origin: Instant,
+    client: T,
+    clock: C,
     window: Window,
     steps: HashSet<String>,
     learn: Arc<std::sync::Mutex<Learn>>,
@@ -141,12 +166,23 @@ pub struct Poller {
     reachable: Option<bool>,
     /// The previous page had NaN/Inf samples: log the onset once, not every poll.
     non_finite_seen: bool,
+    /// Models on the previous good page: one that comes back is asked for its config again.
+    on_page: HashSet<String>,
+    /// Health probe timeouts in a row while the verdict stayed ready.
+    health_timeouts: u32,
 }
 
-impl Poller {
+impl Poller<TritonClient, MonotonicClock> {
     /// A poller for `cfg`; times are measured from `origin`. Must be called inside a Tokio
     /// runtime: it spawns the worker that reads model configs.
     pub fn new(cfg: Config, client: TritonClient, origin: Instant) -> Self {
+        Self::with(cfg, client, MonotonicClock { origin })
+    }
+}
+
+impl<T: Transport, C: Clock> Poller<T, C> {
+    /// A poller over any transport and clock. Must be called inside a Tokio runtime.
+    pub fn with(cfg: Config, client: T, clock: C) -> Self {
         let learn = Arc::new(std::sync::Mutex::new(Learn::default()));
         let (learn_tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(learn_worker(client.clone(), learn.clone(), rx));
@@ -158,7 +194,7 @@ impl Poller {
         Poller {
             cfg,
             client,
-            origin,
+            clock,
             window,
             steps: HashSet::new(),
             learn,
@@ -166,6 +202,8 @@ impl Poller {
             state,
             reachable: None,
             non_finite_seen: false,
+            on_page: HashSet::new(),
+            health_timeouts: 0,
         }
     }
 
@@ -176,7 +214,7 @@ impl Poller {
 
     /// Poll once and return the new state.
     pub async fn poll_once(&mut self) -> &PollState {
-        let started = Instant::now();
+        let started = self.clock.now();
         // The page first, then health: the health probes open connections to Triton's HTTP
         // port, and the page should describe Triton as it is without them.
         let page = async {
@@ -184,12 +222,15 @@ impl Poller {
             Snapshot::parse(&body).map_err(|e| ScrapeError::Parse(e.to_string()))
         }
         .await;
-        let scrape_seconds = started.elapsed().as_secs_f64();
-        let health = self.health().await;
-        let now = self.origin.elapsed();
+        // The page's time is when its body was read: the health probes that follow can take up
+        // to --scrape-timeout, and rates over a 10 s window would be off by up to 10 %.
+        let page_at = self.clock.now();
+        let scrape_seconds = page_at.saturating_sub(started).as_secs_f64();
+        let (probe, timed_out) = self.health().await;
+        let health = self.settle_health(probe, timed_out);
         let mut st = self.state.clone();
         st.seq += 1;
-        st.at = now;
+        st.at = self.clock.now();
         st.health = health;
         st.scrape_seconds = scrape_seconds;
         st.counter_reset = false;
@@ -209,25 +250,51 @@ impl Poller {
                     tracing::debug!("Triton's page is free of NaN/Inf again");
                 }
                 self.non_finite_seen = snap.non_finite > 0;
-                self.learn_steps(&snap);
-                if self.window.push(now, Arc::new(snap)) == Pushed::Reset {
+                let fresh = self.window.starts_afresh();
+                let snap = Arc::new(snap);
+                if self.window.push(page_at, snap.clone()) == Pushed::Reset {
                     tracing::info!(
-                        "Triton counters went down: a new Triton process; the window starts afresh"
+                        models = ?self.window.last_resets(),
+                        "model counters went down (Triton restarted or reloaded the model); those models start afresh"
                     );
                     st.counter_reset = true;
                 }
+                if fresh {
+                    st.counter_reset = true;
+                }
+                let resets: Vec<String> = self.window.last_resets().to_vec();
+                self.learn_steps(&snap, &resets);
             }
             Err(e) => {
                 self.log_reachable(false, Some(&e));
                 *st.scrape_errors.entry(e.reason()).or_insert(0) += 1;
+                self.window
+                    .scrape_failed(page_at, matches!(e, ScrapeError::Refused));
                 st.triton_up = false;
                 st.activity = None;
                 st.last_error = Some(e);
             }
         }
-        st.derived = derive(&self.window, now, &self.steps);
+        st.last_page_at = self.window.latest_at();
+        st.derived = derive(&self.window, page_at, &self.steps);
         self.state = st;
         &self.state
+    }
+
+    /// Apply [`HEALTH_TIMEOUTS_TOLERATED`].
+    fn settle_health(&mut self, probe: Health, timed_out: bool) -> Health {
+        if !timed_out {
+            self.health_timeouts = 0;
+            return probe;
+        }
+        if self.state.health.is_ready() && self.health_timeouts < HEALTH_TIMEOUTS_TOLERATED {
+            self.health_timeouts += 1;
+            if self.health_timeouts == 1 {
+                tracing::info!("Triton's health probe timed out; staying ready unless it keeps timing out");
+            }
+            return Health::Ready;
+        }
+        probe
     }
 
     fn log_reachable(&mut self, ok: bool, e: Option<&ScrapeError>) {
@@ -250,26 +317,35 @@ impl Poller {
         }
     }
 
-    /// Ask, once per model, whether it is an ensemble. The answers come from a background
-    /// worker: a slow or hanging config endpoint must never hold up the poll (with N models and
-    /// a 1 s timeout, a poll could otherwise take N seconds).
-    fn learn_steps(&mut self, snap: &Snapshot) {
+    /// Ask, once per model load, whether it is an ensemble. A model is asked again when its
+    /// counters restarted or it came back to the page: a reload may have changed its config.
+    /// The answers come from a background worker: a slow or hanging config endpoint must never
+    /// hold up the poll (with N models and a 1 s timeout, a poll could otherwise take N seconds).
+    fn learn_steps(&mut self, snap: &Snapshot, resets: &[String]) {
         let mut l = match self.learn.lock() {
             Ok(l) => l,
             Err(p) => p.into_inner(),
         };
         for m in snap.models.keys() {
+            let reloaded = resets.contains(m) || !self.on_page.contains(m);
+            if reloaded {
+                l.requested.remove(m);
+            }
             if !l.requested.contains(m) {
                 l.requested.insert(m.clone());
                 let _ = self.learn_tx.send(m.clone());
             }
         }
-        if l.steps != self.steps {
-            self.steps = l.steps.clone();
+        self.on_page = snap.models.keys().cloned().collect();
+        let steps = l.steps();
+        if steps != self.steps {
+            self.steps = steps;
         }
     }
 
-    async fn health(&self) -> Health {
+    /// Server and required-model readiness, and whether a probe timed out (rather than
+    /// answering "not ready" or being refused).
+    async fn health(&self) -> (Health, bool) {
         let server = self.client.server_ready();
         let models = futures_util::future::join_all(
             self.cfg
@@ -279,9 +355,15 @@ impl Poller {
         );
         let (server, models) = tokio::join!(server, models);
         match server {
-            Err(e) => return Health::Unreachable(e.to_string()),
+            Err(e) => {
+                let timed_out = matches!(e, ScrapeError::Timeout);
+                return (Health::Unreachable(e.to_string()), timed_out);
+            }
             Ok(false) => {
-                return Health::NotReady("triton not ready (/v2/health/ready)".to_string())
+                return (
+                    Health::NotReady("triton not ready (/v2/health/ready)".to_string()),
+                    false,
+                )
             }
             Ok(true) => {}
         }
@@ -291,16 +373,23 @@ impl Poller {
             .map(|(m, _)| m.as_str())
             .collect();
         if not_ready.is_empty() {
-            Health::Ready
+            (Health::Ready, false)
         } else {
-            Health::NotReady(format!("model not ready: {}", not_ready.join(",")))
+            // Only timeouts: Triton is busy, not saying no.
+            let timed_out = models
+                .iter()
+                .all(|(_, r)| matches!(r, Ok(true) | Err(ScrapeError::Timeout)));
+            (
+                Health::NotReady(format!("model not ready: {}", not_ready.join(","))),
+                timed_out,
+            )
         }
     }
 }
 
 /// Run the poll loop until `stop` turns true. The interval follows the drain phase.
-pub async fn run(
-    mut poller: Poller,
+pub async fn run<T: Transport, C: Clock>(
+    mut poller: Poller<T, C>,
     tx: watch::Sender<Arc<PollState>>,
     mut drain: watch::Receiver<Phase>,
     mut stop: watch::Receiver<bool>,

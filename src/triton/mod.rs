@@ -4,3 +4,4 @@
 pub mod client;
 pub mod snapshot;
 pub mod text;
+pub mod transport;

@@ -35,6 +35,12 @@ pub struct ModelCounters {
     pub trtllm_waiting: Option<f64>,
     /// TensorRT-LLM `nv_trt_llm_request_metrics{request_type="active"}`: in-flight work.
     pub trtllm_active: Option<f64>,
+    /// TensorRT-LLM `nv_trt_llm_general_metrics{general_type="iteration_counter"}`: rises with
+    /// every batch iteration, so it shows progress while streams are still open.
+    pub trtllm_iterations: Option<f64>,
+    /// `nv_cache_num_hits_per_model`: successes answered from the response cache, which add no
+    /// compute time.
+    pub cache_hits: Option<f64>,
 }
 
 impl ModelCounters {
@@ -55,9 +61,12 @@ impl ModelCounters {
     }
 
     /// Summed compute-infer (sum_us, count) from the counter or, failing that, the summary.
+    ///
+    /// The counter pairs with the successes that executed: Triton adds no compute time for a
+    /// response-cache hit, which `success` counts.
     pub fn compute_pair(&self) -> Option<(f64, f64)> {
         match self.compute_infer_us {
-            Some(c) => Some((c, self.success)),
+            Some(c) => Some((c, self.success - self.cache_hits.unwrap_or(0.0))),
             None => self.compute_summary,
         }
     }
@@ -201,6 +210,12 @@ impl Builder {
                         add_pair(&mut m.compute_summary, 0.0, v)
                     }
                     "nv_inference_pending_request_count" => m.pending += v,
+                    "nv_cache_num_hits_per_model" => *m.cache_hits.get_or_insert(0.0) += v,
+                    "nv_trt_llm_general_metrics" => {
+                        if s.label("general_type").as_deref() == Some("iteration_counter") {
+                            *m.trtllm_iterations.get_or_insert(0.0) += v
+                        }
+                    }
                     "nv_trt_llm_request_metrics" => match s.label("request_type").as_deref() {
                         Some("waiting") => *m.trtllm_waiting.get_or_insert(0.0) += v,
                         Some("active") => *m.trtllm_active.get_or_insert(0.0) += v,
@@ -244,6 +259,8 @@ pub fn wanted(name: &str) -> bool {
         matches!(
             name,
             "nv_trt_llm_request_metrics"
+                | "nv_trt_llm_general_metrics"
+                | "nv_cache_num_hits_per_model"
                 | "vllm:num_requests_running"
                 | "vllm:num_requests_waiting"
         )
