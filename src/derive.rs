@@ -86,6 +86,8 @@ pub struct Window {
     pod_stall_since: Option<Duration>,
     /// Time of the newest page.
     latest: Option<Duration>,
+    /// The newest page, as used (a NaN-poisoned model's previous counters substituted).
+    latest_page: Option<Arc<Snapshot>>,
     /// Time of the previous poll attempt, good or failed: a stall that shows on this page began
     /// no earlier than that (nothing was known to be waiting with no progress before it).
     prev_attempt: Option<Duration>,
@@ -103,6 +105,7 @@ impl Window {
             models: BTreeMap::new(),
             pod_stall_since: None,
             latest: None,
+            latest_page: None,
             prev_attempt: None,
             fresh_next: false,
             resets: Vec::new(),
@@ -112,6 +115,11 @@ impl Window {
     /// Time of the newest page.
     pub fn latest_at(&self) -> Option<Duration> {
         self.latest
+    }
+
+    /// The newest page and its time.
+    pub fn latest(&self) -> Option<(Duration, &Arc<Snapshot>)> {
+        self.latest.zip(self.latest_page.as_ref())
     }
 
     /// Number of pages held for the model with the longest history.
@@ -139,6 +147,7 @@ impl Window {
         self.models.clear();
         self.pod_stall_since = None;
         self.latest = None;
+        self.latest_page = None;
         self.fresh_next = false;
     }
 
@@ -174,7 +183,7 @@ impl Window {
         }
         let stall_start = self.prev_attempt.unwrap_or(now).min(now);
         let had_page = self.latest.is_some();
-        let (mut any_pending, mut any_progress) = (false, false);
+        let (mut any_stalled, mut any_progress) = (false, false);
         let mut models = BTreeMap::new();
         for (name, c) in &snap.models {
             // A model missing from the previous page is not in `self.models` any more.
@@ -185,7 +194,9 @@ impl Window {
             }
             let progress = h.entries.back().map(|(_, last)| progressed(last, c));
             let pending = c.pending_total() > 0.0;
-            any_pending |= pending;
+            // Only a model with a previous page can show a stall: a new or reset one has nothing
+            // to compare with.
+            any_stalled |= pending && progress == Some(false);
             any_progress |= progress == Some(true);
             h.stall_since = match progress {
                 Some(false) if pending => Some(h.stall_since.unwrap_or(stall_start)),
@@ -204,12 +215,13 @@ impl Window {
         // Models that left the page lose their history: if they come back, their counters
         // restarted from 0 (a reload) and must not be subtracted from the old ones.
         self.models = models;
-        self.pod_stall_since = if had_page && any_pending && !any_progress {
+        self.pod_stall_since = if had_page && any_stalled && !any_progress {
             Some(self.pod_stall_since.unwrap_or(stall_start))
         } else {
             None
         };
         self.latest = Some(now);
+        self.latest_page = Some(snap);
         self.prev_attempt = Some(now);
         if self.resets.is_empty() {
             Pushed::Appended

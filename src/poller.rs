@@ -260,6 +260,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
                     st.counter_reset = true;
                 }
                 if fresh {
+                    tracing::info!("Triton refused connections before this page (it may have restarted); every model's history starts afresh");
                     st.counter_reset = true;
                 }
                 let resets: Vec<String> = self.window.last_resets().to_vec();

@@ -96,10 +96,11 @@ async fn triton_down_at_start_then_up() {
     let a = start_agent(fast_config(&t)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let p = metrics_page(&a).await;
-    // Pod-level series exist from start-up, at 0; no per-model series.
-    assert_eq!(value(&p, "triton_pod_pending_requests"), Some(0.0), "{p}");
-    assert_eq!(value(&p, "triton_pod_queue_wait_ms"), Some(0.0));
-    assert_eq!(value(&p, "triton_pod_request_rate"), Some(0.0));
+    // No page yet: no Triton-derived series at all (a 0 would read as "idle"), and no staleness.
+    assert_eq!(value(&p, "triton_pod_pending_requests"), None, "{p}");
+    assert_eq!(value(&p, "triton_pod_queue_wait_ms"), None);
+    assert_eq!(value(&p, "triton_pod_request_rate"), None);
+    assert_eq!(value(&p, "triton_sidecar_last_page_age_seconds"), None);
     assert_eq!(value(&p, "triton_up"), Some(0.0));
     assert!(value(&p, "triton_sidecar_scrape_errors_total{reason=\"refused\"}").unwrap() >= 1.0);
     assert!(!p.contains("triton_pending_requests{"));
@@ -146,7 +147,9 @@ async fn triton_going_away_drops_model_series_after_the_window() {
     })
     .await;
     let p = metrics_page(&a).await;
-    assert_eq!(value(&p, "triton_pod_pending_requests"), Some(0.0));
+    // Past the hold bound the pod series go too; the staleness gauge says why.
+    assert_eq!(value(&p, "triton_pod_pending_requests"), None, "{p}");
+    assert!(value(&p, "triton_sidecar_last_page_age_seconds").unwrap() > 2.0, "{p}");
     assert_eq!(get(a.admin, "/readyz").await.0, 503);
 }
 

@@ -314,8 +314,10 @@ fn ensemble_steps_leave_the_pod_rate() {
     close(d.pod.request_rate, 10.0, 1e-9, "pod rate");
     // Pending includes the step's queue.
     assert_eq!(d.pod.pending, 4.0);
-    // Queue wait includes every model with a queue: (0 + 10,000 + 200,000) µs / 30 = 7,000 µs = 7 ms.
-    close(d.pod.queue_wait_ms, 7.0, 1e-9, "pod queue wait");
+    // The wait an ensemble client sees: every step's queue time over the client-facing requests,
+    // (0 + 10,000 + 200,000) µs / 10 = 21 ms = 1 ms in "pre" + 20 ms in "infer". (Dividing by all
+    // 30 completions gave 7 ms: the ensemble's own near-zero queue diluted its steps' waits.)
+    close(d.pod.queue_wait_ms, 21.0, 1e-9, "pod queue wait");
     // The steps' config, as Triton serves it, names them.
     let cfg = br#"{"name":"ens","platform":"ensemble","ensemble_scheduling":{"step":[{"model_name":"pre","model_version":-1},{"model_name":"infer","model_version":-1}]}}"#;
     assert_eq!(

@@ -88,6 +88,8 @@ fn derived() -> impl Strategy<Value = Derived> {
         wild(),
     )
         .prop_map(|(models, q, p, r)| Derived {
+            present: true,
+            page_at: None,
             models,
             pod: PodDerived {
                 queue_wait_ms: q,
