@@ -124,7 +124,11 @@ impl Window {
 
     /// Number of pages held for the model with the longest history.
     pub fn len(&self) -> usize {
-        self.models.values().map(|h| h.entries.len()).max().unwrap_or(0)
+        self.models
+            .values()
+            .map(|h| h.entries.len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether no page is held.

@@ -291,7 +291,9 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         if self.state.health.is_ready() && self.health_timeouts < HEALTH_TIMEOUTS_TOLERATED {
             self.health_timeouts += 1;
             if self.health_timeouts == 1 {
-                tracing::info!("Triton's health probe timed out; staying ready unless it keeps timing out");
+                tracing::info!(
+                    "Triton's health probe timed out; staying ready unless it keeps timing out"
+                );
             }
             return Health::Ready;
         }

@@ -149,7 +149,10 @@ async fn triton_going_away_drops_model_series_after_the_window() {
     let p = metrics_page(&a).await;
     // Past the hold bound the pod series go too; the staleness gauge says why.
     assert_eq!(value(&p, "triton_pod_pending_requests"), None, "{p}");
-    assert!(value(&p, "triton_sidecar_last_page_age_seconds").unwrap() > 2.0, "{p}");
+    assert!(
+        value(&p, "triton_sidecar_last_page_age_seconds").unwrap() > 2.0,
+        "{p}"
+    );
     assert_eq!(get(a.admin, "/readyz").await.0, 503);
 }
 

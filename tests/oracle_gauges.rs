@@ -21,7 +21,14 @@ fn knobs() -> impl Strategy<Value = Knobs> {
         (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |(seed, plain, ensemble, polls, (failing, cache, bounded), (restart, reload, net_faults, idle))| Knobs {
+            |(
+                seed,
+                plain,
+                ensemble,
+                polls,
+                (failing, cache, bounded),
+                (restart, reload, net_faults, idle),
+            )| Knobs {
                 seed,
                 plain,
                 ensemble,
@@ -59,7 +66,10 @@ proptest! {
 #[test]
 #[ignore]
 fn debug_one() {
-    let seed: u64 = std::env::var("ORACLE_DEBUG_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let seed: u64 = std::env::var("ORACLE_DEBUG_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let k: Vec<usize> = std::env::var("ORACLE_DEBUG_KNOBS")
         .unwrap_or_else(|_| "1,0,12,0,0,0,0,0,0,0".into())
         .split(',')
@@ -79,12 +89,22 @@ fn debug_one() {
         idle: k[9] == 1,
     };
     let trace = generate(&knobs);
-    println!("models {:#?}\nevents {:?}\nwindow {}", trace.models, trace.events, trace.window);
+    println!(
+        "models {:#?}\nevents {:?}\nwindow {}",
+        trace.models, trace.events, trace.window
+    );
     let sim = std::sync::Arc::new(trace.simulate());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let (obs, states) = rt.block_on(oracle::drive(sim.clone()));
     for (i, ((t, net), o)) in sim.trace.polls.iter().zip(&obs).enumerate() {
-        println!("--- poll {i} t={t} {net:?} up={} err={:?}\n{o:?}", sim.trace.up(*t), states[i].last_error);
+        println!(
+            "--- poll {i} t={t} {net:?} up={} err={:?}\n{o:?}",
+            sim.trace.up(*t),
+            states[i].last_error
+        );
     }
     println!("{:?}", oracle::truth::check(&sim, &obs));
 }

@@ -31,7 +31,13 @@ pub struct Knobs {
 }
 
 /// Arrival-rate phases: (start, rate per second) pieces.
-fn phases(rng: &mut Rng, duration: f64, window: f64, idle: bool, capacity: f64) -> Vec<(f64, f64, f64)> {
+fn phases(
+    rng: &mut Rng,
+    duration: f64,
+    window: f64,
+    idle: bool,
+    capacity: f64,
+) -> Vec<(f64, f64, f64)> {
     let mut out = Vec::new();
     let mut t = 0.0;
     while t < duration {
@@ -63,7 +69,11 @@ pub fn generate(k: &Knobs) -> Trace {
     let mut models = Vec::new();
     let plain = k.plain.clamp(1, 3);
     for i in 0..plain {
-        let max_batch = if rng.chance(0.5) { 1 } else { [4, 8][(rng.next_u64() % 2) as usize] };
+        let max_batch = if rng.chance(0.5) {
+            1
+        } else {
+            [4, 8][(rng.next_u64() % 2) as usize]
+        };
         models.push(ModelSpec {
             name: format!("m{i}"),
             kind: Kind::Plain,
@@ -74,7 +84,11 @@ pub fn generate(k: &Knobs) -> Trace {
                 let hi = if rng.chance(0.3) { 1.5 } else { 0.3 };
                 rng.range(0.005, hi)
             },
-            cost_k: if max_batch > 1 { rng.range(0.0, 0.05) } else { 0.0 },
+            cost_k: if max_batch > 1 {
+                rng.range(0.0, 0.05)
+            } else {
+                0.0
+            },
             max_queue: if k.bounded && rng.chance(0.6) {
                 Some(2 + (rng.next_u64() % 12) as usize)
             } else {
@@ -107,7 +121,10 @@ pub fn generate(k: &Knobs) -> Trace {
     }
     // Which client-facing model fails, and how often.
     let failing: Option<(usize, f64)> = if k.failing {
-        Some(((rng.next_u64() % plain as u64) as usize, if rng.chance(0.5) { 1.0 } else { 0.3 }))
+        Some((
+            (rng.next_u64() % plain as u64) as usize,
+            if rng.chance(0.5) { 1.0 } else { 0.3 },
+        ))
     } else {
         None
     };
@@ -154,7 +171,11 @@ pub fn generate(k: &Knobs) -> Trace {
         events.push(Event::Restart {
             at: rng.range(0.3, 0.8) * duration,
             down: rng.range(1.2, 4.0),
-            load: if rng.chance(0.5) { rng.range(1.0, 3.0) } else { 0.0 },
+            load: if rng.chance(0.5) {
+                rng.range(1.0, 3.0)
+            } else {
+                0.0
+            },
         });
     }
     if k.reload {
@@ -177,7 +198,11 @@ pub fn generate(k: &Knobs) -> Trace {
             }
         } else {
             Net::Ok {
-                latency: if k.net_faults { rng.range(0.0, 0.5) } else { rng.range(0.0, 0.02) },
+                latency: if k.net_faults {
+                    rng.range(0.0, 0.5)
+                } else {
+                    rng.range(0.0, 0.02)
+                },
                 health: rng.range(0.0, 0.05),
             }
         };

@@ -641,40 +641,115 @@ impl Sim {
         let fam = |out: &mut String, fam: &str, ty: &str, help: &str| {
             let _ = writeln!(out, "# HELP {fam} {help}\n# TYPE {fam} {ty}");
         };
-        fam(&mut out, "nv_inference_request_success", "counter", "Number of successful inference requests, all batch sizes");
+        fam(
+            &mut out,
+            "nv_inference_request_success",
+            "counter",
+            "Number of successful inference requests, all batch sizes",
+        );
         for (m, c) in &cs {
-            let _ = writeln!(out, "nv_inference_request_success{{model=\"{}\",version=\"1\"}} {}", name(*m), c.success);
+            let _ = writeln!(
+                out,
+                "nv_inference_request_success{{model=\"{}\",version=\"1\"}} {}",
+                name(*m),
+                c.success
+            );
         }
-        fam(&mut out, "nv_inference_request_failure", "counter", "Number of failed inference requests, all batch sizes");
+        fam(
+            &mut out,
+            "nv_inference_request_failure",
+            "counter",
+            "Number of failed inference requests, all batch sizes",
+        );
         for (m, c) in &cs {
-            for (reason, v) in [("OTHER", 0), ("BACKEND", c.failure_backend), ("CANCELED", 0), ("REJECTED", c.failure_rejected)] {
+            for (reason, v) in [
+                ("OTHER", 0),
+                ("BACKEND", c.failure_backend),
+                ("CANCELED", 0),
+                ("REJECTED", c.failure_rejected),
+            ] {
                 let _ = writeln!(out, "nv_inference_request_failure{{model=\"{}\",reason=\"{reason}\",version=\"1\"}} {v}", name(*m));
             }
         }
-        fam(&mut out, "nv_inference_count", "counter", "Number of inferences performed (does not include cached requests)");
+        fam(
+            &mut out,
+            "nv_inference_count",
+            "counter",
+            "Number of inferences performed (does not include cached requests)",
+        );
         for (m, c) in &cs {
-            let _ = writeln!(out, "nv_inference_count{{model=\"{}\",version=\"1\"}} {}", name(*m), c.success - c.cache_hits);
+            let _ = writeln!(
+                out,
+                "nv_inference_count{{model=\"{}\",version=\"1\"}} {}",
+                name(*m),
+                c.success - c.cache_hits
+            );
         }
-        fam(&mut out, "nv_inference_exec_count", "counter", "Number of model executions performed (does not include cached requests)");
+        fam(
+            &mut out,
+            "nv_inference_exec_count",
+            "counter",
+            "Number of model executions performed (does not include cached requests)",
+        );
         for (m, c) in &cs {
-            let _ = writeln!(out, "nv_inference_exec_count{{model=\"{}\",version=\"1\"}} {}", name(*m), c.exec_count);
+            let _ = writeln!(
+                out,
+                "nv_inference_exec_count{{model=\"{}\",version=\"1\"}} {}",
+                name(*m),
+                c.exec_count
+            );
         }
-        fam(&mut out, "nv_inference_queue_duration_us", "counter", "Cumulative inference queuing duration in microseconds (includes cached requests)");
+        fam(
+            &mut out,
+            "nv_inference_queue_duration_us",
+            "counter",
+            "Cumulative inference queuing duration in microseconds (includes cached requests)",
+        );
         for (m, c) in &cs {
-            let _ = writeln!(out, "nv_inference_queue_duration_us{{model=\"{}\",version=\"1\"}} {}", name(*m), c.queue_us);
+            let _ = writeln!(
+                out,
+                "nv_inference_queue_duration_us{{model=\"{}\",version=\"1\"}} {}",
+                name(*m),
+                c.queue_us
+            );
         }
         fam(&mut out, "nv_inference_compute_infer_duration_us", "counter", "Cumulative compute inference duration in microseconds (does not include cached requests)");
         for (m, c) in &cs {
-            let _ = writeln!(out, "nv_inference_compute_infer_duration_us{{model=\"{}\",version=\"1\"}} {}", name(*m), c.compute_us);
+            let _ = writeln!(
+                out,
+                "nv_inference_compute_infer_duration_us{{model=\"{}\",version=\"1\"}} {}",
+                name(*m),
+                c.compute_us
+            );
         }
-        fam(&mut out, "nv_inference_pending_request_count", "gauge", "Instantaneous number of pending requests awaiting execution per-model.");
+        fam(
+            &mut out,
+            "nv_inference_pending_request_count",
+            "gauge",
+            "Instantaneous number of pending requests awaiting execution per-model.",
+        );
         for (m, c) in &cs {
-            let _ = writeln!(out, "nv_inference_pending_request_count{{model=\"{}\",version=\"1\"}} {}", name(*m), c.pending);
+            let _ = writeln!(
+                out,
+                "nv_inference_pending_request_count{{model=\"{}\",version=\"1\"}} {}",
+                name(*m),
+                c.pending
+            );
         }
         if cache {
-            fam(&mut out, "nv_cache_num_hits_per_model", "counter", "Number of cache hits per model");
+            fam(
+                &mut out,
+                "nv_cache_num_hits_per_model",
+                "counter",
+                "Number of cache hits per model",
+            );
             for (m, c) in &cs {
-                let _ = writeln!(out, "nv_cache_num_hits_per_model{{model=\"{}\",version=\"1\"}} {}", name(*m), c.cache_hits);
+                let _ = writeln!(
+                    out,
+                    "nv_cache_num_hits_per_model{{model=\"{}\",version=\"1\"}} {}",
+                    name(*m),
+                    c.cache_hits
+                );
             }
         }
         out

@@ -192,8 +192,11 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
             Some(t_new) => {
                 last_good = Some((k, t_new));
                 let truth = truth_at(sim, k);
-                let pod = obs.pod.ok_or_else(|| at("pod gauges absent after a good page"))?;
-                let (mut pq, mut pc, mut pend, mut prate, mut p_oldest) = (0.0, 0.0, 0.0, 0.0, 0.0f64);
+                let pod = obs
+                    .pod
+                    .ok_or_else(|| at("pod gauges absent after a good page"))?;
+                let (mut pq, mut pc, mut pend, mut prate, mut p_oldest) =
+                    (0.0, 0.0, 0.0, 0.0, 0.0f64);
                 for (name, mt) in &truth {
                     let g = obs
                         .models
@@ -231,7 +234,10 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                         )));
                     }
                     if g.queue_wait_ms < mean - 0.002 {
-                        return Err(ctx(&format!("queue_wait_ms {} below the window mean {mean}", g.queue_wait_ms)));
+                        return Err(ctx(&format!(
+                            "queue_wait_ms {} below the window mean {mean}",
+                            g.queue_wait_ms
+                        )));
                     }
                     pend += mt.pending;
                     pq += mt.queue_sum;
@@ -251,7 +257,10 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                     return Err(at(&format!("pod pending {} != {pend}", pod.pending)));
                 }
                 if !close(pod.request_rate, prate, 1e-6) {
-                    return Err(at(&format!("pod request_rate {} != {prate}", pod.request_rate)));
+                    return Err(at(&format!(
+                        "pod request_rate {} != {prate}",
+                        pod.request_rate
+                    )));
                 }
                 let bound = pmean.max((p_oldest + gap) * 1000.0);
                 if pod.queue_wait_ms > bound + 0.002 * pc.max(1.0) {
@@ -285,7 +294,10 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                     return Err(at("gauges still published after the hold bound"));
                 }
                 if let (Some(p), Some(q)) = (obs.pod, prev.pod) {
-                    if p.queue_wait_ms > q.queue_wait_ms || p.pending > q.pending || p.request_rate > q.request_rate {
+                    if p.queue_wait_ms > q.queue_wait_ms
+                        || p.pending > q.pending
+                        || p.request_rate > q.request_rate
+                    {
                         return Err(at("a pod gauge rose because a scrape failed"));
                     }
                 }
@@ -299,12 +311,16 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                         || g.failure_rate > q.failure_rate
                         || g.compute_ms > q.compute_ms
                     {
-                        return Err(at(&format!("model {name}: a gauge rose because a scrape failed")));
+                        return Err(at(&format!(
+                            "model {name}: a gauge rose because a scrape failed"
+                        )));
                     }
                 }
                 if let (Some(age), Some(s)) = (obs.last_good_age, since) {
                     if (age - s).abs() > tr.scrape_timeout + 1e-6 {
-                        return Err(at(&format!("staleness {age} s, but the last good page is {s} s old")));
+                        return Err(at(&format!(
+                            "staleness {age} s, but the last good page is {s} s old"
+                        )));
                     }
                 }
             }
