@@ -108,3 +108,192 @@ fn debug_one() {
     }
     println!("{:?}", oracle::truth::check(&sim, &obs));
 }
+
+// ------------------------------------------------------------------------------------------
+// Named cases: the sequences of issue 12, each a deterministic trace through the production
+// poller, checked against the request-level truth (and, where it says more, by name).
+
+use oracle::sim::{Event, Kind, ModelSpec, Net, RequestSpec, Trace};
+use std::sync::Arc;
+
+fn model(name: &str, cost: f64) -> ModelSpec {
+    ModelSpec {
+        name: name.into(),
+        kind: Kind::Plain,
+        instances: 1,
+        max_batch: 1,
+        cost_a: cost,
+        cost_k: 0.0,
+        max_queue: None,
+    }
+}
+
+fn req(model: usize, arrival: f64) -> RequestSpec {
+    RequestSpec {
+        model,
+        arrival,
+        fail: false,
+        cache_hit: false,
+    }
+}
+
+fn trace(models: Vec<ModelSpec>, mut requests: Vec<RequestSpec>, polls: usize, window: f64) -> Trace {
+    requests.sort_by(|a, b| a.arrival.total_cmp(&b.arrival));
+    Trace {
+        seed: 0,
+        duration: polls as f64,
+        models,
+        requests,
+        events: Vec::new(),
+        polls: (1..=polls).map(|k| (k as f64, Net::Ok { latency: 0.0, health: 0.0 })).collect(),
+        poll_interval: 1.0,
+        window,
+        scrape_timeout: 0.8,
+    }
+}
+
+/// Run a trace; return the observations after checking them against the truth.
+fn checked(tr: Trace) -> Vec<oracle::truth::Observed> {
+    let sim = Arc::new(tr.simulate());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let (obs, _) = rt.block_on(oracle::drive(sim.clone()));
+    if let Err(e) = oracle::truth::check(&sim, &obs) {
+        panic!("{e}");
+    }
+    obs
+}
+
+/// 1. Heavy load gives a wait of seconds; then the pod is idle for longer than the window, and
+///    one request is seen pending (behind another) before it completes. Its wait is its own
+///    (under a second), not the old one. (main: 5,071 ms in the issue's run.)
+#[test]
+fn case1_a_stale_wait_does_not_come_back_after_idle() {
+    let mut rs: Vec<RequestSpec> = (0..30).map(|i| req(0, 0.1 + i as f64 * 0.1)).collect();
+    rs.push(req(0, 20.8));
+    rs.push(req(0, 20.85));
+    let obs = checked(trace(vec![model("m", 0.4)], rs, 24, 5.0));
+    // During the load the wait really was seconds.
+    assert!(obs[7].models["m"].queue_wait_ms > 3000.0, "{:?}", obs[7]);
+    // At t=21 one request waits behind another, 0.15 s old.
+    let w = obs[20].models["m"].queue_wait_ms;
+    assert_eq!(obs[20].models["m"].pending, 1.0);
+    assert!(w <= 1400.0, "stale wait came back: {w} ms");
+    assert!(obs[20].pod.unwrap().queue_wait_ms <= 1400.0);
+}
+
+/// 2. A backend that fails every request: executions are progress, so the queue's wait does not
+///    climb 1000 ms per second. (main: 19,543 ms in the issue's run.)
+#[test]
+fn case2_failing_executions_are_progress_not_a_stall() {
+    let mut rs = Vec::new();
+    for k in 1..=20 {
+        for j in 0..2 {
+            rs.push(RequestSpec { fail: true, ..req(0, k as f64 - 0.1 + j as f64 * 0.01) });
+        }
+    }
+    let obs = checked(trace(vec![model("broken", 0.3)], rs, 20, 10.0));
+    for (k, o) in obs.iter().enumerate() {
+        let m = o.models["broken"];
+        assert!(m.queue_wait_ms <= 1000.0, "poll {k}: {m:?}");
+    }
+    assert!(obs[10].models["broken"].failure_rate > 1.5);
+}
+
+/// 3. A stall seen on the last good page must not keep growing while scrapes fail; after the
+///    hold bound the series are absent, not 0.
+#[test]
+fn case3_a_lost_connection_does_not_extend_a_stall() {
+    // One 30 s execution; requests queue behind it from t=0.5.
+    let mut rs = vec![req(0, 0.2)];
+    rs.extend((0..5).map(|i| req(0, 0.5 + i as f64 * 0.1)));
+    let mut tr = trace(vec![model("m", 30.0)], rs, 20, 5.0);
+    for k in 6..20 {
+        tr.polls[k].1 = Net::Timeout;
+    }
+    let obs = checked(tr);
+    let held = obs[5].models["m"].queue_wait_ms;
+    assert!(held >= 4000.0, "the stall shows before the outage: {held}");
+    for o in &obs[6..10] {
+        assert_eq!(o.models["m"].queue_wait_ms, held, "held, not grown");
+    }
+    assert!(obs[19].pod.is_none() && obs[19].models.is_empty(), "absent after the bound");
+    assert!(obs[19].last_good_age.unwrap() > 5.0);
+}
+
+/// 4a. One model's counters restarting (a reload) leaves every other model's rate alone.
+/// (main: the other model's rate read 0.)
+#[test]
+fn case4a_one_models_reset_is_its_own() {
+    let rs: Vec<RequestSpec> = (0..200)
+        .flat_map(|i| [req(0, 0.05 + i as f64 * 0.1), req(1, 0.07 + i as f64 * 0.1)])
+        .collect();
+    let mut tr = trace(vec![model("a", 0.01), model("b", 0.01)], rs, 20, 5.0);
+    tr.events.push(Event::Reload { model: 1, at: 10.3, gone: 0.5 });
+    let obs = checked(tr);
+    for (k, o) in obs.iter().enumerate().skip(2) {
+        assert!((o.models["a"].request_rate - 10.0).abs() < 1.5, "poll {k}: {:?}", o.models["a"]);
+    }
+}
+
+/// 4b. A Triton restart whose first pages list no models (explicit model control): old and
+/// new counters never mix.
+#[test]
+fn case4b_a_restart_listing_no_models_first_starts_afresh() {
+    let mut rs: Vec<RequestSpec> = (0..8).map(|i| req(0, 0.5 + i as f64)).collect();
+    rs.extend((0..150).map(|i| req(0, 12.0 + i as f64 * 0.05)));
+    let mut tr = trace(vec![model("m", 0.01)], rs, 20, 10.0);
+    tr.events.push(Event::Restart { at: 8.5, down: 1.2, load: 2.5 });
+    checked(tr);
+}
+
+/// 5. A page's time is when its body was read, not after the health probes: probes that take
+///    0 or 0.9 s in turn must not skew the rate.
+#[test]
+fn case5_samples_are_timestamped_when_the_body_is_read() {
+    let rs: Vec<RequestSpec> = (0..400).map(|i| req(0, 0.01 + i as f64 * 0.05)).collect();
+    let mut tr = trace(vec![model("m", 0.005)], rs, 20, 3.0);
+    for (k, p) in tr.polls.iter_mut().enumerate() {
+        p.1 = Net::Ok { latency: 0.0, health: if k % 2 == 0 { 0.0 } else { 0.9 } };
+    }
+    let obs = checked(tr);
+    for o in &obs[4..] {
+        assert!((o.models["m"].request_rate - 20.0).abs() < 1.0, "{o:?}");
+    }
+}
+
+/// 8. With the response cache on, compute per request counts only the requests that executed.
+#[test]
+fn case8_compute_leaves_out_cache_hits() {
+    let rs: Vec<RequestSpec> = (0..200)
+        .map(|i| RequestSpec { cache_hit: i % 2 == 0, ..req(0, 0.01 + i as f64 * 0.1) })
+        .collect();
+    let obs = checked(trace(vec![model("m", 0.05)], rs, 20, 5.0));
+    assert!((obs[10].models["m"].compute_ms - 50.0).abs() < 0.01, "{:?}", obs[10]);
+}
+
+/// 11b. The pod's queue wait is the wait an ensemble's client sees: its steps' waits added up,
+/// per ensemble request, not diluted by the ensemble's own near-zero queue and count.
+#[test]
+fn case11b_pod_wait_is_what_an_ensemble_client_sees() {
+    let step = |n: &str, c: f64| ModelSpec { kind: Kind::Step, ..model(n, c) };
+    let mut models = vec![step("pre", 0.08), step("infer", 0.09)];
+    models.push(ModelSpec { kind: Kind::Ensemble(vec![0, 1]), ..model("ens", 0.0) });
+    // Pairs of requests 0.2 s apart: the second of each pair queues in both steps.
+    let rs: Vec<RequestSpec> = (0..150)
+        .flat_map(|i| [req(2, 0.03 + i as f64 * 0.2), req(2, 0.031 + i as f64 * 0.2)])
+        .collect();
+    let tr = trace(models, rs, 30, 10.0);
+    let sim = tr.simulate();
+    let obs = checked(tr);
+    // Truth: mean over ensemble requests completed in (t_old, t_new] of Σ step queue waits.
+    let (t_old, t_new) = (19.0, 29.0);
+    let mut waits = Vec::new();
+    for e in sim.jobs.iter().filter(|j| j.model == 2 && j.end.is_some_and(|x| x > t_old && x <= t_new)) {
+        let w: f64 = sim.jobs.iter().filter(|j| j.request == e.request && j.model != 2).map(|j| j.queue()).sum();
+        waits.push(w * 1000.0);
+    }
+    let perceived = waits.iter().sum::<f64>() / waits.len() as f64;
+    let pod = obs[28].pod.unwrap().queue_wait_ms;
+    assert!(perceived > 20.0, "the steps do queue: {perceived}");
+    assert!((pod - perceived).abs() <= 0.1 * perceived, "pod {pod} ms vs perceived {perceived} ms");
+}
