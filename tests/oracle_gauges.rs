@@ -137,7 +137,12 @@ fn req(model: usize, arrival: f64) -> RequestSpec {
     }
 }
 
-fn trace(models: Vec<ModelSpec>, mut requests: Vec<RequestSpec>, polls: usize, window: f64) -> Trace {
+fn trace(
+    models: Vec<ModelSpec>,
+    mut requests: Vec<RequestSpec>,
+    polls: usize,
+    window: f64,
+) -> Trace {
     requests.sort_by(|a, b| a.arrival.total_cmp(&b.arrival));
     Trace {
         seed: 0,
@@ -145,7 +150,17 @@ fn trace(models: Vec<ModelSpec>, mut requests: Vec<RequestSpec>, polls: usize, w
         models,
         requests,
         events: Vec::new(),
-        polls: (1..=polls).map(|k| (k as f64, Net::Ok { latency: 0.0, health: 0.0 })).collect(),
+        polls: (1..=polls)
+            .map(|k| {
+                (
+                    k as f64,
+                    Net::Ok {
+                        latency: 0.0,
+                        health: 0.0,
+                    },
+                )
+            })
+            .collect(),
         poll_interval: 1.0,
         window,
         scrape_timeout: 0.8,
@@ -155,7 +170,10 @@ fn trace(models: Vec<ModelSpec>, mut requests: Vec<RequestSpec>, polls: usize, w
 /// Run a trace; return the observations after checking them against the truth.
 fn checked(tr: Trace) -> Vec<oracle::truth::Observed> {
     let sim = Arc::new(tr.simulate());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
     let (obs, _) = rt.block_on(oracle::drive(sim.clone()));
     if let Err(e) = oracle::truth::check(&sim, &obs) {
         panic!("{e}");
@@ -188,7 +206,10 @@ fn case2_failing_executions_are_progress_not_a_stall() {
     let mut rs = Vec::new();
     for k in 1..=20 {
         for j in 0..2 {
-            rs.push(RequestSpec { fail: true, ..req(0, k as f64 - 0.1 + j as f64 * 0.01) });
+            rs.push(RequestSpec {
+                fail: true,
+                ..req(0, k as f64 - 0.1 + j as f64 * 0.01)
+            });
         }
     }
     let obs = checked(trace(vec![model("broken", 0.3)], rs, 20, 10.0));
@@ -216,7 +237,10 @@ fn case3_a_lost_connection_does_not_extend_a_stall() {
     for o in &obs[6..10] {
         assert_eq!(o.models["m"].queue_wait_ms, held, "held, not grown");
     }
-    assert!(obs[19].pod.is_none() && obs[19].models.is_empty(), "absent after the bound");
+    assert!(
+        obs[19].pod.is_none() && obs[19].models.is_empty(),
+        "absent after the bound"
+    );
     assert!(obs[19].last_good_age.unwrap() > 5.0);
 }
 
@@ -228,10 +252,18 @@ fn case4a_one_models_reset_is_its_own() {
         .flat_map(|i| [req(0, 0.05 + i as f64 * 0.1), req(1, 0.07 + i as f64 * 0.1)])
         .collect();
     let mut tr = trace(vec![model("a", 0.01), model("b", 0.01)], rs, 20, 5.0);
-    tr.events.push(Event::Reload { model: 1, at: 10.3, gone: 0.5 });
+    tr.events.push(Event::Reload {
+        model: 1,
+        at: 10.3,
+        gone: 0.5,
+    });
     let obs = checked(tr);
     for (k, o) in obs.iter().enumerate().skip(2) {
-        assert!((o.models["a"].request_rate - 10.0).abs() < 1.5, "poll {k}: {:?}", o.models["a"]);
+        assert!(
+            (o.models["a"].request_rate - 10.0).abs() < 1.5,
+            "poll {k}: {:?}",
+            o.models["a"]
+        );
     }
 }
 
@@ -242,7 +274,11 @@ fn case4b_a_restart_listing_no_models_first_starts_afresh() {
     let mut rs: Vec<RequestSpec> = (0..8).map(|i| req(0, 0.5 + i as f64)).collect();
     rs.extend((0..150).map(|i| req(0, 12.0 + i as f64 * 0.05)));
     let mut tr = trace(vec![model("m", 0.01)], rs, 20, 10.0);
-    tr.events.push(Event::Restart { at: 8.5, down: 1.2, load: 2.5 });
+    tr.events.push(Event::Restart {
+        at: 8.5,
+        down: 1.2,
+        load: 2.5,
+    });
     checked(tr);
 }
 
@@ -253,7 +289,10 @@ fn case5_samples_are_timestamped_when_the_body_is_read() {
     let rs: Vec<RequestSpec> = (0..400).map(|i| req(0, 0.01 + i as f64 * 0.05)).collect();
     let mut tr = trace(vec![model("m", 0.005)], rs, 20, 3.0);
     for (k, p) in tr.polls.iter_mut().enumerate() {
-        p.1 = Net::Ok { latency: 0.0, health: if k % 2 == 0 { 0.0 } else { 0.9 } };
+        p.1 = Net::Ok {
+            latency: 0.0,
+            health: if k % 2 == 0 { 0.0 } else { 0.9 },
+        };
     }
     let obs = checked(tr);
     for o in &obs[4..] {
@@ -265,22 +304,40 @@ fn case5_samples_are_timestamped_when_the_body_is_read() {
 #[test]
 fn case8_compute_leaves_out_cache_hits() {
     let rs: Vec<RequestSpec> = (0..200)
-        .map(|i| RequestSpec { cache_hit: i % 2 == 0, ..req(0, 0.01 + i as f64 * 0.1) })
+        .map(|i| RequestSpec {
+            cache_hit: i % 2 == 0,
+            ..req(0, 0.01 + i as f64 * 0.1)
+        })
         .collect();
     let obs = checked(trace(vec![model("m", 0.05)], rs, 20, 5.0));
-    assert!((obs[10].models["m"].compute_ms - 50.0).abs() < 0.01, "{:?}", obs[10]);
+    assert!(
+        (obs[10].models["m"].compute_ms - 50.0).abs() < 0.01,
+        "{:?}",
+        obs[10]
+    );
 }
 
 /// 11b. The pod's queue wait is the wait an ensemble's client sees: its steps' waits added up,
 /// per ensemble request, not diluted by the ensemble's own near-zero queue and count.
 #[test]
 fn case11b_pod_wait_is_what_an_ensemble_client_sees() {
-    let step = |n: &str, c: f64| ModelSpec { kind: Kind::Step, ..model(n, c) };
+    let step = |n: &str, c: f64| ModelSpec {
+        kind: Kind::Step,
+        ..model(n, c)
+    };
     let mut models = vec![step("pre", 0.08), step("infer", 0.09)];
-    models.push(ModelSpec { kind: Kind::Ensemble(vec![0, 1]), ..model("ens", 0.0) });
+    models.push(ModelSpec {
+        kind: Kind::Ensemble(vec![0, 1]),
+        ..model("ens", 0.0)
+    });
     // Pairs of requests 0.2 s apart: the second of each pair queues in both steps.
     let rs: Vec<RequestSpec> = (0..150)
-        .flat_map(|i| [req(2, 0.03 + i as f64 * 0.2), req(2, 0.031 + i as f64 * 0.2)])
+        .flat_map(|i| {
+            [
+                req(2, 0.03 + i as f64 * 0.2),
+                req(2, 0.031 + i as f64 * 0.2),
+            ]
+        })
         .collect();
     let tr = trace(models, rs, 30, 10.0);
     let sim = tr.simulate();
@@ -288,12 +345,217 @@ fn case11b_pod_wait_is_what_an_ensemble_client_sees() {
     // Truth: mean over ensemble requests completed in (t_old, t_new] of Σ step queue waits.
     let (t_old, t_new) = (19.0, 29.0);
     let mut waits = Vec::new();
-    for e in sim.jobs.iter().filter(|j| j.model == 2 && j.end.is_some_and(|x| x > t_old && x <= t_new)) {
-        let w: f64 = sim.jobs.iter().filter(|j| j.request == e.request && j.model != 2).map(|j| j.queue()).sum();
+    for e in sim
+        .jobs
+        .iter()
+        .filter(|j| j.model == 2 && j.end.is_some_and(|x| x > t_old && x <= t_new))
+    {
+        let w: f64 = sim
+            .jobs
+            .iter()
+            .filter(|j| j.request == e.request && j.model != 2)
+            .map(|j| j.queue())
+            .sum();
         waits.push(w * 1000.0);
     }
     let perceived = waits.iter().sum::<f64>() / waits.len() as f64;
     let pod = obs[28].pod.unwrap().queue_wait_ms;
     assert!(perceived > 20.0, "the steps do queue: {perceived}");
-    assert!((pod - perceived).abs() <= 0.1 * perceived, "pod {pod} ms vs perceived {perceived} ms");
+    assert!(
+        (pod - perceived).abs() <= 0.1 * perceived,
+        "pod {pod} ms vs perceived {perceived} ms"
+    );
+}
+
+/// 6. Readiness hysteresis: a health probe that times out (a busy Triton) keeps a ready pod
+/// ready for up to HEALTH_TIMEOUTS_TOLERATED polls in a row; more turn it not ready. An answer
+/// resets the count. (main: 503 at the first timeout.)
+#[test]
+fn case6_one_slow_health_probe_keeps_the_pod_in_rotation() {
+    use triton_sidecar::poller::HEALTH_TIMEOUTS_TOLERATED;
+    let rs: Vec<RequestSpec> = (0..100).map(|i| req(0, 0.05 + i as f64 * 0.1)).collect();
+    let mut tr = trace(vec![model("m", 0.01)], rs, 12, 5.0);
+    tr.polls[2].1 = Net::HealthTimeout { latency: 0.0 };
+    let n = HEALTH_TIMEOUTS_TOLERATED as usize;
+    for k in 5..5 + n + 1 {
+        tr.polls[k].1 = Net::HealthTimeout { latency: 0.0 };
+    }
+    let sim = Arc::new(tr.simulate());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let (_, states) = rt.block_on(oracle::drive(sim));
+    let ready: Vec<bool> = states.iter().map(|s| s.health.is_ready()).collect();
+    assert!(ready[2], "one timeout: still ready {ready:?}");
+    assert!(
+        ready[5..5 + n].iter().all(|r| *r),
+        "{n} timeouts in a row: still ready {ready:?}"
+    );
+    assert!(
+        !ready[5 + n],
+        "the {}th timeout in a row: not ready {ready:?}",
+        n + 1
+    );
+    assert!(ready[5 + n + 1], "an answer: ready again {ready:?}");
+}
+
+fn page_trtllm(
+    success: u64,
+    iterations: u64,
+    waiting: u64,
+) -> Arc<triton_sidecar::triton::snapshot::Snapshot> {
+    let body = format!(
+        "nv_inference_request_success{{model=\"llm\",version=\"1\"}} {success}\n\
+         nv_inference_exec_count{{model=\"llm\",version=\"1\"}} {success}\n\
+         nv_inference_queue_duration_us{{model=\"llm\",version=\"1\"}} {}\n\
+         nv_inference_pending_request_count{{model=\"llm\",version=\"1\"}} 0\n\
+         nv_trt_llm_request_metrics{{model=\"llm\",request_type=\"waiting\",version=\"1\"}} {waiting}\n\
+         nv_trt_llm_request_metrics{{model=\"llm\",request_type=\"active\",version=\"1\"}} 8\n\
+         nv_trt_llm_general_metrics{{general_type=\"iteration_counter\",model=\"llm\",version=\"1\"}} {iterations}\n",
+        success * 1000
+    );
+    Arc::new(triton_sidecar::triton::snapshot::Snapshot::parse(&body).expect("page"))
+}
+
+/// 11a. TensorRT-LLM streams complete only at their end: while iterations run, requests
+/// waiting in the backend's queue are not a stall. (main: +1000 ms per second.) When the
+/// iterations stop too, it is one.
+#[test]
+fn case11a_streams_in_progress_are_not_a_stall() {
+    use std::time::Duration;
+    use triton_sidecar::derive::{derive, Window};
+    let mut w = Window::new(Duration::from_secs(10));
+    let none = std::collections::HashSet::new();
+    for s in 0..8u64 {
+        w.push(Duration::from_secs(s), page_trtllm(10, 100 + 50 * s, 3));
+        let d = derive(&w, Duration::from_secs(s), &none);
+        assert_eq!(d.models["llm"].pending, 3.0);
+        assert!(
+            d.models["llm"].queue_wait_ms <= 1.0,
+            "t={s}: {:?}",
+            d.models["llm"]
+        );
+    }
+    for s in 8..12u64 {
+        w.push(Duration::from_secs(s), page_trtllm(10, 450, 3));
+    }
+    let d = derive(&w, Duration::from_secs(11), &none);
+    assert_eq!(
+        d.models["llm"].queue_wait_ms, 4000.0,
+        "iterations stopped at t=7: a 4 s stall"
+    );
+}
+
+/// 10. A NaN on a model's first page: the model is left out for that page, not published from
+/// partial counters (main: success NaN dropped, so the model showed 0 requests and its other
+/// counters).
+#[test]
+fn nan_on_a_models_first_page_leaves_it_out() {
+    use std::time::Duration;
+    use triton_sidecar::derive::{derive, Window};
+    use triton_sidecar::triton::snapshot::Snapshot;
+    let body = |s: &str| {
+        format!(
+            "nv_inference_request_success{{model=\"m\",version=\"1\"}} {s}\n\
+             nv_inference_pending_request_count{{model=\"m\",version=\"1\"}} 4\n"
+        )
+    };
+    let mut w = Window::new(Duration::from_secs(10));
+    w.push(
+        Duration::from_secs(1),
+        Arc::new(Snapshot::parse(&body("NaN")).expect("page")),
+    );
+    let d = derive(&w, Duration::from_secs(1), &Default::default());
+    assert!(!d.models.contains_key("m"), "{d:?}");
+    w.push(
+        Duration::from_secs(2),
+        Arc::new(Snapshot::parse(&body("7")).expect("page")),
+    );
+    let d = derive(&w, Duration::from_secs(2), &Default::default());
+    assert_eq!(d.models["m"].pending, 4.0);
+}
+
+/// A Triton with scripted pages and an ensemble config that changes.
+#[derive(Clone)]
+struct Scripted {
+    page: Arc<std::sync::Mutex<String>>,
+    steps: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl triton_sidecar::triton::transport::Transport for Scripted {
+    async fn metrics(&self) -> Result<String, triton_sidecar::triton::client::ScrapeError> {
+        Ok(self.page.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+    async fn server_ready(&self) -> Result<bool, triton_sidecar::triton::client::ScrapeError> {
+        Ok(true)
+    }
+    async fn model_ready(
+        &self,
+        _: &str,
+    ) -> Result<bool, triton_sidecar::triton::client::ScrapeError> {
+        Ok(true)
+    }
+    async fn ensemble_steps(
+        &self,
+        m: &str,
+    ) -> Result<Vec<String>, triton_sidecar::triton::client::ScrapeError> {
+        Ok(if m == "ens" {
+            self.steps.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+/// 10. Ensemble steps are learned again after the ensemble is reloaded: a new config that
+/// swaps its step is followed. (main: asked once per model, for ever.)
+#[test]
+fn ensemble_steps_are_relearned_after_a_reload() {
+    use triton_sidecar::config::Config;
+    use triton_sidecar::poller::Poller;
+    let line = |m: &str, n: u64| {
+        format!("nv_inference_request_success{{model=\"{m}\",version=\"1\"}} {n}\n")
+    };
+    let page = |n: u64, with_ens: bool| {
+        let mut s = line("a", n) + &line("b", 3 * n);
+        if with_ens {
+            s += &line("ens", n);
+        }
+        s
+    };
+    let t = Scripted {
+        page: Arc::new(std::sync::Mutex::new(page(0, true))),
+        steps: Arc::new(std::sync::Mutex::new(vec!["a".into()])),
+    };
+    let clock = oracle::SimClock::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let rates = rt.block_on(async {
+        let mut p = Poller::with(
+            Config::for_tests("http://127.0.0.1:9"),
+            t.clone(),
+            clock.clone(),
+        );
+        let mut rates = Vec::new();
+        for k in 0..12u64 {
+            clock.set_secs(k as f64);
+            // ens is reloaded at poll 6 (gone from one page) with a config whose step is b.
+            if k == 6 {
+                *t.steps.lock().unwrap_or_else(|p| p.into_inner()) = vec!["b".into()];
+            }
+            *t.page.lock().unwrap_or_else(|p| p.into_inner()) = page(10 * k, k != 6);
+            rates.push(p.poll_once().await.derived.pod.request_rate);
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+        rates
+    });
+    // Before: ens (10 /s) and b (30 /s) are client-facing (a is ens's step): 40 /s. After:
+    // ens and a: 20 /s, b is the step now; with the old step set kept it would stay 40 /s.
+    assert_eq!(rates[4], 40.0, "{rates:?}");
+    assert_eq!(rates[11], 20.0, "{rates:?}");
 }

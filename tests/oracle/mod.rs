@@ -27,6 +27,10 @@ use truth::{ModelGauges, Observed, PodGauges};
 pub struct SimClock(Arc<Mutex<f64>>);
 
 impl SimClock {
+    /// Set the clock (s).
+    pub fn set_secs(&self, t: f64) {
+        self.set(t)
+    }
     fn set(&self, t: f64) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }
