@@ -119,6 +119,7 @@ impl Agent {
         // Render once before listening, so pod-level series exist (at 0) from the first scrape.
         let (page_tx, page_rx) = watch::channel(Bytes::new());
         let publisher = tokio::spawn(publish(
+            origin,
             poll_rx.clone(),
             drain.subscribe(),
             gpu_rx,
@@ -200,8 +201,11 @@ async fn lifecycle<S: Stream<Item = ()> + Unpin + Send>(drain: &DrainHandle, sig
     }
 }
 
-/// Re-render the page whenever an input changes. The only writer of the registry.
+/// Re-render the page whenever an input changes, and every second while a drain is under way
+/// (the drain-elapsed gauge must keep moving even if a poll hangs). The only writer of the
+/// registry.
 async fn publish(
+    origin: Instant,
     mut polls: watch::Receiver<Arc<PollState>>,
     mut drains: watch::Receiver<Arc<DrainView>>,
     mut gpus: watch::Receiver<GpuState>,
@@ -211,16 +215,20 @@ async fn publish(
     let mut m = metrics::Metrics::new();
     // The GPU side may have nothing to send (GPU gauges off): its closing is not an exit.
     let mut gpu_open = true;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let p = polls.borrow_and_update().clone();
         let d = drains.borrow_and_update().clone();
         let g = gpus.borrow_and_update().clone();
-        let text = m.render(&p, &d, &g);
+        let text = m.render_at(&p, &d, &g, origin.elapsed());
         page.send_replace(Bytes::copy_from_slice(text.as_bytes()));
+        let draining = d.phase == drain::machine::Phase::Draining;
         tokio::select! {
             r = polls.changed() => if r.is_err() { return },
             r = drains.changed() => if r.is_err() { return },
             r = gpus.changed(), if gpu_open => if r.is_err() { gpu_open = false },
+            _ = tick.tick(), if draining => {}
             _ = crate::stopped(&mut stop) => return,
         }
     }

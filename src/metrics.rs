@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -52,6 +53,8 @@ pub struct Metrics {
     scrape_duration: G,
     scrape_errors: Family<Labels, Counter>,
     drain_seconds: G,
+    drain_elapsed: G,
+    drain_timeout: G,
     drains: Family<Labels, Counter>,
     gpu_util: GF,
     gpu_mem_used: GF,
@@ -161,6 +164,17 @@ impl Metrics {
             "triton_sidecar_drain_seconds",
             "Length of the last completed drain, seconds",
         );
+        // The drain-timeout alert needs a signal Prometheus scrapes while the pod is still alive:
+        // the drain counters only appear once a drain has ended, and a drain on pod termination
+        // ends about a second before the agent exits, too late for any scrape.
+        let drain_elapsed = g(
+            "triton_sidecar_drain_elapsed_seconds",
+            "Seconds since the drain under way began; 0 when none is (serving, or drained)",
+        );
+        let drain_timeout = g(
+            "triton_sidecar_drain_timeout_seconds",
+            "The configured --drain-timeout, seconds",
+        );
         let nvml_up = g(
             "triton_sidecar_nvml_up",
             "1 when NVML is loaded and answering",
@@ -207,6 +221,8 @@ impl Metrics {
             scrape_duration,
             scrape_errors,
             drain_seconds,
+            drain_elapsed,
+            drain_timeout,
             drains,
             gpu_util,
             gpu_mem_used,
@@ -221,8 +237,15 @@ impl Metrics {
         }
     }
 
-    /// Set every family from the published state (no encoding).
+    /// Set every family from the published state (no encoding), with the time of the poll as
+    /// "now" for the drain clock. The agent's publisher uses [`Metrics::update_at`] instead.
     pub fn update(&mut self, poll: &PollState, drain: &DrainView, gpu: &GpuState) {
+        self.update_at(poll, drain, gpu, poll.at);
+    }
+
+    /// Set every family from the published state; `now` is on the agent's monotonic axis (the
+    /// one `DrainView::started` uses) and dates the drain-elapsed gauge.
+    pub fn update_at(&mut self, poll: &PollState, drain: &DrainView, gpu: &GpuState, now: Duration) {
         let d = &poll.derived;
         // Models that left Triton's page lose their series.
         let families = [
@@ -298,6 +321,15 @@ impl Metrics {
         if let Some(c) = drain.last {
             self.drain_seconds.set(clean(c.duration.as_secs_f64()));
         }
+        // Only a drain under way counts: a drained pod stays drained (a manual drain) or exits
+        // within a second, and holding the last value would keep a near-timeout alert firing.
+        let elapsed = match (drain.phase, drain.started) {
+            (Phase::Draining, Some(started)) => now.saturating_sub(started),
+            _ => Duration::ZERO,
+        };
+        self.drain_elapsed.set(clean(elapsed.as_secs_f64()));
+        self.drain_timeout
+            .set(clean(drain.config.timeout.as_secs_f64()));
         for ((t, r), n) in &drain.counts {
             let l: Labels = vec![
                 ("trigger", t.as_str().to_string()),
@@ -362,6 +394,18 @@ impl Metrics {
         self.update(poll, drain, gpu);
         self.encode()
     }
+
+    /// [`Metrics::update_at`], then encode.
+    pub fn render_at(
+        &mut self,
+        poll: &PollState,
+        drain: &DrainView,
+        gpu: &GpuState,
+        now: Duration,
+    ) -> &str {
+        self.update_at(poll, drain, gpu, now);
+        self.encode()
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +437,57 @@ mod tests {
             terminating: false,
             config: cfg,
         }
+    }
+
+    #[test]
+    fn drain_elapsed_counts_only_a_drain_under_way() {
+        let mut m = Metrics::new();
+        let poll = PollState::default();
+        let gpu = GpuState::default();
+        let serving = view();
+        let page = m
+            .render_at(&poll, &serving, &gpu, Duration::from_secs(50))
+            .to_string();
+        assert!(
+            page.contains("triton_sidecar_drain_elapsed_seconds 0.0"),
+            "{page}"
+        );
+        assert!(
+            page.contains("triton_sidecar_drain_timeout_seconds 90.0"),
+            "{page}"
+        );
+        let draining = DrainView {
+            phase: Phase::Draining,
+            started: Some(Duration::from_millis(10_500)),
+            ..view()
+        };
+        let page = m
+            .render_at(&poll, &draining, &gpu, Duration::from_secs(40))
+            .to_string();
+        assert!(
+            page.contains("triton_sidecar_drain_elapsed_seconds 29.5"),
+            "{page}"
+        );
+        // A clock read before the start (a view published between two reads) is never negative.
+        let page = m
+            .render_at(&poll, &draining, &gpu, Duration::from_secs(10))
+            .to_string();
+        assert!(
+            page.contains("triton_sidecar_drain_elapsed_seconds 0.0"),
+            "{page}"
+        );
+        // Drained: back to 0, the drain's length moves to triton_sidecar_drain_seconds.
+        let drained = DrainView {
+            phase: Phase::Drained,
+            ..draining
+        };
+        let page = m
+            .render_at(&poll, &drained, &gpu, Duration::from_secs(95))
+            .to_string();
+        assert!(
+            page.contains("triton_sidecar_drain_elapsed_seconds 0.0"),
+            "{page}"
+        );
     }
 
     #[test]

@@ -363,3 +363,48 @@ async fn triton_restart_returns_to_serving() {
     .await;
     assert_eq!(status(&a).await["state"], "serving");
 }
+
+/// The drain-elapsed gauge is what the near-timeout alert reads while the pod is still scraped:
+/// 0 when serving, growing with the drain, back to 0 once it ended; the timeout beside it.
+#[tokio::test]
+async fn drain_elapsed_gauge_grows_while_draining() {
+    let t = FakeTriton::start(Script {
+        // Pending 3 never goes: the drain runs to its timeout.
+        metrics: page("m", 10, 0, 0, 3),
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = fast_config(&t);
+    cfg.drain.timeout = Duration::from_secs(2);
+    let a = start_agent(cfg).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        get(a.admin, "/readyz").await.0 == 200
+    })
+    .await;
+    let p = get(a.metrics, "/metrics").await.1;
+    assert_eq!(value(&p, "triton_sidecar_drain_elapsed_seconds"), Some(0.0), "{p}");
+    assert_eq!(value(&p, "triton_sidecar_drain_timeout_seconds"), Some(2.0), "{p}");
+
+    let start = Instant::now();
+    let waiter = tokio::spawn(get(a.admin, "/wait-for-drain"));
+    let mut seen = Vec::new();
+    for at in [Duration::from_millis(600), Duration::from_millis(1500)] {
+        tokio::time::sleep(at.saturating_sub(start.elapsed())).await;
+        let p = get(a.metrics, "/metrics").await.1;
+        let v = value(&p, "triton_sidecar_drain_elapsed_seconds").expect("gauge present");
+        let wall = start.elapsed().as_secs_f64();
+        // Never ahead of the wall clock; behind it by at most one re-render (the 1 s tick, or
+        // a poll every 50 ms here) plus scheduling slack on a loaded machine.
+        assert!(v <= wall + 0.05 && v >= wall - 1.3, "gauge {v} at {wall:.2}s");
+        seen.push(v);
+    }
+    assert!(seen[1] > seen[0], "the gauge grows while draining: {seen:?}");
+    let (code, body) = waiter.await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("result=timeout"), "{body}");
+    eventually(Duration::from_secs(2), "gauge back to 0", || async {
+        let p = get(a.metrics, "/metrics").await.1;
+        value(&p, "triton_sidecar_drain_elapsed_seconds") == Some(0.0)
+    })
+    .await;
+}
