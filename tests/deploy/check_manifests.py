@@ -130,8 +130,13 @@ def deployment_errors(dep):
     if not (res.get("requests") and res.get("limits")):
         errs.append("agent needs resource requests and limits")
     env = {e["name"]: e.get("value") for e in agent.get("env") or []}
-    if env.get("NVIDIA_VISIBLE_DEVICES") != "all" or env.get("NVIDIA_DRIVER_CAPABILITIES") != "utility":
-        errs.append("agent needs NVIDIA_VISIBLE_DEVICES=all and NVIDIA_DRIVER_CAPABILITIES=utility")
+    # NVML through the NVIDIA runtime is opt-in (components/nvidia-runtime): the RuntimeClass and
+    # the two variables come together or not at all.
+    nvml_env = env.get("NVIDIA_VISIBLE_DEVICES") == "all" and env.get("NVIDIA_DRIVER_CAPABILITIES") == "utility"
+    if (spec.get("runtimeClassName") == "nvidia") != nvml_env or \
+            spec.get("runtimeClassName") not in (None, "nvidia"):
+        errs.append("runtimeClassName nvidia and NVIDIA_VISIBLE_DEVICES=all + NVIDIA_DRIVER_CAPABILITIES=utility "
+                    "go together (components/nvidia-runtime), or neither")
     sc = agent.get("securityContext") or {}
     if not (sc.get("runAsNonRoot") is True and sc.get("readOnlyRootFilesystem") is True
             and sc.get("allowPrivilegeEscalation") is False
@@ -141,8 +146,6 @@ def deployment_errors(dep):
                     "drop ALL, seccomp RuntimeDefault")
 
     # Pod.
-    if spec.get("runtimeClassName") != "nvidia":
-        errs.append("runtimeClassName must be nvidia")
     drain = duration_s(env.get("TRITON_SIDECAR_DRAIN_TIMEOUT", "90s"))
     exit_s = int(exit_timeout[0].split("=", 1)[1]) if exit_timeout else 0
     grace = spec.get("terminationGracePeriodSeconds", 30)
@@ -175,6 +178,10 @@ def self_test(dep):
     check(any("startupProbe" in e for e in deployment_errors(bad)),
           "self-test: an agent startupProbe on /readyz is rejected")
     bad = copy.deepcopy(dep)
+    pod_spec(bad)["runtimeClassName"] = "nvidia"
+    check(any("runtimeClassName" in e for e in deployment_errors(bad)),
+          "self-test: runtimeClassName nvidia without the NVIDIA variables is rejected")
+    bad = copy.deepcopy(dep)
     pod_spec(bad)["terminationGracePeriodSeconds"] = 60
     check(any("terminationGracePeriodSeconds" in e for e in deployment_errors(bad)),
           "self-test: a grace period shorter than drain + exit timeout is rejected")
@@ -191,9 +198,12 @@ def check_scaledobject(ep, so, objs):
     spec = so.get("spec") or {}
     ns = so["metadata"].get("namespace")
     target = (spec.get("scaleTargetRef") or {}).get("name")
-    check(target and any(o["kind"] == (spec["scaleTargetRef"].get("kind") or "Deployment")
-                         and o["metadata"]["name"] == target for o in objs),
-          f"{name}: scaleTargetRef names a rendered Deployment")
+    # KServe (RawDeployment) creates `<InferenceService>-predictor` itself: the pod labels are
+    # then the predictor's.
+    isvc = [o for o in objs if o["kind"] == "InferenceService" and f"{o['metadata']['name']}-predictor" == target]
+    check(target and (isvc or any(o["kind"] == (spec["scaleTargetRef"].get("kind") or "Deployment")
+                                  and o["metadata"]["name"] == target for o in objs)),
+          f"{name}: scaleTargetRef names a rendered Deployment (or an InferenceService's predictor)")
     check(spec.get("minReplicaCount", 0) >= 1, f"{name}: minReplicaCount >= 1")
     check(spec.get("maxReplicaCount", 100) >= spec.get("minReplicaCount", 0),
           f"{name}: maxReplicaCount >= minReplicaCount")
@@ -228,8 +238,17 @@ def check_scaledobject(ep, so, objs):
         nss = [re.search(r'namespace="([^"]*)"', s[1]) for s in sels]
         check(sels and all(m and m.group(1) == ns for m in nss),
               f"{tn}: every selector has namespace=\"{ns}\" (the Deployment's namespace)", q)
-        check(sels and all(re.search(r'pod=~"[^"]+"', s[1]) for s in sels),
-              f"{tn}: every selector has a pod=~ matcher", q)
+        # The series of the scale target's pods, by the pod label the monitors copy onto them;
+        # never by a pod-name regex, which also matches other triton-* workloads.
+        tgt = [o for o in objs if o["kind"] == (spec["scaleTargetRef"].get("kind") or "Deployment")
+               and o["metadata"]["name"] == target]
+        labels = ((tgt[0]["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {} if tgt \
+            else (isvc[0]["spec"]["predictor"].get("labels") or {}) if isvc else {}
+        inst = labels.get("app.kubernetes.io/instance")
+        insts = [re.search(r'app_kubernetes_io_instance="([^"]*)"', s[1]) for s in sels]
+        check(sels and inst and all(m and m.group(1) == inst for m in insts),
+              f"{tn}: every selector has app_kubernetes_io_instance=\"{inst}\" (the target's pod label)", q)
+        check(not re.search(r"\bpod=~", q), f"{tn}: no pod-name regex", q)
         check(not re.search(r"model_name|_bucket|_sum\b|_count\b", q),
               f"{tn}: no model_name, _bucket, _sum or _count (the common recipe's mistakes)")
 
@@ -256,23 +275,53 @@ def check_servicemonitor(ep, sm, objs):
     agent = [e for e in eps if e.get("port") == "metrics"]
     check(agent and agent[0].get("interval") == "5s" and agent[0].get("path") == "/metrics",
           f"{name}: the agent's /metrics is scraped every 5s")
+    check("app.kubernetes.io/instance" in (spec.get("podTargetLabels") or []),
+          f"{name}: podTargetLabels copies app.kubernetes.io/instance (what the KEDA queries select on)")
+    # kubernetes#127976: before 1.32 a Service's named targetPort never reaches a native
+    # sidecar's port, and this monitor would scrape nothing.
+    native = [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")
+              and find_container(pod_spec(o), AGENT)[1] == "initContainers"]
+    check(not native, f"{name}: no native-sidecar agent behind a ServiceMonitor (kubernetes#127976)",
+          ", ".join(o["metadata"]["name"] for o in native))
+
+
+def pod_templates(objs):
+    """(name, labels, pod spec) of every pod template: workloads, and KServe ServingRuntimes
+    (whose spec.labels and containers become the predictor pod's)."""
+    out = []
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+            out.append((o["metadata"]["name"], o["spec"]["template"]["metadata"].get("labels") or {}, pod_spec(o)))
+        elif o["kind"] == "ServingRuntime":
+            out.append((o["metadata"]["name"], o["spec"].get("labels") or {}, o["spec"]))
+    return out
 
 
 def check_podmonitor(ep, pm, objs):
     name = f"{ep}: PodMonitor/{pm['metadata'].get('name')}"
     spec = pm.get("spec") or {}
-    deps = [o for o in objs if o["kind"] == "Deployment"
-            and labels_match(spec.get("selector") or {}, o["spec"]["template"]["metadata"].get("labels") or {})]
-    check(spec.get("selector", {}).get("matchLabels") and deps, f"{name}: selector matches the pod template")
+    pods = [p for p in pod_templates(objs) if labels_match(spec.get("selector") or {}, p[1])]
+    check(spec.get("selector", {}).get("matchLabels") and pods, f"{name}: selector matches a pod template")
     eps = spec.get("podMetricsEndpoints") or []
     check(eps, f"{name}: has podMetricsEndpoints")
-    ports = {p.get("name") for d in deps for where in ("containers", "initContainers")
-             for c in pod_spec(d).get(where) or [] for p in c.get("ports") or []}
+    for _, _, ps in pods:
+        ports = {p.get("name") for where in ("containers", "initContainers")
+                 for c in ps.get(where) or [] for p in c.get("ports") or []}
+        for e in eps:
+            check(e.get("port") in ports, f"{name}: endpoint port {e.get('port')!r} is a named container port")
     for e in eps:
-        check(e.get("port") in ports, f"{name}: endpoint port {e.get('port')!r} is a named container port")
         check(relabels_ns_pod(e), f"{name}: endpoint {e.get('port')} sets namespace and pod labels")
-    agent = [e for e in eps if e.get("port") == "metrics"]
+    agent = [e for e in eps if e.get("port") in ("metrics", "agent-metrics")]
     check(agent and agent[0].get("interval") == "5s", f"{name}: the agent's /metrics is scraped every 5s")
+    # The agent's port name must belong to the agent alone: NVIDIA's chart names Triton's own
+    # 8002 `metrics`, and a PodMonitor scrapes every container port of the name it selects.
+    for pname, _, ps in pods:
+        owners = [c["name"] for where in ("containers", "initContainers") for c in ps.get(where) or []
+                  for p in c.get("ports") or [] if agent and p.get("name") == agent[0].get("port")]
+        check(owners == [AGENT], f"{name}: in {pname}, port {agent[0].get('port') if agent else None!r} "
+              f"belongs to the agent alone", repr(owners))
+    check("app.kubernetes.io/instance" in (spec.get("podTargetLabels") or []),
+          f"{name}: podTargetLabels copies app.kubernetes.io/instance (what the KEDA queries select on)")
 
 
 def check_prometheusrule(ep, pr, root):
@@ -295,7 +344,8 @@ def check_prometheusrule(ep, pr, root):
                       f"{name}: {r['alert']} runbook_url points to docs/runbooks.md#{r['alert'].lower()}, which exists", url)
                 check((r.get("labels") or {}).get("severity"), f"{name}: {r['alert']} has a severity")
     for wanted in ("TritonQueueWaitAboveSLO", "TritonSidecarScrapeFailing", "TritonDrainTimedOut",
-                   "TritonNotReady"):
+                   "TritonNotReady", "TritonDrainNearTimeout", "TritonSidecarNotScraped",
+                   "TritonKedaScalerErrors"):
         check(wanted in alerts, f"{name}: has alert {wanted}")
 
 
@@ -340,11 +390,203 @@ def check_networkpolicy(ep, np_):
     check({8000, 8001, 8002, 8003} <= allowed, f"{name}: allows 8000, 8001 (clients), 8002, 8003 (monitoring)")
 
 
+# --------------------------------------------------------------------------------------------
+# Issue 14: manifests that work as applied, and the injection into existing workloads
+# --------------------------------------------------------------------------------------------
+def autoscaled(objs):
+    """Names of the Deployments/StatefulSets a ScaledObject or an HPA in this render targets."""
+    out = set()
+    for o in objs:
+        if o["kind"] == "ScaledObject":
+            out.add(((o["spec"]["scaleTargetRef"].get("kind") or "Deployment"), o["spec"]["scaleTargetRef"]["name"]))
+        elif o["kind"] == "HorizontalPodAutoscaler":
+            out.add((o["spec"]["scaleTargetRef"]["kind"], o["spec"]["scaleTargetRef"]["name"]))
+    return out
+
+
+def check_replicas(ep, objs):
+    for kind, name in autoscaled(objs):
+        for o in objs:
+            if o["kind"] == kind and o["metadata"]["name"] == name:
+                check("replicas" not in o["spec"],
+                      f"{ep}: {kind}/{name} has no spec.replicas (its autoscaler owns the count; an apply "
+                      f"would reset it)", f"replicas: {o['spec'].get('replicas')}")
+
+
+def check_agent_images(ep, objs):
+    """Entry points a user applies must name the agent image in a registry, never the bare
+    local name of base (which ends in ImagePullBackOff)."""
+    for pname, _, ps in pod_templates(objs):
+        for where in ("containers", "initContainers"):
+            for c in ps.get(where) or []:
+                img = c.get("image", "")
+                if "triton-sidecar" not in img.rsplit("/", 1)[-1].split(":")[0]:
+                    continue
+                host = img.split("/", 1)[0] if "/" in img else ""
+                check(("." in host or ":" in host) and host != "",
+                      f"{ep}: {pname}/{c['name']} pulls the agent from a registry", img)
+
+
+def injection_errors(ps, labels, exit_default=30):
+    """What an injected pod template (a Deployment's or StatefulSet's) must have; empty when right."""
+    errs = []
+    containers = ps.get("containers") or []
+    agent, where = find_container(ps, AGENT)
+    if agent is None:
+        return ["no triton-sidecar container"]
+    if not containers or containers[0].get("name") == AGENT:
+        return ["the first container must be Triton's, not the agent"]
+    triton = containers[0]
+    hg = ((triton.get("lifecycle") or {}).get("preStop") or {}).get("httpGet") or {}
+    if not (type(hg.get("port")) is int and hg.get("port") == ADMIN_PORT and hg.get("path") == "/wait-for-drain"):
+        errs.append(f"first container ({triton.get('name')}) needs preStop httpGet port {ADMIN_PORT} (a number) "
+                    f"path /wait-for-drain, got {hg!r}")
+    rp = agent.get("readinessProbe") or {}
+    if (rp.get("httpGet") or {}).get("path") != "/readyz" or rp.get("periodSeconds") != 1 \
+            or rp.get("failureThreshold") != 1:
+        errs.append("agent readinessProbe must be /readyz with periodSeconds 1, failureThreshold 1")
+    if ((agent.get("livenessProbe") or {}).get("httpGet") or {}).get("path") != "/livez":
+        errs.append("agent livenessProbe must be /livez")
+    if where == "initContainers":
+        if agent.get("restartPolicy") != "Always":
+            errs.append("agent as an init container needs restartPolicy: Always")
+        if ((agent.get("startupProbe") or {}).get("httpGet") or {}).get("path") != "/livez":
+            errs.append("native-sidecar agent needs a startupProbe on /livez (never /readyz)")
+    ports = {p.get("name"): p.get("containerPort") for p in agent.get("ports") or []}
+    if ports.get("agent-metrics") != 8003 or ports.get("agent-admin") != 8004:
+        errs.append(f"agent ports must be agent-metrics 8003 and agent-admin 8004, got {ports}")
+    tritons_ports = {p.get("name") for c in containers[1:] + [triton] if c is not agent for p in c.get("ports") or []}
+    if tritons_ports & {"agent-metrics", "agent-admin"}:
+        errs.append("another container uses the agent's port names")
+    env = {e["name"]: e.get("value") for e in agent.get("env") or []}
+    drain = duration_s(env.get("TRITON_SIDECAR_DRAIN_TIMEOUT", "90s"))
+    ex = [a for a in (triton.get("args") or []) if a.startswith("--exit-timeout-secs=")]
+    exit_s = int(ex[0].split("=", 1)[1]) if ex else exit_default
+    grace = ps.get("terminationGracePeriodSeconds", 30)
+    if grace < drain + exit_s + 5:
+        errs.append(f"terminationGracePeriodSeconds {grace} < drain {drain:g} + exit {exit_s} + margin")
+    if labels is not None and labels.get("triton-sidecar.io/agent") != "true":
+        errs.append("pod label triton-sidecar.io/agent=true missing (the PodMonitor selects it)")
+    return errs
+
+
+def check_injected(ep, objs):
+    """Every workload that carries the agent but is not the base's `triton` Deployment was
+    injected (components/inject*, examples): check what the injection must add."""
+    for o in objs:
+        if o["kind"] not in ("Deployment", "StatefulSet") or (o["kind"], o["metadata"]["name"]) == ("Deployment", TRITON):
+            continue
+        labelled = (o["metadata"].get("labels") or {}).get("triton-sidecar.io/inject") == "true"
+        has_agent = find_container(pod_spec(o), AGENT)[0] is not None
+        n = f"{ep}: {o['kind']}/{o['metadata']['name']}"
+        if not labelled:
+            check(not has_agent, f"{n}: not labelled for injection, left alone")
+            continue
+        errs = injection_errors(pod_spec(o), o["spec"]["template"]["metadata"].get("labels") or {})
+        check(not errs, f"{n}: injected (hook on Triton, agent, probes, ports, grace period, label)", "; ".join(errs))
+        check(any(m["kind"] == "PodMonitor" and labels_match(m["spec"].get("selector") or {},
+                                                              o["spec"]["template"]["metadata"].get("labels") or {})
+                  for m in objs), f"{n}: a PodMonitor in the render scrapes it")
+    # KServe: the agent inside a ServingRuntime; the grace period on the InferenceService.
+    for o in objs:
+        if o["kind"] != "ServingRuntime" or find_container(o["spec"], AGENT)[0] is None:
+            continue
+        isvcs = [i for i in objs if i["kind"] == "InferenceService"
+                 and ((i["spec"].get("predictor") or {}).get("model") or {}).get("runtime") == o["metadata"]["name"]]
+        for i in isvcs:
+            pred = i["spec"]["predictor"]
+            ps = dict(o["spec"], terminationGracePeriodSeconds=pred.get("terminationGracePeriodSeconds", 30))
+            errs = injection_errors(ps, o["spec"].get("labels") or {})
+            check(not errs, f"{ep}: ServingRuntime/{o['metadata']['name']} with InferenceService/"
+                  f"{i['metadata']['name']} carries the agent like an injected pod", "; ".join(errs))
+            ann = i["metadata"].get("annotations") or {}
+            check(ann.get("serving.kserve.io/deploymentMode") == "RawDeployment",
+                  f"{ep}: InferenceService/{i['metadata']['name']} is in RawDeployment mode (Serverless: Knative owns scaling)")
+            if any(s["kind"] == "ScaledObject" for s in objs):
+                check(ann.get("serving.kserve.io/autoscalerClass") == "external",
+                      f"{ep}: InferenceService/{i['metadata']['name']} leaves scaling to KEDA (autoscalerClass external)")
+        check(isvcs, f"{ep}: ServingRuntime/{o['metadata']['name']} is used by an InferenceService")
+
+
+def check_model_cache(ep, objs):
+    for o in objs:
+        if o["kind"] != "PersistentVolumeClaim":
+            continue
+        modes = o["spec"].get("accessModes") or []
+        if "ReadWriteMany" in modes or "ReadOnlyMany" in modes:
+            # The default classes of EKS, GKE and AKS are block storage (ReadWriteOnce): a shared
+            # claim on the default class stays Pending with every pod that mounts it.
+            check(o["spec"].get("storageClassName"),
+                  f"{ep}: PersistentVolumeClaim/{o['metadata']['name']} ({'/'.join(modes)}) names its class")
+        for pname, _, ps in pod_templates(objs):
+            if pname == TRITON:
+                for v in ps.get("volumes") or []:
+                    if (v.get("persistentVolumeClaim") or {}).get("claimName") == o["metadata"]["name"]:
+                        check(v["persistentVolumeClaim"].get("readOnly") is True,
+                              f"{ep}: Triton mounts {o['metadata']['name']} read-only")
+
+
+def check_prepull(ep, objs):
+    for o in objs:
+        if o["kind"] != "DaemonSet":
+            continue
+        ps = pod_spec(o)
+        ns = ps.get("nodeSelector") or {}
+        terms = ((((ps.get("affinity") or {}).get("nodeAffinity") or {})
+                  .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
+        keys = [{e["key"] for e in t.get("matchExpressions") or []} for t in terms]
+        gfd_only = "nvidia.com/gpu.present" in ns or (keys and all(k == {"nvidia.com/gpu.present"} for k in keys))
+        check(not gfd_only and any(k - {"nvidia.com/gpu.present"} for k in keys),
+              f"{ep}: DaemonSet/{o['metadata']['name']} reaches GPU nodes without GPU Feature Discovery's label "
+              f"(GKE, EKS and AKS labels too)")
+
+
+def check_inject_components(root):
+    """The two inject components must add the same agent, but for where it sits."""
+    with open(os.path.join(root, "deploy/components/inject/inject.yaml")) as f:
+        ops = yaml.safe_load(f)
+    regular = [op["value"] for op in ops if op["path"] == "/spec/template/spec/containers/-"][0]
+    with open(os.path.join(root, "deploy/components/inject-native-sidecar/agent.yaml")) as f:
+        native = yaml.safe_load(f)["spec"]["template"]["spec"]["initContainers"][0]
+    strip = lambda c: {k: v for k, v in c.items() if k not in ("restartPolicy", "startupProbe")}
+    check(strip(regular) == strip(native),
+          "components inject and inject-native-sidecar add the same agent container (but restartPolicy, startupProbe)")
+    with open(os.path.join(root, "deploy/components/inject-native-sidecar/hook.yaml")) as f:
+        hook = yaml.safe_load(f)
+    check([op for op in ops if op["path"] != "/spec/template/spec/containers/-"] == hook,
+          "components inject and inject-native-sidecar patch Triton's hook, grace period and label alike")
+
+
+def self_test_injection(objs):
+    """The injection check must reject the mistakes it exists for."""
+    inj = [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")
+           and (o["metadata"].get("labels") or {}).get("triton-sidecar.io/inject") == "true"]
+    if not check(inj, "self-test: an injected workload to break"):
+        return
+    o = inj[0]
+    bad = copy.deepcopy(o)
+    pod_spec(bad)["containers"][0]["lifecycle"]["preStop"]["httpGet"]["port"] = "agent-admin"
+    check(any("preStop" in e for e in injection_errors(pod_spec(bad), {"triton-sidecar.io/agent": "true"})),
+          "self-test: an injected hook on a named port is rejected")
+    bad = copy.deepcopy(o)
+    pod_spec(bad)["terminationGracePeriodSeconds"] = 30
+    check(any("terminationGracePeriodSeconds" in e for e in injection_errors(pod_spec(bad), None)),
+          "self-test: an injected pod keeping the default 30 s grace period is rejected")
+    bad = copy.deepcopy(o)
+    ps = pod_spec(bad)
+    a, where = find_container(ps, AGENT)
+    ps[where].remove(a)
+    ps["containers"].insert(0, a)
+    check(any("first container" in e for e in injection_errors(ps, None)),
+          "self-test: the agent placed before Triton (the hook would land on it) is rejected")
+
+
 def main():
     render_dir, root = sys.argv[1], sys.argv[2]
     files = sorted(f for f in os.listdir(render_dir) if f.endswith(".yaml"))
     check(files, "rendered entry points found", render_dir)
     base_dep = None
+    inject_render = None
     for fn in files:
         ep = fn[:-5]
         objs = load(os.path.join(render_dir, fn))
@@ -376,6 +618,15 @@ def main():
               f"{ep}: not both a ServiceMonitor and a PodMonitor (every series would count twice)")
         check(not ("ScaledObject" in kinds and "HorizontalPodAutoscaler" in kinds),
               f"{ep}: not both KEDA and a plain HPA for the same Deployment")
+        check_replicas(ep, objs)
+        check_injected(ep, objs)
+        check_model_cache(ep, objs)
+        check_prepull(ep, objs)
+        if not (ep == "base" or ep.startswith("component-")):
+            # What a user applies (overlays, examples) pulls the agent from a registry.
+            check_agent_images(ep, objs)
+        if ep == "component-inject":
+            inject_render = objs
     # The base's preStop must be the httpGet form, and the self-test must reject the mistakes.
     if check(base_dep is not None, "base renders the Triton Deployment"):
         t, _ = find_container(pod_spec(base_dep), TRITON)
@@ -384,6 +635,12 @@ def main():
               "base: Triton preStop is httpGet to port 8004 (a number) path /wait-for-drain",
               repr(hg))
         self_test(base_dep)
+        check("replicas" not in base_dep["spec"], "base: the Deployment has no spec.replicas")
+        check("runtimeClassName" not in pod_spec(base_dep),
+              "base: no runtimeClassName (opt-in: components/nvidia-runtime)")
+    check_inject_components(root)
+    if check(inject_render is not None, "the inject component was rendered on the fixture"):
+        self_test_injection(inject_render)
 
     failed = [r for r in results if not r[0]]
     for ok, name, detail in results:

@@ -3,15 +3,22 @@
 # engine and no running agent.
 #
 #   1. `kubectl kustomize` renders every entry point: deploy/base, deploy/overlays/*,
-#      deploy/cluster/*, deploy/grafana, and each deploy/components/* applied alone on base.
-#   2. Built-in kinds pass `kubernetes-validate --strict` (Kubernetes 1.29, the oldest supported,
-#      and 1.33); CRD kinds (ScaledObject, ServiceMonitor, PodMonitor, PrometheusRule, NodePool)
-#      get the field checks of check_manifests.py, which also asserts the preStop port is the
-#      number 8004 with path /wait-for-drain. yamllint on deploy/ and tests/deploy/.
+#      deploy/cluster/**, deploy/grafana, deploy/examples/*, each deploy/components/* applied
+#      alone on base (the inject components on tests/deploy/fixtures/inject-target, a labelled
+#      Deployment and StatefulSet and an unlabelled Deployment), and the Helm post-renderer.
+#   2. Built-in kinds pass `kubernetes-validate --strict` at Kubernetes 1.33 and at the oldest
+#      supported version: 1.27, or 1.29 where a native sidecar is rendered. KServe kinds are
+#      validated strictly against KServe's API types (validate_crds.py, pinned in
+#      crd-requirements.txt), with negative cases that must be rejected; other CRD kinds
+#      (ScaledObject, ServiceMonitor, PodMonitor, PrometheusRule, NodePool) get the field checks
+#      of check_manifests.py, which also asserts the preStop port is the number 8004 with path
+#      /wait-for-drain. yamllint on deploy/ and tests/deploy/.
 #   3. `promtool check rules` and `promtool test rules` on the rules extracted from the rendered
 #      PrometheusRule; every alert must have a firing and a not-firing case.
 #   5. hadolint on docker/Dockerfile (every ignore carries a reason); the Dockerfile's cargo step
-#      keeps CI's `cargo build --release --locked`; checkov on deploy/ and docker/.
+#      keeps CI's `cargo build --release --locked`; checkov on deploy/ (examples aside: they are
+#      other teams' workloads) and docker/, and checkov on the agent's container alone as every
+#      rendered entry point and example places it (0 failed checks).
 #   (4, PromQL on a live Prometheus, needs the running agent: extract_promql.py feeds it and is
 #    smoke-tested here.)
 #
@@ -76,6 +83,17 @@ if [[ ! -x "$TOOLS/bin/python" ]] || ! cmp -s "$HERE/requirements.txt" "$TOOLS/.
   cp "$HERE/requirements.txt" "$TOOLS/.requirements.installed"
 fi
 PY="$TOOLS/bin/python"
+# KServe's API types for validate_crds.py: downloaded only (never installed or imported), pinned
+# by hash; fetched again only when crd-requirements.txt changes.
+CRD="$TOOLS/crd"
+if ! cmp -s "$HERE/crd-requirements.txt" "$CRD/.requirements.installed" 2>/dev/null; then
+  rm -rf "$CRD"; mkdir -p "$CRD"
+  "$TOOLS/bin/pip" download -q --disable-pip-version-check --no-deps --require-hashes \
+    -r "$HERE/crd-requirements.txt" -d "$CRD" || { echo "cannot download the CRD API types"; exit 1; }
+  cp "$HERE/crd-requirements.txt" "$CRD/.requirements.installed"
+fi
+KSERVE_WHEEL="$(ls "$CRD"/kserve-*.whl)"
+K8S_SCHEMAS="$("$PY" -c 'import kubernetes_validate, os; print(os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema"))')"
 
 # kubectl (with its built-in kustomize, which must support Components: kustomize >= 3.7).
 # The machine image ships one; Debian's own `kubernetes-client` (1.20) is too old for
@@ -104,17 +122,26 @@ render() { # name dir
   fi
 }
 render base deploy/base
-for d in deploy/overlays/*/ deploy/cluster/*/; do d="${d%/}"; render "$(basename "$d")" "$d"; done
+for d in deploy/overlays/*/; do d="${d%/}"; render "$(basename "$d")" "$d"; done
+# Cluster-wide pieces, at any depth (model-cache-storageclass/<cloud>).
+while IFS= read -r k; do
+  d="$(dirname "$k")"; render "cluster-$(echo "${d#deploy/cluster/}" | tr / -)" "$d"
+done < <(find deploy/cluster -name kustomization.yaml | sort)
 render grafana deploy/grafana
+for d in deploy/examples/*/; do d="${d%/}"; render "example-$(basename "$d")" "$d"; done
 # Each component alone on top of base, in a throw-away overlay (kustomize wants relative paths).
+# The inject components add nothing to base (it has no labelled workload): they go on a fixture
+# with a labelled Deployment and StatefulSet, and an unlabelled Deployment they must leave alone.
 for c in deploy/components/*/; do
   c="${c%/}"; name="component-$(basename "$c")"; ov="$OUT/overlays/$name"; mkdir -p "$ov"
+  target="$ROOT/deploy/base"
+  [[ "$(basename "$c")" == inject* ]] && target="$HERE/fixtures/inject-target"
   cat >"$ov/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 namespace: triton
 resources:
-  - $(realpath --relative-to="$ov" "$ROOT/deploy/base")
+  - $(realpath --relative-to="$ov" "$target")
 components:
   - $(realpath --relative-to="$ov" "$ROOT/$c")
 EOF
@@ -124,6 +151,10 @@ EOF
   fi
   render "$name" "$ov"
 done
+# The Helm post-renderer, fed the chart's rendered output on stdin as Helm does.
+run "examples/helm-chart/post-render.sh injects the agent into the chart's output" bash -c "
+  deploy/examples/helm-chart/post-render.sh <deploy/examples/helm-chart/rendered/triton-inference-server.yaml >'$OUT/post-render.yaml' &&
+  grep -q 'name: triton-sidecar\$' '$OUT/post-render.yaml' && grep -q 'path: /wait-for-drain' '$OUT/post-render.yaml'"
 
 # ------------------------------------------------------------------------------------------------
 section "2. schemas and required fields"
@@ -142,12 +173,28 @@ for (api, kind), n in sorted(kinds.items(), key=lambda k: k[0][1]):
     print(f"  {kind:26} {api:32} x{n:<3} -> {how}")
 EOF
 for f in "$R"/*.yaml; do
-  for v in 1.29.0 1.33.0; do
-    # Unknown (CRD) kinds only warn here; they are covered by check_manifests.py.
+  # The oldest supported version: 1.27 (the PDB's unhealthyPodEvictionPolicy is on by default
+  # from 1.27), or 1.29 where the render has a native sidecar (restartPolicy on an init container).
+  oldest=1.27.0
+  "$PY" - "$f" <<'EOF' && oldest=1.29.0
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+pods = [((d.get("spec") or {}).get("template") or {}).get("spec") or {} for d in docs]
+sys.exit(0 if any(c.get("restartPolicy") == "Always" for p in pods for c in p.get("initContainers") or []) else 1)
+EOF
+  for v in "$oldest" 1.33.0; do
+    # Unknown (CRD) kinds only warn here; validate_crds.py and check_manifests.py cover them.
     run "kubernetes-validate --strict -k $v $(basename "$f")" \
       "$TOOLS/bin/kubernetes-validate" --quiet --strict -k "$v" "$f"
   done
 done
+run "KServe kinds validate strictly against KServe's API types (validate_crds.py)" \
+  "$PY" "$HERE/validate_crds.py" --kserve-wheel "$KSERVE_WHEEL" \
+    --k8s-schemas "$K8S_SCHEMAS/v1.33.0-local-strict" "$R"/example-kserve.yaml
+grep -h '^crd-schemas: ' "$OUT"/log.* 2>/dev/null | tail -1 | sed 's/^/     /'
+run "validate_crds.py rejects a misplaced agent and a mistyped hook (negative cases)" \
+  "$PY" "$HERE/validate_crds.py" --expect-invalid --kserve-wheel "$KSERVE_WHEEL" \
+    --k8s-schemas "$K8S_SCHEMAS/v1.33.0-local-strict" "$HERE/fixtures/crd-negative.yaml"
 # Negative control: strict validation must reject an unknown field.
 cat >"$OUT/bad.yaml" <<'EOF'
 apiVersion: v1
@@ -236,9 +283,40 @@ EOF
 }
 n_skip=$(grep -cE '^  - CKV' "$HERE/checkov.yaml")
 echo "     checkov: $n_skip checks skipped by tests/deploy/checkov.yaml, each with its reason there"
-run "checkov deploy/ (kubernetes + kustomize)" checkov deploy -d deploy --framework kubernetes kustomize
+# deploy/examples are other teams' workloads (NVIDIA's chart, a KServe runtime) with the agent
+# added: what the agent brings is checked below, container by container.
+run "checkov deploy/ (kubernetes + kustomize; examples aside)" checkov deploy -d deploy --framework kubernetes kustomize --skip-path examples
 sed -n '/checkov deploy \[/p' "$OUT"/log.* 2>/dev/null | tail -2
 run "checkov docker/ (dockerfile)" checkov docker -d docker --framework dockerfile
+# The agent's container as each rendered entry point and example places it (regular or native
+# sidecar, injected or not), alone in a Pod: only the container-level checks judge it (the
+# pod-level settings, compliant here, are the workload owner's).
+mkdir -p "$OUT/agent-pods"
+run "extract the agent's container from every render" "$PY" - "$R" "$OUT/agent-pods" <<'EOF'
+import os, sys, yaml
+n = 0
+for fn in sorted(os.listdir(sys.argv[1])):
+    for d in yaml.safe_load_all(open(os.path.join(sys.argv[1], fn))):
+        spec = (d or {}).get("spec") or {}
+        pod = (spec.get("template") or {}).get("spec") or (spec if d and d.get("kind") == "ServingRuntime" else {})
+        for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+            if c.get("name") != "triton-sidecar":
+                continue
+            n += 1
+            out = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": f"agent-{n}", "namespace": "agent-check",
+                                "annotations": {"source": f"{fn}: {d['kind']}/{d['metadata']['name']}"}},
+                   "spec": {"automountServiceAccountToken": False,
+                            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                            "containers": [{k: v for k, v in c.items() if k != "restartPolicy"}]}}
+            with open(os.path.join(sys.argv[2], f"agent-{n:03d}.yaml"), "w") as f:
+                yaml.safe_dump(out, f)
+print(f"{n} agent containers")
+sys.exit(0 if n else 1)
+EOF
+grep -h ' agent containers$' "$OUT"/log.* 2>/dev/null | tail -1 | sed 's/^/     /'
+run "checkov on the agent's container alone, in every render (0 failed)" checkov agent -d "$OUT/agent-pods" --framework kubernetes
+sed -n '/checkov agent \[/p' "$OUT"/log.* 2>/dev/null | tail -1
 sed -n '/checkov docker \[/p' "$OUT"/log.* 2>/dev/null | tail -1
 
 # ------------------------------------------------------------------------------------------------
