@@ -546,8 +546,9 @@ def check_inject_components(root):
     with open(os.path.join(root, "deploy/components/inject/inject.yaml")) as f:
         ops = yaml.safe_load(f)
     regular = [op["value"] for op in ops if op["path"] == "/spec/template/spec/containers/-"][0]
-    with open(os.path.join(root, "deploy/components/inject-native-sidecar/agent.yaml")) as f:
-        native = yaml.safe_load(f)["spec"]["template"]["spec"]["initContainers"][0]
+    with open(os.path.join(root, "deploy/components/inject-native-sidecar/kustomization.yaml")) as f:
+        patches = yaml.safe_load(f)["patches"]
+    native = [yaml.safe_load(p["patch"]) for p in patches if "patch" in p][0]["spec"]["template"]["spec"]["initContainers"][0]
     strip = lambda c: {k: v for k, v in c.items() if k not in ("restartPolicy", "startupProbe")}
     check(strip(regular) == strip(native),
           "components inject and inject-native-sidecar add the same agent container (but restartPolicy, startupProbe)")

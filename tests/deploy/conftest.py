@@ -38,3 +38,16 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"load outcomes: {json.dumps(report['load_outcomes'])}")
     if "drain_status" in report:
         tr.write_line(f"drain of the second pod: {report['drain_status']}")
+    if "label_vs_regex" in report:
+        lv = report["label_vs_regex"]
+        tr.write_line(f"idle, pending requests: pod=~\"triton-.+\" sums {[v for _, v in lv['regex']]}, the KEDA "
+                      f"queries (app_kubernetes_io_instance) read {report.get('keda', {}).get('idle')}")
+    if "stuck_exit" in report:
+        ex = report["stuck_exit"]
+        tr.write_line(f"stuck pod: exited {ex['after_sigterm_s']} s after SIGTERM (drain timeout 30 s); "
+                      f"max drain-elapsed scraped: {[v for _, v in report.get('stuck_samples') or []]}")
+    if "termination_wait_s" in report:
+        tr.write_line(f"termination phase (SIGTERM to TritonDrainNearTimeout firing): {report['termination_wait_s']} s")
+    for name, items in (report.get("alerts") or {}).items():
+        tr.write_line(f"ALERTS {name}: " + (", ".join(
+            f"{a.get('namespace')}/{a.get('pod') or a.get('scaledObject')} {a['alertstate']}" for a in items) or "none"))

@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """Write a plain Prometheus config that scrapes local processes the way the *rendered*
-ServiceMonitor makes the Prometheus Operator scrape a pod (used by test_promql_live.py).
+PodMonitor (or ServiceMonitor) makes the Prometheus Operator scrape a pod (used by
+test_promql_live.py and tests/autoscale).
 
 Usage:
   prometheus_config.py --out DIR --namespace NS --targets JSON [--interval-cap 5s]
                        [--entry-point deploy/overlays/keda] [--root DIR]
 
-  --targets JSON  {"<pod name>": {"<ServiceMonitor endpoint port>": "127.0.0.1:<port>", ...}, ...}
+  --targets JSON  {"<pod name>": {"<monitor endpoint port>": "127.0.0.1:<port>", ...}, ...}
                   e.g. {"triton-7c9d8f6b5-lv7qz": {"metrics": "127.0.0.1:41003",
                                                    "triton-metrics": "127.0.0.1:41002"}}
+                  An optional "labels" key per pod overrides pod labels of the Deployment's
+                  template for that pod (e.g. {"app.kubernetes.io/instance": "other"}).
+  --eval-interval D  rule evaluation interval (default: the interval cap). kube-prometheus-stack
+                  evaluates every 30s.
+  --extra-jobs JSON  scrape configs appended unchanged (the live test's kube-state-metrics and
+                  KEDA stand-ins).
 
 Writes DIR/prometheus.yml and DIR/rules.yml; prints a JSON summary on stdout.
 
@@ -19,7 +26,10 @@ What is taken from the rendered manifests (`kubectl kustomize <entry point>`), n
   * the PrometheusRule's groups, as DIR/rules.yml (loaded by this Prometheus: a real rule
     evaluation of every recording rule and alert).
 
-How a ServiceMonitor is emulated without Kubernetes:
+The rendered entry point has exactly one monitor, a PodMonitor (base) or a ServiceMonitor
+(components/servicemonitor); `podTargetLabels` are emulated for both.
+
+How a monitor is emulated without Kubernetes:
   * each pod's address for a port is a `static_configs` target whose labels carry the
     `__meta_kubernetes_*` labels Kubernetes service discovery would give it (namespace, pod,
     container, service);
@@ -77,6 +87,8 @@ def main():
     ap.add_argument("--namespace", required=True)
     ap.add_argument("--targets", required=True)
     ap.add_argument("--interval-cap", default="5s")
+    ap.add_argument("--eval-interval")
+    ap.add_argument("--extra-jobs", default="[]", help="JSON list of scrape configs appended as they are")
     args = ap.parse_args()
     targets = json.loads(args.targets)
     cap = seconds(args.interval_cap)
@@ -91,25 +103,45 @@ def main():
             raise SystemExit(f"expected one {kind} in {args.entry_point}, found {len(found)}")
         return found[0]
 
-    sm, deploy, svc, rule = one("ServiceMonitor"), one("Deployment"), one("Service"), one("PrometheusRule")
-    # The ServiceMonitor must select the Service, and the Service the pods (else it scrapes nothing).
-    sel = sm["spec"]["selector"].get("matchLabels", {})
-    if any(svc["metadata"].get("labels", {}).get(k) != v for k, v in sel.items()):
-        raise SystemExit(f"ServiceMonitor selector {sel} does not select Service {svc['metadata']['name']}")
+    monitors = [d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor")]
+    if len(monitors) != 1:
+        raise SystemExit(f"expected one ServiceMonitor or PodMonitor in {args.entry_point}, found {len(monitors)}")
+    mon, deploy, rule = monitors[0], one("Deployment"), one("PrometheusRule")
     pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
-    if any(pod_labels.get(k) != v for k, v in svc["spec"]["selector"].items()):
-        raise SystemExit("Service selector does not select the Deployment's pods")
+    mname = mon["metadata"]["name"]
+    if mon["kind"] == "ServiceMonitor":
+        svc = one("Service")
+        # The ServiceMonitor must select the Service, and the Service the pods (else it scrapes nothing).
+        sel = mon["spec"]["selector"].get("matchLabels", {})
+        if any(svc["metadata"].get("labels", {}).get(k) != v for k, v in sel.items()):
+            raise SystemExit(f"ServiceMonitor selector {sel} does not select Service {svc['metadata']['name']}")
+        if any(pod_labels.get(k) != v for k, v in svc["spec"]["selector"].items()):
+            raise SystemExit("Service selector does not select the Deployment's pods")
+        endpoints = mon["spec"]["endpoints"]
+        svc_ports = {p["name"] for p in svc["spec"]["ports"]}
+        svc_name = svc["metadata"]["name"]
+    else:
+        sel = mon["spec"]["selector"].get("matchLabels", {})
+        if any(pod_labels.get(k) != v for k, v in sel.items()):
+            raise SystemExit(f"PodMonitor selector {sel} does not select the Deployment's pods")
+        endpoints = mon["spec"]["podMetricsEndpoints"]
+        svc_ports, svc_name = None, None
 
     pod_spec = deploy["spec"]["template"]["spec"]
     containers = list(pod_spec.get("containers", [])) + list(pod_spec.get("initContainers", []))
     port_owner = {p["name"]: c["name"] for c in containers for p in c.get("ports", []) if "name" in p}
-    svc_ports = {p["name"] for p in svc["spec"]["ports"]}
-    svc_name = svc["metadata"]["name"]
+
+    def sanitize(label):
+        return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+    # podTargetLabels: the operator copies each named pod label onto the target, sanitized.
+    ptl = [{"source_labels": [f"__meta_kubernetes_pod_label_{sanitize(lb)}"], "target_label": sanitize(lb),
+            "regex": "(.+)", "replacement": "${1}"} for lb in mon["spec"].get("podTargetLabels") or []]
 
     jobs, summary = [], []
-    for i, ep in enumerate(sm["spec"]["endpoints"]):
+    for i, ep in enumerate(endpoints):
         port = ep["port"]
-        if port not in svc_ports:
+        if svc_ports is not None and port not in svc_ports:
             raise SystemExit(f"ServiceMonitor endpoint port {port!r} is not a port of Service {svc_name}")
         if port not in port_owner:
             raise SystemExit(f"no container of the Deployment has a port named {port!r}")
@@ -119,22 +151,38 @@ def main():
         for pod, addrs in targets.items():
             if port not in addrs:
                 raise SystemExit(f"--targets gives pod {pod} no address for endpoint port {port!r}")
-            static.append({"targets": [addrs[port]], "labels": {
+            labels = {**pod_labels, **(addrs.get("labels") or {})}
+            meta = {
                 "__meta_kubernetes_namespace": args.namespace,
-                "__meta_kubernetes_service_name": svc_name,
                 "__meta_kubernetes_pod_name": pod,
                 "__meta_kubernetes_pod_container_name": port_owner[port],
-            }})
-        operator = [  # what prometheus-operator generates for every ServiceMonitor endpoint
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
-            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
-            {"target_label": "endpoint", "replacement": port},
-        ]
+                **{f"__meta_kubernetes_pod_label_{sanitize(k)}": v for k, v in labels.items()},
+            }
+            if svc_name:
+                meta["__meta_kubernetes_service_name"] = svc_name
+            static.append({"targets": [addrs[port]], "labels": meta})
+        if mon["kind"] == "ServiceMonitor":
+            # What prometheus-operator generates for every ServiceMonitor endpoint.
+            operator = [
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
+                {"target_label": "endpoint", "replacement": port},
+            ]
+            job = f"serviceMonitor/{args.namespace}/{mname}/{i}"
+        else:
+            # ... and for every PodMonitor endpoint (job: <namespace>/<name>).
+            operator = [
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"target_label": "job", "replacement": f"{args.namespace}/{mname}"},
+                {"target_label": "endpoint", "replacement": port},
+            ]
+            job = f"podMonitor/{args.namespace}/{mname}/{i}"
         own = [translate_relabel(r) for r in ep.get("relabelings") or []]
-        job = f"serviceMonitor/{args.namespace}/{sm['metadata']['name']}/{i}"
         jobs.append({
             "job_name": job,
             "scrape_interval": dur(interval),
@@ -142,12 +190,12 @@ def main():
             "metrics_path": ep.get("path", "/metrics"),
             "scheme": ep.get("scheme", "http"),
             "static_configs": static,
-            "relabel_configs": operator + own,
+            "relabel_configs": operator + [dict(r) for r in ptl] + own,
             "metric_relabel_configs": [translate_relabel(r) for r in ep.get("metricRelabelings") or []],
         })
-        summary.append({"job": job, "port": port, "container": port_owner[port],
+        summary.append({"job": job, "monitor": mon["kind"], "port": port, "container": port_owner[port],
                         "interval": dur(interval), "manifest_interval": ep.get("interval", "30s"),
-                        "relabelings": len(own)})
+                        "relabelings": len(own), "pod_target_labels": mon["spec"].get("podTargetLabels") or []})
 
     os.makedirs(args.out, exist_ok=True)
     rules_path = os.path.join(args.out, "rules.yml")
@@ -155,9 +203,10 @@ def main():
         yaml.safe_dump({"groups": rule["spec"]["groups"]}, f, sort_keys=False)
     with open(os.path.join(args.out, "prometheus.yml"), "w") as f:
         yaml.safe_dump({
-            "global": {"scrape_interval": dur(cap), "evaluation_interval": dur(cap)},
+            "global": {"scrape_interval": dur(cap),
+                       "evaluation_interval": dur(seconds(args.eval_interval) if args.eval_interval else cap)},
             "rule_files": [rules_path],
-            "scrape_configs": jobs,
+            "scrape_configs": jobs + json.loads(args.extra_jobs),
         }, f, sort_keys=False)
     n_rules = sum(len(g["rules"]) for g in rule["spec"]["groups"])
     json.dump({"jobs": summary, "rules": n_rules}, sys.stdout)

@@ -304,13 +304,19 @@ for fn in sorted(os.listdir(sys.argv[1])):
                 continue
             n += 1
             out = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": f"agent-{n}", "namespace": "agent-check",
+                   "metadata": {"name": f"agent-{n}", "namespace": "agent-check", "labels": {"app": "agent-check"},
                                 "annotations": {"source": f"{fn}: {d['kind']}/{d['metadata']['name']}"}},
                    "spec": {"automountServiceAccountToken": False,
                             "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                             "containers": [{k: v for k, v in c.items() if k != "restartPolicy"}]}}
             with open(os.path.join(sys.argv[2], f"agent-{n:03d}.yaml"), "w") as f:
                 yaml.safe_dump(out, f)
+# The pods' NetworkPolicy (a pod-level check, CKV2_K8S_6): ingress restricted as the
+# networkpolicy component and the inject docs ask of the workload.
+with open(os.path.join(sys.argv[2], "networkpolicy.yaml"), "w") as f:
+    yaml.safe_dump({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"name": "agent-check", "namespace": "agent-check"},
+                    "spec": {"podSelector": {"matchLabels": {"app": "agent-check"}}, "policyTypes": ["Ingress"]}}, f)
 print(f"{n} agent containers")
 sys.exit(0 if n else 1)
 EOF

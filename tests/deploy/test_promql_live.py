@@ -51,13 +51,32 @@ Thresholds are the production ones from the manifests: this machine's `slow` loa
 so no test overlay is needed. Expressions that read triton_gpu_* are skipped (no GPU here: the
 agents run --no-gpu); those that need a drain are skipped in load/idle and checked in drain.
 
+Issue 14 adds, on the same Prometheus (rule evaluation every 30 s, kube-prometheus-stack's
+default; the agents scraped every 5 s, the PodMonitor's interval):
+  * a third pod POD_C whose agent watches a stuck "Triton" (a loopback page with 3 requests
+    pending for ever) and carries another app.kubernetes.io/instance: its name matches the old
+    regex triton-.+, its label does not, and the KEDA queries must leave it out (idle phase);
+  * termination: POD_C gets SIGTERM as the kubelet sends it; its drain runs to its 30 s timeout,
+    the agent exits (no more than 2 s after the drain ended) and its target stops answering.
+    TritonDrainNearTimeout must then fire for POD_C, from the samples scraped during the drain,
+    and for no other pod;
+  * a loopback kube-state-metrics page listing the three pods and a fourth, POD_GHOST, that no
+    target scrapes: TritonSidecarNotScraped must be pending (its `for` is 5 minutes; promtool
+    covers the timing) for POD_GHOST only;
+  * a loopback KEDA operator page whose error counters grow for the ScaledObject `triton` of NS
+    and for another one, scraped with KEDA's own `namespace` label as a real scrape sees it:
+    TritonKedaScalerErrors must be pending for NS/triton only.
+
 Env: DEPLOY_LIVE_LOAD_TIMEOUT / DEPLOY_LIVE_IDLE_TIMEOUT (s, default 90 / 90).
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
+import signal
+import threading
 import math
 import os
 import pathlib
@@ -68,7 +87,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pytest
 import requests
@@ -82,6 +101,13 @@ import common  # noqa: E402
 NS = "triton-test"
 POD_A, POD_B = "triton-7c9d8f6b5-lv7qz", "triton-7c9d8f6b5-x4mnp"
 PODS = (POD_A, POD_B)
+# Issue 14: a pod of another workload whose name still matches triton-.+ (see the docstring), and
+# a pod kube-state-metrics knows but no target scrapes.
+POD_C, POD_GHOST = "triton-7c9d8f6b5-zq2dr", "triton-7c9d8f6b5-gh0st"
+STUCK_INSTANCE = "triton-stuck"
+STUCK_DRAIN_TIMEOUT_S = 30
+EVAL_INTERVAL = "30s"  # kube-prometheus-stack's default evaluationInterval
+MAX_EXIT_DELAY_S = 2.0  # issue 14: pod exit may not be delayed by more than this
 SCRAPE_CAP = "5s"
 SLOW_CLIENTS, FAST_CLIENTS = 16, 2
 STEADY_S = 15.0  # the agents' --window (10 s) plus one scrape (5 s)
@@ -200,18 +226,107 @@ def evaluate(prom: Prom, t: float) -> Dict[int, dict]:
     return out
 
 
+class FakeServer:
+    """A loopback HTTP server answering GET with route(path) -> (status, body); for the stuck
+    Triton, kube-state-metrics and KEDA's operator page."""
+
+    def __init__(self, route):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the stdlib's name
+                code, body = outer.route(self.path)
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.route = route
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+STUCK_PAGE = (
+    "# TYPE nv_inference_request_success counter\n"
+    'nv_inference_request_success{model="stuck",version="1"} 10\n'
+    'nv_inference_request_failure{model="stuck",reason="BACKEND",version="1"} 0\n'
+    'nv_inference_exec_count{model="stuck",version="1"} 10\n'
+    'nv_inference_queue_duration_us{model="stuck",version="1"} 0\n'
+    'nv_inference_compute_infer_duration_us{model="stuck",version="1"} 10000\n'
+    # Three requests that never finish: a wedged backend. Its drain can only time out.
+    'nv_inference_pending_request_count{model="stuck",version="1"} 3\n')
+
+
+def stuck_triton(path: str):
+    if path.startswith("/metrics"):
+        return 200, STUCK_PAGE
+    if path.startswith("/v2/health/"):
+        return 200, ""
+    return 404, ""
+
+
+def ksm_page(path: str):
+    lines = []
+    for pod in (POD_A, POD_B, POD_C, POD_GHOST):
+        lines.append(f'kube_pod_container_info{{namespace="{NS}",pod="{pod}",container="triton-sidecar",uid="{pod}"}} 1')
+        lines.append(f'kube_pod_status_phase{{namespace="{NS}",pod="{pod}",phase="Running",uid="{pod}"}} 1')
+    return 200, "\n".join(lines) + "\n"
+
+
+class KedaPage:
+    """KEDA's operator page: error counters that grow at every scrape, for `triton` in NS and for
+    another ScaledObject (which the alert must ignore)."""
+
+    def __init__(self):
+        self.n = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, path: str):
+        with self.lock:
+            self.n += 1
+            n = self.n
+        return 200, (
+            "# TYPE keda_scaled_object_errors_total counter\n"
+            f'keda_scaled_object_errors_total{{namespace="{NS}",scaledObject="triton"}} {n}\n'
+            f'keda_scaled_object_errors_total{{namespace="{NS}",scaledObject="other"}} {n}\n'
+            "# TYPE keda_scaler_detail_errors_total counter\n"
+            f'keda_scaler_detail_errors_total{{namespace="{NS}",scaledObject="triton",scaler="prometheusScaler",'
+            f'triggerIndex="0",type="scaledobject",metric="s0-prometheus"}} {n}\n')
+
+
+def alerts(prom: "Prom", name: str, t: Optional[float] = None) -> List[dict]:
+    return [{**m, "value": v} for m, v in prom.query(f'ALERTS{{alertname="{name}"}}', t)]
+
+
 # --------------------------------------------------------------------------- the stack
 
 
 @contextlib.contextmanager
-def start_agent(triton, pod: str):
+def start_agent(triton, pod: str, http_url: Optional[str] = None, metrics_url: Optional[str] = None,
+                extra: Sequence[str] = ("--require-model", "fast", "--require-model", "slow",
+                                        "--drain-timeout", "20s")):
     mport, aport = common.free_ports(2)
-    argv = [str(agent_bin()), "--triton-url", triton.http_url, "--triton-metrics-url", triton.metrics_url,
+    argv = [str(agent_bin()), "--triton-url", http_url or triton.http_url,
+            "--triton-metrics-url", metrics_url or triton.metrics_url,
             "--metrics-addr", f"127.0.0.1:{mport}", "--admin-addr", f"127.0.0.1:{aport}",
-            "--require-model", "fast", "--require-model", "slow", "--no-gpu",
-            "--poll-interval", "1s", "--window", "10s",
+            "--no-gpu", "--poll-interval", "1s", "--window", "10s",
             # Short drain for the drain phase (the idle pod drains at min-drain + quiet).
-            "--min-drain", "1s", "--drain-quiet", "1s", "--drain-timeout", "20s"]
+            "--min-drain", "1s", "--drain-quiet", "1s", *extra]
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     proc = common.start_process(f"agent-{pod}", argv, env=env)
     try:
@@ -243,13 +358,34 @@ def live():
         with contextlib.ExitStack() as stack:
             triton = stack.enter_context(common.start_triton())
             agents = {pod: stack.enter_context(start_agent(triton, pod)) for pod in PODS}
+            # POD_C: the stuck Triton, another workload's label, a 30 s drain timeout.
+            fakes = {"stuck": FakeServer(stuck_triton), "ksm": FakeServer(ksm_page), "keda": FakeServer(KedaPage())}
+            for f in fakes.values():
+                stack.callback(f.close)
+            stuck = stack.enter_context(start_agent(
+                None, POD_C, http_url=f"http://{fakes['stuck'].addr}",
+                metrics_url=f"http://{fakes['stuck'].addr}/metrics",
+                extra=("--drain-timeout", f"{STUCK_DRAIN_TIMEOUT_S}s")))
 
-            # Prometheus, configured from the rendered ServiceMonitor and PrometheusRule.
+            # Prometheus, configured from the rendered PodMonitor and PrometheusRule.
             targets = {pod: {"metrics": a["metrics"], "triton-metrics": f"127.0.0.1:{triton.metrics_port}"}
                        for pod, a in agents.items()}
+            targets[POD_C] = {"metrics": stuck["metrics"], "triton-metrics": fakes["stuck"].addr,
+                              "labels": {"app.kubernetes.io/instance": STUCK_INSTANCE}}
             r = subprocess.run([yaml_python(), str(HERE / "prometheus_config.py"), "--root", str(ROOT),
                                 "--out", str(tmp), "--namespace", NS, "--interval-cap", SCRAPE_CAP,
-                                "--targets", json.dumps(targets)], capture_output=True, text=True)
+                                "--eval-interval", EVAL_INTERVAL, "--targets", json.dumps(targets),
+                                # kube-state-metrics, scraped as kube-prometheus-stack does
+                                # (honor_labels: its namespace/pod labels are the pods'), and KEDA's
+                                # operator as a plain target in namespace `keda` (its own
+                                # `namespace` label becomes exported_namespace).
+                                "--extra-jobs", json.dumps([
+                                    {"job_name": "kube-state-metrics", "honor_labels": True, "scrape_interval": "5s",
+                                     "static_configs": [{"targets": [fakes["ksm"].addr]}]},
+                                    {"job_name": "keda-operator", "scrape_interval": "5s",
+                                     "static_configs": [{"targets": [fakes["keda"].addr],
+                                                         "labels": {"namespace": "keda"}}]}])],
+                               capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(f"prometheus_config.py failed:\n{r.stderr}")
             info["scrape"] = json.loads(r.stdout)
@@ -268,10 +404,10 @@ def live():
             info["prometheus"] = subprocess.run([prometheus, "--version"], capture_output=True,
                                                 text=True).stdout.splitlines()[0]
             # Every target up, with the labels the queries select on.
-            n_targets = len(PODS) * len(info["scrape"]["jobs"])
+            n_targets = (len(PODS) + 1) * len(info["scrape"]["jobs"])
             ok, _ = wait_for(lambda t: len(prom.query(f'up{{namespace="{NS}",pod=~"triton-.+",container!=""}} == 1'))
                              == n_targets, 30)
-            info["targets_up"] = prom.query(f'up{{namespace="{NS}"}}')
+            info["targets_up"] = prom.query(f'up{{namespace="{NS}",pod=~"{POD_A}|{POD_B}"}}')
             if not ok:
                 raise RuntimeError(f"not all {n_targets} targets up: {info['targets_up']}")
             info["startup_s"] = round(time.monotonic() - t_start, 1)
@@ -325,6 +461,11 @@ def live():
             ok, t = wait_for(quiet, IDLE_TIMEOUT)
             info["phase_ok"]["idle"] = ok
             info["keda"]["idle"] = keda_values(prom, t)
+            # POD_C's 3 stuck requests: the old pod-name regex counts them, the label does not.
+            info["label_vs_regex"] = {
+                "regex": prom.query(f'sum(triton_pod_pending_requests{{namespace="{NS}",pod=~"triton-.+"}})', t),
+                "stuck_series": prom.query(f'triton_pod_pending_requests{{namespace="{NS}",pod="{POD_C}"}}', t),
+            }
             info["idle_wait_s"] = round(time.monotonic() - t0, 1)
             results["idle"] = evaluate(prom, t)
 
@@ -347,6 +488,24 @@ def live():
             info["keda"]["drain"] = keda_values(prom, t)
             info["drain_wait_s"] = round(time.monotonic() - t0, 1)
             results["drain"] = evaluate(prom, t)
+
+            # ---- termination of POD_C: its drain runs into the timeout
+            t0 = time.monotonic()
+            proc = stuck["proc"]
+            proc.send_signal(signal.SIGTERM)
+            t_term = time.monotonic()
+            proc.wait(STUCK_DRAIN_TIMEOUT_S + 15)
+            exited = getattr(proc, "exited_at", None) or time.monotonic()
+            info["stuck_exit"] = {"alive": proc.alive(), "after_sigterm_s": round(exited - t_term, 2),
+                                  "log": proc.log_tail(8)}
+            ok, t = wait_for(lambda t: any(a["alertstate"] == "firing" for a in alerts(prom, "TritonDrainNearTimeout", t)),
+                             90)
+            info["phase_ok"]["termination"] = ok
+            info["termination_wait_s"] = round(time.monotonic() - t0, 1)
+            info["alerts"] = {a: alerts(prom, a, t) for a in
+                              ("TritonDrainNearTimeout", "TritonSidecarNotScraped", "TritonKedaScalerErrors")}
+            info["stuck_samples"] = prom.query(
+                f'max_over_time(triton_sidecar_drain_elapsed_seconds{{pod="{POD_C}"}}[5m])', t)
 
             # ---- the loaded rules, as this Prometheus evaluated them all along
             info["rules"] = [{"group": g["name"], "name": r["name"], "type": r["type"], "health": r["health"],
@@ -441,3 +600,52 @@ def test_loaded_rules_healthy(live):
     assert len(rules) == n_expected, f"{len(rules)} rules loaded, {n_expected} extracted"
     bad = [r for r in rules if r["health"] != "ok"]
     assert not bad, bad
+
+
+# --------------------------------------------------------------------------- issue 14, live
+
+
+def test_label_selection_leaves_other_workloads_out(live):
+    """POD_C's name matches the old pod=~"triton-.+" regex; its app.kubernetes.io/instance does
+    not. At idle the KEDA queries read 0 while the regex still counts POD_C's stuck requests."""
+    _, info = live
+    lv = info["label_vs_regex"]
+    assert lv["stuck_series"] and lv["stuck_series"][0][1] == 3, f"POD_C not scraped as expected: {lv}"
+    assert lv["stuck_series"][0][0].get("app_kubernetes_io_instance") == STUCK_INSTANCE, lv
+    assert lv["regex"] and lv["regex"][0][1] >= 3, f"control: the name regex should count POD_C: {lv}"
+    for name, v in info["keda"]["idle"].items():
+        assert v == 0, f"KEDA query {name} counted another workload's pod: {v}"
+
+
+def test_drain_near_timeout_fires_after_the_pod_is_gone(live):
+    _, info = live
+    assert info["phase_ok"].get("termination"), \
+        f"TritonDrainNearTimeout never fired for {POD_C}: {info.get('alerts')} samples {info.get('stuck_samples')}"
+    firing = [a for a in info["alerts"]["TritonDrainNearTimeout"] if a["alertstate"] == "firing"]
+    assert {a["pod"] for a in firing} == {POD_C}, f"fired for {[a['pod'] for a in firing]}, expected only {POD_C}"
+    assert firing[0]["namespace"] == NS, firing
+    # The value it fired on was scraped during the drain, before the agent exited.
+    v = info["stuck_samples"][0][1]
+    assert 0.75 * STUCK_DRAIN_TIMEOUT_S <= v <= STUCK_DRAIN_TIMEOUT_S, f"max elapsed seen {v}"
+
+
+def test_agent_exit_follows_the_drain_timeout(live):
+    """SIGTERM -> drain to the timeout -> exit: the gauge costs the pod no extra time."""
+    _, info = live
+    ex = info["stuck_exit"]
+    assert not ex["alive"], f"agent still running {STUCK_DRAIN_TIMEOUT_S + 15} s after SIGTERM:\n{ex['log']}"
+    assert "timed out" in ex["log"], ex["log"]
+    delay = ex["after_sigterm_s"] - STUCK_DRAIN_TIMEOUT_S
+    assert -0.5 <= delay <= MAX_EXIT_DELAY_S, f"exit {ex['after_sigterm_s']} s after SIGTERM (drain timeout {STUCK_DRAIN_TIMEOUT_S} s)"
+
+
+def test_not_scraped_alert_is_pending_for_the_unscraped_pod_only(live):
+    _, info = live
+    got = {(a["pod"], a["alertstate"]) for a in info["alerts"]["TritonSidecarNotScraped"]}
+    assert got == {(POD_GHOST, "pending")}, got
+
+
+def test_keda_errors_alert_is_pending_for_this_scaledobject_only(live):
+    _, info = live
+    got = {(a["namespace"], a["scaledObject"], a["alertstate"]) for a in info["alerts"]["TritonKedaScalerErrors"]}
+    assert got == {(NS, "triton", "pending")}, got
