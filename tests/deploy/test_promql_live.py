@@ -497,7 +497,7 @@ def live():
             proc.wait(STUCK_DRAIN_TIMEOUT_S + 15)
             exited = getattr(proc, "exited_at", None) or time.monotonic()
             info["stuck_exit"] = {"alive": proc.alive(), "after_sigterm_s": round(exited - t_term, 2),
-                                  "log": proc.log_tail(8)}
+                                  "log": proc.log_tail(30)}
             ok, t = wait_for(lambda t: any(a["alertstate"] == "firing" for a in alerts(prom, "TritonDrainNearTimeout", t)),
                              90)
             info["phase_ok"]["termination"] = ok
@@ -626,7 +626,8 @@ def test_drain_near_timeout_fires_after_the_pod_is_gone(live):
     assert firing[0]["namespace"] == NS, firing
     # The value it fired on was scraped during the drain, before the agent exited.
     v = info["stuck_samples"][0][1]
-    assert 0.75 * STUCK_DRAIN_TIMEOUT_S <= v <= STUCK_DRAIN_TIMEOUT_S, f"max elapsed seen {v}"
+    # (+1 s: the drain's timeout is checked on a 50 ms tick, the gauge may read just past it.)
+    assert 0.75 * STUCK_DRAIN_TIMEOUT_S <= v <= STUCK_DRAIN_TIMEOUT_S + 1, f"max elapsed seen {v}"
 
 
 def test_agent_exit_follows_the_drain_timeout(live):
@@ -639,13 +640,18 @@ def test_agent_exit_follows_the_drain_timeout(live):
     assert -0.5 <= delay <= MAX_EXIT_DELAY_S, f"exit {ex['after_sigterm_s']} s after SIGTERM (drain timeout {STUCK_DRAIN_TIMEOUT_S} s)"
 
 
-def test_not_scraped_alert_is_pending_for_the_unscraped_pod_only(live):
+# These two have `for: 5m`: pending at first, firing once the run has lasted that long (promtool
+# tests the timing); either way, only for the right series.
+def test_not_scraped_alert_is_active_for_the_unscraped_pod_only(live):
     _, info = live
-    got = {(a["pod"], a["alertstate"]) for a in info["alerts"]["TritonSidecarNotScraped"]}
-    assert got == {(POD_GHOST, "pending")}, got
+    got = info["alerts"]["TritonSidecarNotScraped"]
+    assert {a["pod"] for a in got} == {POD_GHOST}, got
+    assert all(a["alertstate"] in ("pending", "firing") and a["namespace"] == NS for a in got), got
 
 
-def test_keda_errors_alert_is_pending_for_this_scaledobject_only(live):
+def test_keda_errors_alert_is_active_for_this_scaledobject_only(live):
     _, info = live
-    got = {(a["namespace"], a["scaledObject"], a["alertstate"]) for a in info["alerts"]["TritonKedaScalerErrors"]}
-    assert got == {(NS, "triton", "pending")}, got
+    got = info["alerts"]["TritonKedaScalerErrors"]
+    # namespace: the ScaledObject's (from exported_namespace), not KEDA's own `keda`.
+    assert {(a["namespace"], a["scaledObject"]) for a in got} == {(NS, "triton")}, got
+    assert all(a["alertstate"] in ("pending", "firing") for a in got), got
