@@ -24,7 +24,7 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"prometheus: {report['prometheus']}")
     for j in (report.get("scrape") or {}).get("jobs", []):
         tr.write_line(f"scrape {j['job']}: port {j['port']} ({j['container']}) every {j['interval']} "
-                      f"(manifest {j['manifest_interval']}), {j['relabelings']} ServiceMonitor relabelings")
+                      f"(manifest {j['manifest_interval']}), {j['relabelings']} relabelings ({j.get('monitor', 'ServiceMonitor')})")
     for phase, vals in (report.get("keda") or {}).items():
         ok = (report.get("phase_ok") or {}).get(phase)
         tr.write_line(f"KEDA at {phase:5} (condition reached: {ok}): "
