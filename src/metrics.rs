@@ -245,7 +245,13 @@ impl Metrics {
 
     /// Set every family from the published state; `now` is on the agent's monotonic axis (the
     /// one `DrainView::started` uses) and dates the drain-elapsed gauge.
-    pub fn update_at(&mut self, poll: &PollState, drain: &DrainView, gpu: &GpuState, now: Duration) {
+    pub fn update_at(
+        &mut self,
+        poll: &PollState,
+        drain: &DrainView,
+        gpu: &GpuState,
+        now: Duration,
+    ) {
         let d = &poll.derived;
         // Models that left Triton's page lose their series.
         let families = [

@@ -382,8 +382,16 @@ async fn drain_elapsed_gauge_grows_while_draining() {
     })
     .await;
     let p = get(a.metrics, "/metrics").await.1;
-    assert_eq!(value(&p, "triton_sidecar_drain_elapsed_seconds"), Some(0.0), "{p}");
-    assert_eq!(value(&p, "triton_sidecar_drain_timeout_seconds"), Some(2.0), "{p}");
+    assert_eq!(
+        value(&p, "triton_sidecar_drain_elapsed_seconds"),
+        Some(0.0),
+        "{p}"
+    );
+    assert_eq!(
+        value(&p, "triton_sidecar_drain_timeout_seconds"),
+        Some(2.0),
+        "{p}"
+    );
 
     let start = Instant::now();
     let waiter = tokio::spawn(get(a.admin, "/wait-for-drain"));
@@ -395,10 +403,16 @@ async fn drain_elapsed_gauge_grows_while_draining() {
         let wall = start.elapsed().as_secs_f64();
         // Never ahead of the wall clock; behind it by at most one re-render (the 1 s tick, or
         // a poll every 50 ms here) plus scheduling slack on a loaded machine.
-        assert!(v <= wall + 0.05 && v >= wall - 1.3, "gauge {v} at {wall:.2}s");
+        assert!(
+            v <= wall + 0.05 && v >= wall - 1.3,
+            "gauge {v} at {wall:.2}s"
+        );
         seen.push(v);
     }
-    assert!(seen[1] > seen[0], "the gauge grows while draining: {seen:?}");
+    assert!(
+        seen[1] > seen[0],
+        "the gauge grows while draining: {seen:?}"
+    );
     let (code, body) = waiter.await.unwrap();
     assert_eq!(code, 200);
     assert!(body.contains("result=timeout"), "{body}");
