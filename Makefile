@@ -1,6 +1,6 @@
 # triton-sidecar: one entry point for tests, the demo and benchmarks.
 #
-#   make test    every test: Rust unit/integration/process tests, deploy checks, real-Triton e2e
+#   make test    every test: Rust unit/integration/process tests, deploy checks, the image, real-Triton e2e
 #   make demo    a real Triton, the agent and a load; live gauges, then a graceful scale-down
 #
 # Each target installs what it needs (Debian packages, a Python venv) on a fresh machine.
@@ -11,12 +11,12 @@ CARGO ?= cargo
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: autoscale-venv autoscale-demo test-autoscale bench fuzz-smoke test test-deps test-rust test-deploy test-e2e build release demo clean venv
+.PHONY: autoscale-venv autoscale-demo test-autoscale bench fuzz-smoke test test-deps test-rust test-deploy test-image test-e2e build release demo clean venv
 
 # Stages run one after another (timing tests never share the machine with another load), each
 # with its duration printed, so CI logs show where the time goes.
 test:
-	@t_all=$$SECONDS; for s in test-deps test-rust test-deploy test-e2e test-autoscale fuzz-smoke; do \
+	@t_all=$$SECONDS; for s in test-deps test-rust test-deploy test-image test-e2e test-autoscale fuzz-smoke; do \
 	  t0=$$SECONDS; echo "=== stage: $$s"; $(MAKE) --no-print-directory $$s; \
 	  echo "=== stage: $$s took $$((SECONDS - t0)) s"; done; \
 	echo "=== make test took $$((SECONDS - t_all)) s"
@@ -38,6 +38,13 @@ test-rust:
 test-deploy: venv release
 	bash tests/deploy/run.sh
 	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) -m pytest -q -p no:cacheprovider -rs tests/deploy/test_promql_live.py
+
+## docker/Dockerfile built with podman (Debian's podman, buildah, runc; base images stood in for by
+## mmdebstrap'ed Debian packages, cached by content), then run: uid 65532 and an OpenShift uid with
+## a read-only root and no capabilities, SIGTERM and exec-hook drains, `install`'s copy on Ubuntu
+## 22.04 (glibc 2.35); and a broken context that must fail. Needs root. See tests/image/run.sh.
+test-image:
+	bash tests/image/run.sh
 
 venv:
 	bash tests/e2e/setup_venv.sh

@@ -14,6 +14,8 @@ IMAGE_HERE="$IMAGE_ROOT/tests/image"
 IMAGE_WORK="${IMAGE_WORK:-$IMAGE_ROOT/target/image}"
 # The Debian mirror mmdebstrap reads (the machine's own apt sources point at it too).
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# Ubuntu's archive, for the Ubuntu 22.04 rootfs that stands in for Triton's container.
+UBUNTU_MIRROR="${UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}"
 STANDIN_REPO="localhost/triton-sidecar-standin"
 
 _limit() { # hard-limit cap: the smaller of the two, "unlimited" counts as the cap

@@ -8,25 +8,28 @@
 #   tests/image/standins.sh builder    rust:1.95-bookworm's stand-in: bookworm minbase + gcc +
 #                                      libc6-dev, this machine's Rust toolchain, and the crates of
 #                                      Cargo.lock vendored (cargo runs offline in the build)
-#   tests/image/standins.sh oldglibc   a Debian bullseye rootfs (glibc 2.31, older than Ubuntu
-#                                      22.04's 2.35, the oldest Triton image) for `install`'s copy
+#   tests/image/standins.sh oldglibc   an Ubuntu 22.04 rootfs (glibc 2.35, the base of the oldest
+#                                      Triton images) for `install`'s copy
 #
 # Each prints the image reference on stdout (progress goes to stderr). Images are cached by
-# content: the tag is a hash of their inputs (this script, distroless_rootfs.py, the suite, the
-# package list, the mirror, `rustc -vV`, Cargo.lock), so a second run finds them and makes
+# content: the tag is a hash of their inputs (the code that makes each, distroless_rootfs.py, the
+# suite, the package list, the mirror, `rustc -vV`, Cargo.lock), so a second run finds them and makes
 # nothing; an input that changes makes a new tag and the older one is removed. Debian point
 # releases do not change the hash (like a tag, not a digest): delete the images
 # (`podman rmi` on localhost/triton-sidecar-standin/*) to pick them up.
 #
-# Network: the Debian mirror (mmdebstrap) and, for crates missing from ~/.cargo's cache, the
-# crates.io index (cargo vendor). Nothing else.
+# Network: the Debian mirror and the Ubuntu archive (mmdebstrap) and, for crates missing from
+# ~/.cargo's cache, crates.io (cargo vendor). Nothing else.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 log() { echo "standins: $*" >&2; }
-key() { # sha256 of this script, the rootfs cutter and the arguments, 16 hex digits
-  { cat "$IMAGE_HERE/standins.sh" "$IMAGE_HERE/distroless_rootfs.py" "$IMAGE_HERE/common.sh"
-    printf '%s\n' "$@"; } | sha256sum | cut -c1-16
+# The cache key: sha256 (16 hex digits) of the function that makes the image, as bash prints it
+# (code only, so a comment edit keeps the cache), of the helpers it calls, and of the other
+# inputs given as arguments.
+key() { # function input...
+  local fn="$1"; shift
+  { declare -f "$fn" mmdebstrap_q; printf '%s\n' "$@"; } | sha256sum | cut -c1-16
 }
 # Remove the other tags of one stand-in (older inputs). An image still in use stays.
 prune_others() { # name tag
@@ -44,7 +47,7 @@ mmdebstrap_q() { # quiet unless it fails
 
 runtime() {
   local pkgs=(libc6 libgcc-s1 ca-certificates base-files netbase tzdata)
-  local k; k="$(key runtime bookworm "$DEBIAN_MIRROR" "${pkgs[@]}")"
+  local k; k="$(key runtime bookworm "$DEBIAN_MIRROR" "${pkgs[@]}" "$(cat "$IMAGE_HERE/distroless_rootfs.py")")"
   local ref="$STANDIN_REPO/runtime:$k"
   if ! podman image exists "$ref"; then
     local t0=$SECONDS d="$IMAGE_WORK/runtime-$k"
@@ -76,7 +79,7 @@ rust_base() {
   local sysroot vv
   sysroot="$(rustc --print sysroot)"
   vv="$(rustc -vV; cargo -V)"
-  local k; k="$(key rust bookworm "$DEBIAN_MIRROR" "$vv")"
+  local k; k="$(key rust_base bookworm "$DEBIAN_MIRROR" "$vv")"
   local ref="$STANDIN_REPO/rust:$k"
   if ! podman image exists "$ref"; then
     local t0=$SECONDS d="$IMAGE_WORK/rust-$k"
@@ -145,17 +148,37 @@ CF
   echo "$ref"
 }
 
+# Ubuntu 22.04's archive signing key: the keyring package from the archive itself, pinned by its
+# sha256 (and its key checked by fingerprint), since Debian bookworm ships no ubuntu-keyring.
+UBUNTU_KEYRING_DEB="pool/main/u/ubuntu-keyring/ubuntu-keyring_2021.03.26_all.deb"
+UBUNTU_KEYRING_SHA256="0d0e7ed6b112f5d03eabf3c7eb01ebdacf9c57714b279e90495cfc58c8c4520f"
+UBUNTU_ARCHIVE_KEY="F6ECB3762474EDA9D21B7022871920D1991BC93C" # Archive Automatic Signing Key (2018)
+
+# Ubuntu 22.04 (jammy): the oldest base of Triton's images, glibc 2.35; the exec preStop hook
+# (`install`'s copy) runs in Triton's container, so that is the glibc it must run on. Debian has
+# no release with glibc 2.35 (bullseye 2.31, bookworm 2.36), and the binary does not run on
+# bullseye (it needs GLIBC_2.34: built on bookworm). minbase: a shell, for `ldd --version`.
 oldglibc() {
-  local k; k="$(key oldglibc bullseye "$DEBIAN_MIRROR")"
-  local ref="$STANDIN_REPO/bullseye:$k"
+  local k; k="$(key oldglibc jammy "$UBUNTU_MIRROR" "$UBUNTU_KEYRING_SHA256")"
+  local ref="$STANDIN_REPO/ubuntu-jammy:$k"
   if ! podman image exists "$ref"; then
-    local t0=$SECONDS d="$IMAGE_WORK/bullseye-$k"
-    rm -rf "$d"; mkdir -p "$d"
-    log "making $ref (mmdebstrap bullseye essential)"
-    mmdebstrap_q --variant=essential bullseye "$d/rootfs.tar" "$DEBIAN_MIRROR"
+    local t0=$SECONDS d="$IMAGE_WORK/jammy-$k"
+    rm -rf "$d"; mkdir -p "$d/keyring" "$d/gnupg"
+    log "making $ref (mmdebstrap jammy minbase from $UBUNTU_MIRROR)"
+    curl -fsS -m 60 -o "$d/keyring.deb" "$UBUNTU_MIRROR/$UBUNTU_KEYRING_DEB"
+    if [[ "$(sha256sum "$d/keyring.deb" | cut -d' ' -f1)" != "$UBUNTU_KEYRING_SHA256" ]]; then
+      log "$UBUNTU_KEYRING_DEB does not have the pinned sha256"; return 1
+    fi
+    dpkg-deb -x "$d/keyring.deb" "$d/keyring"
+    local kr="$d/keyring/usr/share/keyrings/ubuntu-archive-keyring.gpg"
+    if ! gpg --homedir "$d/gnupg" --show-keys --with-colons "$kr" 2>/dev/null | grep -q "^fpr:*$UBUNTU_ARCHIVE_KEY:"; then
+      log "$kr lacks the archive key $UBUNTU_ARCHIVE_KEY"; return 1
+    fi
+    mmdebstrap_q --variant=minbase --keyring="$kr" --components=main \
+      jammy "$d/rootfs.tar" "$UBUNTU_MIRROR"
     podman import -q "$d/rootfs.tar" "$ref" >/dev/null
     rm -rf "$d"
-    prune_others bullseye "$k"
+    prune_others ubuntu-jammy "$k"
     log "made $ref in $((SECONDS - t0)) s"
   fi
   echo "$ref"
