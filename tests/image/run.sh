@@ -53,6 +53,48 @@ fi
 echo "$(podman --version), $(buildah --version | cut -d' ' -f1-3), $(runc --version | head -1), mmdebstrap $(mmdebstrap --version | cut -d' ' -f2)"
 echo "podman flags: ${PODMAN_FLAGS[*]}"
 
+# The Dockerfile's bases, statically (checkov's CKV_DOCKER_7 is skipped in it for the two FROM
+# lines that name an argument; this takes its place): every base, literal or an argument's default
+# (a stage declared above, or an image), has a tag other than latest, and the two arguments this
+# stage overrides exist and default to the public images.
+if python3 - docker/Dockerfile <<'EOF_PY'
+import re, sys
+args, stages, errors = {}, {}, []
+for line in open(sys.argv[1]):
+    line = line.strip()
+    m = re.match(r"ARG\s+(\w+)=(\S+)$", line)
+    if m and not stages:
+        args[m[1]] = m[2]
+    m = re.match(r"FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$", line, re.I)
+    if not m:
+        continue
+    base, alias = m[1], m[2]
+    var = re.fullmatch(r"\$\{?(\w+)\}?", base)
+    if var:
+        default = args.get(var[1])
+        if default is None:
+            errors.append(f"FROM {base}: the argument has no default")
+            continue
+        if default in stages:
+            base = stages[default]
+        else:
+            base = default  # an image named by the default itself: check its tag below
+    if ":" not in base.rsplit("/", 1)[-1] and "@sha256:" not in base:
+        errors.append(f"FROM {base}: no tag")
+    elif base.endswith(":latest"):
+        errors.append(f"FROM {base}: latest")
+    if alias:
+        stages[alias] = base
+for arg, image in (("BUILDER_IMAGE", "docker.io/library/rust:"), ("RUNTIME_IMAGE", "gcr.io/distroless/cc-debian12:nonroot")):
+    default = args.get(arg, "")
+    if not stages.get(default, default).startswith(image):
+        errors.append(f"ARG {arg} does not default to {image} (or a stage FROM it)")
+print("; ".join(errors) or f"bases: {stages}")
+sys.exit(1 if errors else 0)
+EOF_PY
+then ok "Dockerfile bases: tagged, not latest; BUILDER_IMAGE and RUNTIME_IMAGE default to the public images"
+else fail "Dockerfile bases"; fi
+
 # ------------------------------------------------------------------------------------------------
 section "2. base-image stand-ins"
 # In parallel: the first two wait mostly on the Debian mirror and dpkg, the builder on copying.
