@@ -116,6 +116,15 @@ done
 if [[ $FAILED -gt 0 ]]; then echo "$PASSED passed, $FAILED failed"; exit 1; fi
 # shellcheck disable=SC2154  # set by eval above
 RUNTIME_REF="$ref_runtime" BUILDER_REF="$ref_builder" OLD_REF="$ref_oldglibc"
+# The builder stand-in carries this machine's rustc: the test stands for the public build only
+# while that is the Dockerfile's RUST_VERSION. A toolchain bump must move both.
+rustc_v="$(podman run --rm "${PODMAN_FLAGS[@]}" "$BUILDER_REF" rustc -V | cut -d' ' -f2)"
+df_v="$(sed -n 's/^ARG RUST_VERSION=//p' docker/Dockerfile)"
+if [[ -n "$df_v" && ( "$rustc_v" == "$df_v" || "$rustc_v" == "$df_v".* ) ]]; then
+  ok "the builder stand-in's rustc $rustc_v is the Dockerfile's RUST_VERSION $df_v"
+else
+  fail "the builder stand-in's rustc '$rustc_v' is not the Dockerfile's RUST_VERSION '$df_v'"
+fi
 
 # The build as CI would run it, with the stand-ins in place of the public bases.
 # --platform: buildah 1.28 sets TARGETARCH only when a platform is given (BuildKit always does).
