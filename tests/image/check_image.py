@@ -361,8 +361,10 @@ def main():
             fake.set_page(idle)
             t0 = time.monotonic()
             # Without the Ubuntu rootfs the copy runs in the image itself (distroless: no shell).
-            r = podman("run", "--rm", *PODMAN_FLAGS, "-v", f"{hook}:/hook:ro", a.oldglibc or a.image,
-                       "/hook/triton-sidecar", "drain", "--admin-url", a2.url(""), "--timeout", "30s", timeout=60)
+            base = [a.oldglibc, "/hook/triton-sidecar"] if a.oldglibc else \
+                ["--entrypoint", "/hook/triton-sidecar", a.image]
+            r = podman("run", "--rm", *PODMAN_FLAGS, "-v", f"{hook}:/hook:ro", *base,
+                       "drain", "--admin-url", a2.url(""), "--timeout", "30s", timeout=60)
             took = time.monotonic() - t0
             where = "Ubuntu 22.04" if a.oldglibc else "the image (no Ubuntu rootfs)"
             check(f"exec hook: the installed copy in {where} drains the agent, exit {r.returncode} after "
