@@ -101,6 +101,9 @@ impl Agent {
     where
         S: Stream<Item = ()> + Unpin + Send,
     {
+        // The bound addresses, not the configured ones: with port 0 only these say where the
+        // agent listens (the listeners move into their servers below).
+        let (metrics_addr, admin_addr) = (self.metrics_addr(), self.admin_addr());
         let Agent {
             config,
             metrics,
@@ -146,7 +149,7 @@ impl Agent {
             http::admin::handler(admin_state),
             stop_rx.clone(),
         ));
-        tracing::info!(metrics = %config.metrics_addr, admin = %config.admin_addr, triton = %config.triton_url, "triton-sidecar started");
+        tracing::info!(metrics = %metrics_addr, admin = %admin_addr, triton = %config.triton_url, "triton-sidecar started");
 
         // A task that ends before shutdown is a bug; serving frozen gauges with /livez at 200
         // would hide it, so the agent exits and the kubelet restarts it.

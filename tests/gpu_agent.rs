@@ -37,6 +37,8 @@ fn two_gpus() -> serde_json::Value {
 struct Agent {
     child: Child,
     metrics: std::net::SocketAddr,
+    /// Read so the agent never blocks on a full pipe.
+    _stderr: AgentStderr,
 }
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -46,36 +48,25 @@ impl Drop for Agent {
 }
 
 fn spawn(t: &FakeTriton, args: &[&str]) -> Agent {
-    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(BIN)
-        .args([
-            "--triton-url",
-            &t.url(),
-            "--triton-metrics-url",
-            &format!("{}/metrics", t.url()),
-        ])
-        .args([
-            "--metrics-addr",
-            &metrics.to_string(),
-            "--admin-addr",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .args(["--poll-interval", "100ms", "--gpu-poll-interval", "100ms"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until it listens.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(metrics).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "agent did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    let started = spawn_agent(
+        Command::new(BIN)
+            .args([
+                "--triton-url",
+                &t.url(),
+                "--triton-metrics-url",
+                &format!("{}/metrics", t.url()),
+            ])
+            .args(PORT_ZERO)
+            .args(["--poll-interval", "100ms", "--gpu-poll-interval", "100ms"])
+            .args(args)
+            .stdout(Stdio::null()),
+    );
+    let a = started.unwrap_or_else(|(st, log)| panic!("agent exited at start-up: {st:?}\n{log}"));
+    Agent {
+        child: a.child,
+        metrics: a.metrics,
+        _stderr: a.stderr,
     }
-    Agent { child, metrics }
 }
 
 fn triton_gpu_page(uuids: &[&str]) -> String {

@@ -13,6 +13,8 @@ struct Proc {
     child: Child,
     admin: std::net::SocketAddr,
     metrics: std::net::SocketAddr,
+    /// Read so the agent never blocks on a full pipe; no test here inspects it yet.
+    _stderr: AgentStderr,
 }
 
 impl Drop for Proc {
@@ -23,51 +25,44 @@ impl Drop for Proc {
 }
 
 fn spawn(triton: &FakeTriton, extra: &[&str]) -> Proc {
-    let (mp, ap) = (free_port(), free_port());
-    let metrics: std::net::SocketAddr = format!("127.0.0.1:{mp}").parse().unwrap();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{ap}").parse().unwrap();
-    let child = Command::new(BIN)
-        .args([
-            "--triton-url",
-            &triton.url(),
-            "--triton-metrics-url",
-            &format!("{}/metrics", triton.url()),
-        ])
-        .args([
-            "--metrics-addr",
-            &metrics.to_string(),
-            "--admin-addr",
-            &admin.to_string(),
-        ])
-        .args([
-            "--poll-interval",
-            "100ms",
-            "--window",
-            "2s",
-            "--scrape-timeout",
-            "300ms",
-            "--drain-poll-interval",
-            "50ms",
-        ])
-        .args([
-            "--min-drain",
-            "1s",
-            "--drain-quiet",
-            "400ms",
-            "--drain-timeout",
-            "10s",
-            "--no-gpu",
-        ])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agent");
+    let started = spawn_agent(
+        Command::new(BIN)
+            .args([
+                "--triton-url",
+                &triton.url(),
+                "--triton-metrics-url",
+                &format!("{}/metrics", triton.url()),
+            ])
+            .args(PORT_ZERO)
+            .args([
+                "--poll-interval",
+                "100ms",
+                "--window",
+                "2s",
+                "--scrape-timeout",
+                "300ms",
+                "--drain-poll-interval",
+                "50ms",
+            ])
+            .args([
+                "--min-drain",
+                "1s",
+                "--drain-quiet",
+                "400ms",
+                "--drain-timeout",
+                "10s",
+                "--no-gpu",
+            ])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null()),
+    );
+    let a = started.unwrap_or_else(|(st, log)| panic!("agent exited at start-up: {st:?}\n{log}"));
     Proc {
-        child,
-        admin,
-        metrics,
+        child: a.child,
+        admin: a.admin,
+        metrics: a.metrics,
+        _stderr: a.stderr,
     }
 }
 
@@ -251,14 +246,14 @@ fn port_taken_exits_with_a_clear_error() {
 
 #[test]
 fn check_against_absent_triton_exits_1() {
-    let port = free_port();
+    let absent = RefusedAddr::new();
     let out = Command::new(BIN)
         .args([
             "check",
             "--triton-url",
-            &format!("http://127.0.0.1:{port}"),
+            &absent.url(),
             "--triton-metrics-url",
-            &format!("http://127.0.0.1:{port}/metrics"),
+            &format!("{}/metrics", absent.url()),
             "--no-gpu",
         ])
         .output()
@@ -273,25 +268,20 @@ fn check_against_absent_triton_exits_1() {
 
 #[tokio::test]
 async fn check_prints_the_table() {
+    // The check scrapes twice, one poll interval apart; the fake serves the first page to the
+    // first scrape and the second page to the second, whatever the timing: 10 more requests,
+    // with 40 ms mean wait.
     let t = FakeTriton::start(Script {
-        metrics: page("m", 10, 0, 1_000_000, 4),
+        metrics_seq: vec![
+            page("m", 10, 0, 1_000_000, 4),
+            page("m", 20, 0, 1_400_000, 4),
+        ],
+        model_ready: [("m".to_string(), 200)].into(),
         ..Default::default()
     })
     .await;
-    t.set(|s| {
-        s.model_ready
-            .insert("m".into(), 200)
-            .map(|_| ())
-            .unwrap_or(())
-    });
     let url = t.url();
     let metrics = format!("{url}/metrics");
-    let script = t.script.clone();
-    // Advance counters between the two scrapes: 10 more requests with 40 ms mean wait.
-    let bump = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        script.lock().unwrap().metrics = page("m", 20, 0, 1_400_000, 4);
-    });
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
             .args([
@@ -311,13 +301,17 @@ async fn check_prints_the_table() {
     })
     .await
     .unwrap();
-    bump.await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
         Some(0),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        t.script.lock().unwrap().metrics_hits,
+        2,
+        "one scrape per page: {stdout}"
     );
     let row = stdout
         .lines()
@@ -376,9 +370,9 @@ async fn drain_cli_waits_and_reports() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("result=idle trigger=cli"));
     // Unreachable agent: exit 1 with a clear message.
-    let port = free_port();
+    let absent = RefusedAddr::new();
     let out = Command::new(BIN)
-        .args(["drain", "--admin-url", &format!("http://127.0.0.1:{port}")])
+        .args(["drain", "--admin-url", &absent.url()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -386,4 +380,21 @@ async fn drain_cli_waits_and_reports() {
     signal(&p, "TERM");
     let (st, _) = wait_exit(&mut p, Duration::from_secs(5)).await;
     assert!(st.success());
+}
+
+/// The start-up line that `spawn` reads the bound ports from, in both log formats.
+#[test]
+fn start_up_line_parses_in_both_formats() {
+    let text = "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m triton-sidecar started \u{1b}[3mmetrics\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:38643 \u{1b}[3madmin\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:33593 \u{1b}[3mtriton\u{1b}[0m\u{1b}[2m=\u{1b}[0mhttp://127.0.0.1:1";
+    let json = r#"{"timestamp":"x","level":"INFO","fields":{"message":"triton-sidecar started","metrics":"127.0.0.1:38643","admin":"127.0.0.1:33593","triton":"http://127.0.0.1:1"},"target":"triton_sidecar"}"#;
+    let want = Some((
+        "127.0.0.1:38643".parse().unwrap(),
+        "127.0.0.1:33593".parse().unwrap(),
+    ));
+    assert_eq!(parse_started(&strip_ansi(text)), want);
+    assert_eq!(parse_started(json), want);
+    assert_eq!(
+        parse_started("triton-sidecar started metrics=0.0.0.0:8003"),
+        None
+    );
 }

@@ -40,6 +40,10 @@ pub enum MetricsMode {
 pub struct Script {
     /// The metrics page.
     pub metrics: String,
+    /// When not empty, the metrics pages to serve in turn, in place of `metrics`: each GET
+    /// /metrics takes the first page off, and the last one is served from then on. A test that
+    /// needs "page A, then page B" gets it by request count, not by racing the agent's timer.
+    pub metrics_seq: Vec<String>,
     /// How /metrics answers.
     pub mode: MetricsMode,
     /// Status of /v2/health/ready.
@@ -60,6 +64,7 @@ impl Default for Script {
     fn default() -> Self {
         Script {
             metrics: String::new(),
+            metrics_seq: Vec::new(),
             mode: MetricsMode::Page,
             ready: 200,
             model_ready: HashMap::new(),
@@ -176,9 +181,19 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
                 sc.v2_keepalive += 1;
             }
         }
-        let sc = script.lock().unwrap().clone();
+        let mut sc = script.lock().unwrap().clone();
         let (status, body): (u16, Vec<u8>) = if path == "/metrics" {
-            script.lock().unwrap().metrics_hits += 1;
+            {
+                // Count and take the page under one lock, so two concurrent scrapes never get
+                // the same page of a sequence.
+                let mut live = script.lock().unwrap();
+                live.metrics_hits += 1;
+                if live.metrics_seq.len() > 1 {
+                    sc.metrics = live.metrics_seq.remove(0);
+                } else if let Some(last) = live.metrics_seq.first() {
+                    sc.metrics = last.clone();
+                }
+            }
             match sc.mode {
                 MetricsMode::Page => (200, sc.metrics.into_bytes()),
                 MetricsMode::Status(c) => (c, b"error\n".to_vec()),
@@ -247,13 +262,30 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
     }
 }
 
-/// A free port on 127.0.0.1 (bound, read, released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// An address on 127.0.0.1 that refuses connections for as long as this value lives.
+///
+/// The socket is bound but never listens: connecting gets "connection refused", and no other
+/// process can take the port meanwhile (a port bound, read and released could be).
+pub struct RefusedAddr {
+    pub addr: SocketAddr,
+    _held: TcpSocket,
+}
+
+impl RefusedAddr {
+    pub fn new() -> RefusedAddr {
+        let s = TcpSocket::new_v4().expect("socket");
+        s.bind(([127, 0, 0, 1], 0).into())
+            .expect("bind 127.0.0.1:0");
+        RefusedAddr {
+            addr: s.local_addr().expect("bound address"),
+            _held: s,
+        }
+    }
+
+    /// e.g. `http://127.0.0.1:12345`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 /// A page with one model `m` and the given counters.
@@ -365,4 +397,195 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// The agent binary, spawned on port 0.
+
+/// Arguments that make a spawned agent bind port 0 for both listeners; `AgentStderr::started`
+/// then reads the ports it got from its start-up line. Choosing a "free" port in the test and
+/// passing it on raced with every other test binding port 0 in between.
+pub const PORT_ZERO: [&str; 4] = [
+    "--metrics-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+];
+
+/// A spawned agent that has logged its start-up line.
+pub struct SpawnedAgent {
+    pub child: std::process::Child,
+    pub stderr: AgentStderr,
+    /// The bound addresses, from the start-up line.
+    pub metrics: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Spawn the agent `cmd` describes (with `PORT_ZERO` among its arguments) and wait for its
+/// start-up line; or, when it exits without one (a refused flag), its exit status and stderr.
+/// Its stderr is piped here, and its log filter is the default (`info`), which the start-up line
+/// needs.
+pub fn spawn_agent(
+    cmd: &mut std::process::Command,
+) -> Result<SpawnedAgent, (std::process::ExitStatus, String)> {
+    let mut child = cmd
+        .env_remove("TRITON_SIDECAR_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let stderr = AgentStderr::tee(&mut child);
+    // Killed if the wait panics, so no agent outlives its test.
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stderr.started(Duration::from_secs(15))
+    }));
+    match started {
+        Ok(Some((metrics, admin))) => Ok(SpawnedAgent {
+            child,
+            stderr,
+            metrics,
+            admin,
+        }),
+        Ok(None) => {
+            let st = child.wait().expect("wait for the agent");
+            Err((st, stderr.text()))
+        }
+        Err(panic) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// The message of the agent's start-up line, which carries the bound addresses.
+const STARTED: &str = "triton-sidecar started";
+
+#[derive(Default)]
+struct Tee {
+    /// Everything read from the agent's stderr so far, as it was written.
+    text: String,
+    /// The start-up line, escape sequences removed.
+    started: Option<String>,
+    /// The agent closed its stderr (it exited).
+    eof: bool,
+}
+
+/// A spawned agent's stderr, read line by line by a thread as it arrives: the test learns the
+/// bound addresses from the start-up line, and a copy of every line stays readable (the pipe is
+/// also kept drained, so a chatty agent never blocks on a full pipe).
+pub struct AgentStderr {
+    shared: Arc<(Mutex<Tee>, std::sync::Condvar)>,
+}
+
+impl AgentStderr {
+    /// Take `child`'s stderr, which must be `Stdio::piped()`, and start reading it.
+    pub fn tee(child: &mut std::process::Child) -> AgentStderr {
+        use std::io::BufRead;
+        let pipe = child
+            .stderr
+            .take()
+            .expect("the agent's stderr must be piped");
+        let shared = Arc::new((Mutex::new(Tee::default()), std::sync::Condvar::new()));
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            let mut r = std::io::BufReader::new(pipe);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let n = r.read_until(b'\n', &mut buf).unwrap_or(0);
+                let (lock, cv) = &*s;
+                let mut t = lock.lock().unwrap();
+                if n == 0 {
+                    t.eof = true;
+                    cv.notify_all();
+                    return;
+                }
+                let line = String::from_utf8_lossy(&buf);
+                t.text.push_str(&line);
+                if t.started.is_none() {
+                    let plain = strip_ansi(&line);
+                    if plain.contains(STARTED) {
+                        t.started = Some(plain.trim_end().to_string());
+                        cv.notify_all();
+                    }
+                }
+            }
+        });
+        AgentStderr { shared }
+    }
+
+    /// The bound (metrics, admin) addresses from the start-up line, or `None` when the agent
+    /// exited without one (a refused flag). Panics if neither happens `within`.
+    pub fn started(&self, within: Duration) -> Option<(SocketAddr, SocketAddr)> {
+        let (lock, cv) = &*self.shared;
+        let deadline = std::time::Instant::now() + within;
+        let mut t = lock.lock().unwrap();
+        while t.started.is_none() && !t.eof {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no start-up line within {within:?}; stderr:\n{}",
+                t.text
+            );
+            t = cv.wait_timeout(t, left).unwrap().0;
+        }
+        let line = t.started.clone()?;
+        let (metrics, admin) = parse_started(&line).unwrap_or_else(|| {
+            panic!("cannot read the bound addresses from the start-up line: {line}")
+        });
+        // Port 0 there would be the configured address, not the one the agent listens on.
+        assert!(
+            metrics.port() != 0 && admin.port() != 0,
+            "the start-up line must name the bound ports: {line}"
+        );
+        Some((metrics, admin))
+    }
+
+    /// Everything the agent wrote to stderr so far.
+    pub fn text(&self) -> String {
+        self.shared.0.lock().unwrap().text.clone()
+    }
+}
+
+/// Remove terminal escape sequences (`ESC [ ... letter`): the text log format colours field
+/// names even when stderr is a pipe.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// (metrics, admin) from a start-up line in either log format: text
+/// (`... triton-sidecar started metrics=127.0.0.1:1 admin=127.0.0.1:2 triton=...`) or JSON
+/// (`{"fields":{"message":"triton-sidecar started","metrics":"...","admin":"..."},...}`).
+pub fn parse_started(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let (metrics, admin) = if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let f = &v["fields"];
+        (
+            f["metrics"].as_str()?.to_string(),
+            f["admin"].as_str()?.to_string(),
+        )
+    } else {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        (field("metrics")?, field("admin")?)
+    };
+    Some((metrics.parse().ok()?, admin.parse().ok()?))
 }
