@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 fn replay_trace(seed: u64) -> Trace {
     let mut rng = Rng::new(seed);
-    let models = vec![
+    let models = [
         ("fast", 0.020, 25.0),
         ("slow", 0.150, 5.0),
         ("broken", 0.040, 8.0),

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn metrics_page(a: &RunningAgent) -> impl std::future::Future<Output = String> + '_ {
-    async move { get(a.metrics, "/metrics").await.1 }
+async fn metrics_page(a: &RunningAgent) -> String {
+    get(a.metrics, "/metrics").await.1
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 //! the age of the oldest pending request plus one poll interval, never falls below that mean,
 //! and no gauge rises because a scrape failed. Pending, rates and compute equal the truth.
 
+#[allow(dead_code)] // shared with examples/oracle.rs, which uses other parts
 mod oracle;
 
 use oracle::gen::{generate, Knobs};
@@ -181,7 +182,7 @@ fn checked(tr: Trace) -> Vec<oracle::truth::Observed> {
     obs
 }
 
-/// 1. Heavy load gives a wait of seconds; then the pod is idle for longer than the window, and
+/// Sequence 1: Heavy load gives a wait of seconds; then the pod is idle for longer than the window, and
 ///    one request is seen pending (behind another) before it completes. Its wait is its own
 ///    (under a second), not the old one. (main: 5,071 ms in the run.)
 #[test]
@@ -199,7 +200,7 @@ fn case1_a_stale_wait_does_not_come_back_after_idle() {
     assert!(obs[20].pod.unwrap().queue_wait_ms <= 1400.0);
 }
 
-/// 2. A backend that fails every request: executions are progress, so the queue's wait does not
+/// Sequence 2: A backend that fails every request: executions are progress, so the queue's wait does not
 ///    climb 1000 ms per second. (main: 19,543 ms in the run.)
 #[test]
 fn case2_failing_executions_are_progress_not_a_stall() {
@@ -220,7 +221,7 @@ fn case2_failing_executions_are_progress_not_a_stall() {
     assert!(obs[10].models["broken"].failure_rate > 1.5);
 }
 
-/// 3. A stall seen on the last good page must not keep growing while scrapes fail; after the
+/// Sequence 3: A stall seen on the last good page must not keep growing while scrapes fail; after the
 ///    hold bound the series are absent, not 0.
 #[test]
 fn case3_a_lost_connection_does_not_extend_a_stall() {
@@ -244,7 +245,7 @@ fn case3_a_lost_connection_does_not_extend_a_stall() {
     assert!(obs[19].last_good_age.unwrap() > 5.0);
 }
 
-/// 4a. One model's counters restarting (a reload) leaves every other model's rate alone.
+/// Sequence 4a: One model's counters restarting (a reload) leaves every other model's rate alone.
 /// (main: the other model's rate read 0.)
 #[test]
 fn case4a_one_models_reset_is_its_own() {
@@ -267,7 +268,7 @@ fn case4a_one_models_reset_is_its_own() {
     }
 }
 
-/// 4b. A Triton restart whose first pages list no models (explicit model control): old and
+/// Sequence 4b: A Triton restart whose first pages list no models (explicit model control): old and
 /// new counters never mix.
 #[test]
 fn case4b_a_restart_listing_no_models_first_starts_afresh() {
@@ -282,7 +283,7 @@ fn case4b_a_restart_listing_no_models_first_starts_afresh() {
     checked(tr);
 }
 
-/// 5. A page's time is when its body was read, not after the health probes: probes that take
+/// Sequence 5: A page's time is when its body was read, not after the health probes: probes that take
 ///    0 or 0.9 s in turn must not skew the rate.
 #[test]
 fn case5_samples_are_timestamped_when_the_body_is_read() {
@@ -300,7 +301,7 @@ fn case5_samples_are_timestamped_when_the_body_is_read() {
     }
 }
 
-/// 8. With the response cache on, compute per request counts only the requests that executed.
+/// Sequence 8: With the response cache on, compute per request counts only the requests that executed.
 #[test]
 fn case8_compute_leaves_out_cache_hits() {
     let rs: Vec<RequestSpec> = (0..200)
@@ -317,7 +318,7 @@ fn case8_compute_leaves_out_cache_hits() {
     );
 }
 
-/// 11b. The pod's queue wait is the wait an ensemble's client sees: its steps' waits added up,
+/// Sequence 11b: The pod's queue wait is the wait an ensemble's client sees: its steps' waits added up,
 /// per ensemble request, not diluted by the ensemble's own near-zero queue and count.
 #[test]
 fn case11b_pod_wait_is_what_an_ensemble_client_sees() {
@@ -367,7 +368,7 @@ fn case11b_pod_wait_is_what_an_ensemble_client_sees() {
     );
 }
 
-/// 6. Readiness hysteresis: a health probe that times out (a busy Triton) keeps a ready pod
+/// Sequence 6, readiness hysteresis: a health probe that times out (a busy Triton) keeps a ready pod
 /// ready for up to HEALTH_TIMEOUTS_TOLERATED polls in a row; more turn it not ready. An answer
 /// resets the count. (main: 503 at the first timeout.)
 #[test]
@@ -418,7 +419,7 @@ fn page_trtllm(
     Arc::new(triton_sidecar::triton::snapshot::Snapshot::parse(&body).expect("page"))
 }
 
-/// 11a. TensorRT-LLM streams complete only at their end: while iterations run, requests
+/// Sequence 11a: TensorRT-LLM streams complete only at their end: while iterations run, requests
 /// waiting in the backend's queue are not a stall. (main: +1000 ms per second.) When the
 /// iterations stop too, it is one.
 #[test]
@@ -447,7 +448,7 @@ fn case11a_streams_in_progress_are_not_a_stall() {
     );
 }
 
-/// 10. A NaN on a model's first page: the model is left out for that page, not published from
+/// Sequence 10: a NaN on a model's first page: the model is left out for that page, not published from
 /// partial counters (main: success NaN dropped, so the model showed 0 requests and its other
 /// counters).
 #[test]
@@ -508,7 +509,7 @@ impl triton_sidecar::triton::transport::Transport for Scripted {
     }
 }
 
-/// 10. Ensemble steps are learned again after the ensemble is reloaded: a new config that
+/// Sequence 10: ensemble steps are learned again after the ensemble is reloaded: a new config that
 /// swaps its step is followed. (main: asked once per model, for ever.)
 #[test]
 fn ensemble_steps_are_relearned_after_a_reload() {

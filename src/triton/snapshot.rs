@@ -211,10 +211,10 @@ impl Builder {
                     }
                     "nv_inference_pending_request_count" => m.pending += v,
                     "nv_cache_num_hits_per_model" => *m.cache_hits.get_or_insert(0.0) += v,
-                    "nv_trt_llm_general_metrics" => {
-                        if s.label("general_type").as_deref() == Some("iteration_counter") {
-                            *m.trtllm_iterations.get_or_insert(0.0) += v
-                        }
+                    "nv_trt_llm_general_metrics"
+                        if s.label("general_type").as_deref() == Some("iteration_counter") =>
+                    {
+                        *m.trtllm_iterations.get_or_insert(0.0) += v
                     }
                     "nv_trt_llm_request_metrics" => match s.label("request_type").as_deref() {
                         Some("waiting") => *m.trtllm_waiting.get_or_insert(0.0) += v,

@@ -374,7 +374,13 @@ fn parse_value(s: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn one(line: &str) -> Result<(String, Vec<(String, String)>, f64, Option<i64>), ParseError> {
+    /// (name, labels, value, timestamp) of a one-sample page.
+    type Parsed = (String, Vec<(String, String)>, f64, Option<i64>);
+
+    /// One row of the table below: (input, name, labels, value, timestamp).
+    type Row<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], f64, Option<i64>);
+
+    fn one(line: &str) -> Result<Parsed, ParseError> {
         let samples = parse_all(line)?;
         assert_eq!(samples.len(), 1, "expected exactly one sample in {line:?}");
         let s = samples[0];
@@ -391,7 +397,7 @@ mod tests {
     #[test]
     fn valid_lines() {
         // (input, name, labels, value, timestamp)
-        let table: &[(&str, &str, &[(&str, &str)], f64, Option<i64>)] = &[
+        let table: &[Row] = &[
             ("a 1", "a", &[], 1.0, None),
             ("a_b:c 2.5", "a_b:c", &[], 2.5, None),
             (

@@ -5,7 +5,6 @@
 //!
 //! Used by `tests/oracle_gauges.rs` and by `examples/oracle.rs` (trace and render for the
 //! real-Triton replay, `tests/e2e/test_replay.py`).
-#![allow(dead_code)]
 
 pub mod gen;
 pub mod sim;
