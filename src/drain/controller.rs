@@ -2,6 +2,7 @@
 //! cancel, terminate, abort) and poll results, and publishes a [`DrainView`].
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -196,7 +197,18 @@ fn view_of(m: &DrainMachine, counts: &BTreeMap<(Trigger, DrainResult), u64>) -> 
 pub fn spawn(
     cfg: DrainConfig,
     origin: Instant,
+    polls: watch::Receiver<Arc<PollState>>,
+) -> (DrainHandle, watch::Receiver<Phase>) {
+    spawn_counted(cfg, origin, polls, Arc::new(AtomicU64::new(0)))
+}
+
+/// [`spawn`], counting the controller loop's wakeups in `wakeups`: the tests use it to check
+/// that the task parks instead of spinning.
+fn spawn_counted(
+    cfg: DrainConfig,
+    origin: Instant,
     mut polls: watch::Receiver<Arc<PollState>>,
+    wakeups: Arc<AtomicU64>,
 ) -> (DrainHandle, watch::Receiver<Phase>) {
     let mut m = DrainMachine::new(cfg);
     let mut counts: BTreeMap<(Trigger, DrainResult), u64> = BTreeMap::new();
@@ -204,10 +216,13 @@ pub fn spawn(
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let (tx, mut rx) = mpsc::channel::<Command>(256);
     tokio::spawn(async move {
-        // Timeouts must fire even when polls stall, so a tick runs beside the poll feed.
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Polls stop once the poller has ended (shutdown, or a failure the agent is about to
+        // report). The controller then stops listening for them, and keeps answering commands
+        // and firing the drain timeout. (Listening to a closed channel, or to a replacement
+        // without a sender, fails at once on every pass: the loop would spin a core.)
+        let mut polls_open = true;
         loop {
+            wakeups.fetch_add(1, Ordering::Relaxed);
             let mut done: Option<Completion> = None;
             let before = (
                 m.phase(),
@@ -215,6 +230,17 @@ pub fn spawn(
                 m.quiet_since(),
                 m.last_in_flight().to_bits(),
             );
+            // The only timed rule is the drain timeout, and it must fire even when polls stall:
+            // sleep until that deadline rather than tick, so a serving controller never wakes.
+            let deadline = match (m.phase(), m.started()) {
+                (Phase::Draining, Some(s)) => s
+                    .checked_add(m.config().timeout)
+                    .and_then(|d| origin.checked_add(d))
+                    .map(tokio::time::Instant::from_std),
+                _ => None,
+            };
+            // Never polled while `deadline` is `None` (the branch below is disabled).
+            let wake = deadline.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None => return,
@@ -244,10 +270,9 @@ pub fn spawn(
                         let _ = reply.send(r.map(|_| ()));
                     }
                 },
-                changed = polls.changed() => {
+                changed = polls.changed(), if polls_open => {
                     if changed.is_err() {
-                        // The poller stopped; keep answering commands and ticks.
-                        polls = watch::channel(Arc::new(PollState::default())).1;
+                        polls_open = false;
                         continue;
                     }
                     let p = polls.borrow_and_update().clone();
@@ -257,7 +282,8 @@ pub fn spawn(
                         tracing::info!("a new Triton process is ready and no termination is under way: back to serving");
                     }
                 }
-                _ = tick.tick() => {
+                _ = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                    // Timer rounding can wake a hair early: then the next pass sleeps again.
                     done = m.tick(origin.elapsed());
                 }
             }
@@ -302,4 +328,93 @@ pub fn spawn(
         },
         phase_rx,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(timeout: Duration) -> DrainConfig {
+        DrainConfig {
+            poll_interval: Duration::from_millis(200),
+            min_drain: Duration::ZERO,
+            quiet: Duration::from_millis(10),
+            timeout,
+        }
+    }
+
+    /// A multi-thread runtime the test can abandon: a controller that never yields (the bug)
+    /// would otherwise block the runtime's shutdown, and the test would hang instead of fail.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn parks_once_the_poll_channel_closes_and_still_answers() {
+        let rt = runtime();
+        let outcome = rt.block_on(async {
+            let wakeups = Arc::new(AtomicU64::new(0));
+            let (poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
+            let (h, _phase) = spawn_counted(
+                cfg(Duration::from_millis(300)),
+                Instant::now(),
+                poll_rx,
+                wakeups.clone(),
+            );
+            // The poller stops (shutdown, or a crash the agent is about to report).
+            drop(poll_tx);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let idle = wakeups.load(Ordering::Relaxed);
+            // Still answers: a drain started now ends by its timeout, with no poll to see.
+            let drained = tokio::time::timeout(Duration::from_secs(3), async {
+                let g = h.start(Trigger::Post).await?;
+                h.wait(g).await
+            })
+            .await;
+            (idle, drained)
+        });
+        rt.shutdown_background();
+        let (idle, drained) = outcome;
+        // Serving with nothing to do: one pass when the channel closes, then parked. The bug
+        // spun here (millions of passes in 300 ms).
+        assert!(idle <= 3, "{idle} wakeups in 300 ms while serving and idle");
+        let c = drained
+            .expect("answered within 3 s")
+            .expect("controller alive");
+        assert_eq!(c.result, DrainResult::Timeout);
+        assert!(c.duration >= Duration::from_millis(300), "{c:?}");
+    }
+
+    #[test]
+    fn timeout_fires_at_the_deadline_without_periodic_ticks() {
+        let rt = runtime();
+        let (wakes, c, took) = rt.block_on(async {
+            let wakeups = Arc::new(AtomicU64::new(0));
+            // The poller runs but has nothing new to say.
+            let (_poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
+            let (h, _phase) = spawn_counted(
+                cfg(Duration::from_millis(1000)),
+                Instant::now(),
+                poll_rx,
+                wakeups.clone(),
+            );
+            let t0 = Instant::now();
+            let g = h.start(Trigger::Post).await.expect("alive");
+            let c = tokio::time::timeout(Duration::from_secs(5), h.wait(g))
+                .await
+                .expect("completes")
+                .expect("alive");
+            (wakeups.load(Ordering::Relaxed), c, t0.elapsed())
+        });
+        rt.shutdown_background();
+        assert_eq!(c.result, DrainResult::Timeout);
+        assert!(c.duration >= Duration::from_millis(1000), "{c:?}");
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        // The start command and the deadline; a 50 ms tick made it about 20.
+        assert!(wakes <= 4, "{wakes} wakeups for one 1 s drain");
+    }
 }
