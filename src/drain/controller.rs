@@ -193,6 +193,37 @@ fn view_of(m: &DrainMachine, counts: &BTreeMap<(Trigger, DrainResult), u64>) -> 
     }
 }
 
+/// Every field of the machine that [`view_of`] publishes and that can change without a
+/// completion: the view is sent again when any of them moved. (`terminating` once was missing,
+/// so a signal during a hook's drain never reached `/drain/status`.)
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stamp {
+    phase: Phase,
+    generation: u64,
+    trigger: Option<Trigger>,
+    result: Option<DrainResult>,
+    started: Option<Duration>,
+    quiet_since: Option<Duration>,
+    /// Compared by bits, so a NaN never counts as a change on every pass.
+    in_flight: u64,
+    terminating: bool,
+}
+
+impl Stamp {
+    fn of(m: &DrainMachine) -> Stamp {
+        Stamp {
+            phase: m.phase(),
+            generation: m.generation(),
+            trigger: m.trigger(),
+            result: m.result(),
+            started: m.started(),
+            quiet_since: m.quiet_since(),
+            in_flight: m.last_in_flight().to_bits(),
+            terminating: m.terminating(),
+        }
+    }
+}
+
 /// Spawn the controller. Returns the handle, and a phase receiver for the poller.
 pub fn spawn(
     cfg: DrainConfig,
@@ -224,12 +255,7 @@ fn spawn_counted(
         loop {
             wakeups.fetch_add(1, Ordering::Relaxed);
             let mut done: Option<Completion> = None;
-            let before = (
-                m.phase(),
-                m.generation(),
-                m.quiet_since(),
-                m.last_in_flight().to_bits(),
-            );
+            let before = Stamp::of(&m);
             // The only timed rule is the drain timeout, and it must fire even when polls stall:
             // sleep until that deadline rather than tick, so a serving controller never wakes.
             let deadline = match (m.phase(), m.started()) {
@@ -304,12 +330,7 @@ fn spawn_counted(
                     ),
                 }
             }
-            let after = (
-                m.phase(),
-                m.generation(),
-                m.quiet_since(),
-                m.last_in_flight().to_bits(),
-            );
+            let after = Stamp::of(&m);
             if done.is_some() || before != after {
                 view_tx.send_replace(Arc::new(view_of(&m, &counts)));
                 phase_tx.send_if_modified(|p| {
@@ -416,5 +437,32 @@ mod tests {
         assert!(took < Duration::from_millis(1500), "{took:?}");
         // The start command and the deadline; a 50 ms tick made it about 20.
         assert!(wakes <= 4, "{wakes} wakeups for one 1 s drain");
+    }
+
+    #[tokio::test]
+    async fn a_signal_during_a_hook_drain_is_published() {
+        let (_poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
+        let (h, _phase) = spawn(cfg(Duration::from_secs(60)), Instant::now(), poll_rx);
+        let g = h.start(Trigger::PrestopHttp).await.expect("alive");
+        let mut views = h.subscribe();
+        views
+            .wait_for(|v| v.phase == Phase::Draining)
+            .await
+            .expect("alive");
+        assert!(!h.view().terminating);
+        // SIGTERM arrives while the preStop hook's drain runs: same drain, same phase.
+        assert_eq!(h.terminate().await.expect("alive"), g);
+        let seen = tokio::time::timeout(
+            Duration::from_secs(2),
+            views.wait_for(|v| v.terminating),
+        )
+        .await;
+        assert!(seen.is_ok(), "terminating never published: {:?}", h.view());
+        let status: serde_json::Value =
+            serde_json::from_str(&h.view().status_json(h.now())).expect("JSON");
+        assert_eq!(status["terminating"], true);
+        assert_eq!(status["trigger"], "prestop-http");
+        // And the published view refuses what the machine refuses: cancel is 409 now.
+        assert!(matches!(h.cancel().await, Ok(Err(CancelError::Terminating))));
     }
 }

@@ -7,7 +7,8 @@
 //!                       answers 200 with a one-line summary once it has completed
 //! POST /drain           starts the drain, 202 at once
 //! POST /drain/cancel    back to serving; 409 once a signal arrived
-//! GET  /drain/status    JSON: state, trigger, result, elapsed_ms, pending, quiet_ms, timeout_ms
+//! GET  /drain/status    JSON: state, trigger, result, elapsed_ms, pending, quiet_ms, timeout_ms,
+//!                       terminating (a signal arrived: the drain cannot be cancelled)
 //!
 //! Any other path is 404, a wrong method 405. No handler calls Triton or NVML.
 
