@@ -347,6 +347,18 @@ impl Config {
         if drain.timeout < drain.min_drain {
             return Err(err("--drain-timeout", "is shorter than --min-drain"));
         }
+        // Quiet time counts from a poll after the drain started, so a quiet period as long as
+        // the timeout can never be reached: every drain would end in `timeout`.
+        if drain.quiet >= drain.timeout {
+            return Err(err(
+                "--drain-quiet",
+                format!(
+                    "{} is not shorter than --drain-timeout ({}): every drain would time out",
+                    humantime::format_duration(drain.quiet),
+                    humantime::format_duration(drain.timeout)
+                ),
+            ));
+        }
         let choice = if a.no_gpu {
             GpuChoice::Off
         } else {
@@ -355,11 +367,19 @@ impl Config {
                 Some("all") => GpuChoice::All,
                 Some("none") => GpuChoice::Off,
                 Some(list) => {
-                    let uuids: Vec<String> = list
-                        .split(',')
-                        .map(|u| u.trim().to_string())
-                        .filter(|u| !u.is_empty())
-                        .collect();
+                    let uuids: Vec<String> =
+                        list.split(',').map(|u| u.trim().to_string()).collect();
+                    // `,` once meant "no GPUs", and `GPU-a,,GPU-b` dropped a GPU silently (an
+                    // unset template variable, say): refuse both. `--no-gpu` turns gauges off.
+                    if uuids.iter().any(String::is_empty) {
+                        return Err(err(
+                            "--gpu",
+                            format!(
+                                "'{list}' holds an empty UUID; expected 'all' or UUIDs like \
+                                 GPU-xxxxxxxx separated by commas (--no-gpu turns GPU gauges off)"
+                            ),
+                        ));
+                    }
                     if uuids
                         .iter()
                         .any(|u| !u.starts_with("GPU-") && !u.starts_with("MIG-"))
@@ -509,6 +529,34 @@ mod tests {
             let e = parse(argv).expect_err(&format!("{argv:?} should fail"));
             assert!(e.contains(flag), "{argv:?}: {e}");
         }
+    }
+
+    #[test]
+    fn gpu_list_without_a_uuid_is_refused() {
+        for list in [",", " , ", ",,", "GPU-a,,GPU-b", "GPU-a,"] {
+            let e = parse(&["--gpu", list]).expect_err(list);
+            assert!(e.contains("--gpu"), "{list:?}: {e}");
+            assert!(e.contains("empty"), "{list:?}: {e}");
+        }
+        // An empty value stays "not set" (an env var set to "" in a manifest).
+        assert_eq!(
+            parse(&["--gpu", ""]).unwrap().gpu.choice,
+            GpuChoice::FromTriton
+        );
+    }
+
+    #[test]
+    fn drain_quiet_must_be_shorter_than_drain_timeout() {
+        for (quiet, timeout) in [("90s", "90s"), ("2m", "90s")] {
+            let e = parse(&["--drain-quiet", quiet, "--drain-timeout", timeout]).expect_err(quiet);
+            assert!(
+                e.contains("--drain-quiet") && e.contains("--drain-timeout"),
+                "names both flags: {e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let c = parse(&["--drain-quiet", "89s", "--drain-timeout", "90s"]).unwrap();
+        assert_eq!(c.drain.quiet, Duration::from_secs(89));
     }
 
     #[test]

@@ -223,6 +223,55 @@ fn invalid_flag_is_one_line_naming_the_flag_exit_2() {
 }
 
 #[test]
+fn gpu_list_without_uuid_and_quiet_not_under_timeout_exit_2() {
+    // Both used to start: `--gpu ,` as "no GPUs", and a quiet period no drain can reach.
+    for (args, flags) in [
+        (vec!["--gpu", ","], vec!["--gpu"]),
+        (
+            vec!["--drain-quiet", "90s", "--drain-timeout", "90s"],
+            vec!["--drain-quiet", "--drain-timeout"],
+        ),
+    ] {
+        // The error comes before any listener is bound or Triton is polled. An agent that
+        // accepts the flags runs on: stop it and fail, rather than wait for it forever.
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .args([
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        let status = status.unwrap_or_else(|| panic!("{args:?} was accepted: the agent ran on"));
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        for f in flags {
+            assert!(err.contains(f), "{args:?} names {f}: {err}");
+        }
+    }
+}
+
+#[test]
 fn port_taken_exits_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

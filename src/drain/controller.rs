@@ -452,17 +452,17 @@ mod tests {
         assert!(!h.view().terminating);
         // SIGTERM arrives while the preStop hook's drain runs: same drain, same phase.
         assert_eq!(h.terminate().await.expect("alive"), g);
-        let seen = tokio::time::timeout(
-            Duration::from_secs(2),
-            views.wait_for(|v| v.terminating),
-        )
-        .await;
+        let seen =
+            tokio::time::timeout(Duration::from_secs(2), views.wait_for(|v| v.terminating)).await;
         assert!(seen.is_ok(), "terminating never published: {:?}", h.view());
         let status: serde_json::Value =
             serde_json::from_str(&h.view().status_json(h.now())).expect("JSON");
         assert_eq!(status["terminating"], true);
         assert_eq!(status["trigger"], "prestop-http");
         // And the published view refuses what the machine refuses: cancel is 409 now.
-        assert!(matches!(h.cancel().await, Ok(Err(CancelError::Terminating))));
+        assert!(matches!(
+            h.cancel().await,
+            Ok(Err(CancelError::Terminating))
+        ));
     }
 }
