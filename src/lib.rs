@@ -58,6 +58,21 @@ pub enum AgentError {
     Client(String),
 }
 
+impl AgentError {
+    /// The process exit code for this error, as the README's "Exit codes" lists them: 3 only
+    /// when a listener cannot be bound, 4 when an internal task stopped, 1 otherwise. (2 is an
+    /// invalid flag, decided before the agent is built.)
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            // A port taken or not permitted: the one start-up failure a manifest change fixes.
+            AgentError::Bind { .. } => 3,
+            // A bug: the kubelet restarts the container; the log line names the task.
+            AgentError::TaskFailed(_) => 4,
+            AgentError::Client(_) => 1,
+        }
+    }
+}
+
 /// A bound, not yet running agent. Binding first lets tests use port 0 and read the ports.
 pub struct Agent {
     config: Config,
@@ -249,4 +264,21 @@ where
     S: Stream<Item = ()> + Unpin + Send,
 {
     Agent::bind(config).await?.run(signals).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_documented_exit_code() {
+        let bind = AgentError::Bind {
+            flag: "--metrics-addr",
+            addr: ([127, 0, 0, 1], 8003).into(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(bind.exit_code(), 3, "the README's promise: 3 is a port");
+        assert_eq!(AgentError::TaskFailed("poller").exit_code(), 4);
+        assert_eq!(AgentError::Client("no TLS".into()).exit_code(), 1);
+    }
 }

@@ -96,8 +96,7 @@ async fn serve(args: &triton_sidecar::config::Args) -> i32 {
         Err(e) => {
             tracing::error!(error = %e, "triton-sidecar failed");
             eprintln!("error: {e}");
-            // Port taken and similar start-up failures: a distinct code for the kubelet's logs.
-            3
+            i32::from(e.exit_code())
         }
     }
 }
