@@ -134,10 +134,20 @@ impl Agent {
         let poll_task = tokio::spawn(poller::run(poller, poll_tx, phase_rx, stop_rx.clone()));
         let gpu_rx = gpu::spawn(&config.gpu, poll_rx.clone(), stop_rx.clone());
 
-        // Render once before listening, so pod-level series exist (at 0) from the first scrape.
-        let (page_tx, page_rx) = watch::channel(Bytes::new());
+        // Render once before serving, so pod-level series exist (at 0) from the first scrape
+        // and the handler's "not rendered yet" 503 is never seen.
+        let mut registry = metrics::Metrics::new();
+        let first = render(
+            &mut registry,
+            origin.elapsed(),
+            &mut poll_rx.clone(),
+            &mut drain.subscribe(),
+            &mut gpu_rx.clone(),
+        );
+        let (page_tx, page_rx) = watch::channel(Some(first));
         let publisher = tokio::spawn(publish(
             origin,
+            registry,
             poll_rx.clone(),
             drain.subscribe(),
             gpu_rx,
@@ -219,29 +229,47 @@ async fn lifecycle<S: Stream<Item = ()> + Unpin + Send>(drain: &DrainHandle, sig
     }
 }
 
+/// Render the current inputs into a page, marking them seen; `now` is on the agent's
+/// monotonic axis and dates the drain-elapsed gauge.
+fn render(
+    m: &mut metrics::Metrics,
+    now: Duration,
+    polls: &mut watch::Receiver<Arc<PollState>>,
+    drains: &mut watch::Receiver<Arc<DrainView>>,
+    gpus: &mut watch::Receiver<GpuState>,
+) -> Bytes {
+    let p = polls.borrow_and_update().clone();
+    let d = drains.borrow_and_update().clone();
+    let g = gpus.borrow_and_update().clone();
+    Bytes::copy_from_slice(m.render_at(&p, &d, &g, now).as_bytes())
+}
+
 /// Re-render the page whenever an input changes, and every second while a drain is under way
 /// (the drain-elapsed gauge must keep moving even if a poll hangs). The only writer of the
 /// registry.
 async fn publish(
     origin: Instant,
+    mut m: metrics::Metrics,
     mut polls: watch::Receiver<Arc<PollState>>,
     mut drains: watch::Receiver<Arc<DrainView>>,
     mut gpus: watch::Receiver<GpuState>,
-    page: watch::Sender<Bytes>,
+    page: watch::Sender<Option<Bytes>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut m = metrics::Metrics::new();
     // The GPU side may have nothing to send (GPU gauges off): its closing is not an exit.
     let mut gpu_open = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let p = polls.borrow_and_update().clone();
-        let d = drains.borrow_and_update().clone();
-        let g = gpus.borrow_and_update().clone();
-        let text = m.render_at(&p, &d, &g, origin.elapsed());
-        page.send_replace(Bytes::copy_from_slice(text.as_bytes()));
-        let draining = d.phase == drain::machine::Phase::Draining;
+        page.send_replace(Some(render(
+            &mut m,
+            origin.elapsed(),
+            &mut polls,
+            &mut drains,
+            &mut gpus,
+        )));
+        // A drain that changes phase meanwhile wakes `drains.changed()` at once.
+        let draining = drains.borrow().phase == drain::machine::Phase::Draining;
         tokio::select! {
             r = polls.changed() => if r.is_err() { return },
             r = drains.changed() => if r.is_err() { return },

@@ -6,6 +6,13 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// The page the metrics router serves: `None` until the first render.
+type Page = Option<bytes::Bytes>;
+const NOT_RENDERED: Page = None;
+fn rendered(text: &'static str) -> Page {
+    Some(bytes::Bytes::from_static(text.as_bytes()))
+}
+
 async fn metrics_page(a: &RunningAgent) -> String {
     get(a.metrics, "/metrics").await.1
 }
@@ -384,4 +391,51 @@ async fn ensemble_steps_are_learned_from_the_config_endpoint() {
     assert!(ens > 0.0 && pre > 0.0, "{p}");
     // Client-facing requests only: the ensemble's, not ensemble + step (which would be 2x).
     assert_eq!(pod, ens, "{p}");
+}
+
+/// Serve the metrics router over a page channel the test controls.
+async fn serve_page(
+    page: tokio::sync::watch::Receiver<Page>,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    use triton_sidecar::http;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(http::server::serve(
+        l,
+        http::server::Limits::default(),
+        http::metrics::handler(page),
+        stop_rx,
+    ));
+    (addr, stop_tx)
+}
+
+#[tokio::test]
+async fn metrics_before_the_first_render_is_503_not_an_empty_page() {
+    // Every series of an empty 200 reads as absent; a 503 says "not yet" and fails the scrape
+    // (`up` 0 in Prometheus) instead.
+    let (tx, rx) = tokio::sync::watch::channel(NOT_RENDERED);
+    let (addr, _stop) = serve_page(rx).await;
+    let (code, body) = get(addr, "/metrics").await;
+    assert_eq!(code, 503, "{body:?}");
+    assert!(body.contains("not rendered yet"), "{body:?}");
+    let head = client()
+        .head(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 503);
+    tx.send_replace(rendered("triton_up 0\n"));
+    assert_eq!(get(addr, "/metrics").await, (200, "triton_up 0\n".into()));
+}
+
+#[tokio::test]
+async fn the_first_scrape_of_a_fresh_agent_is_a_rendered_page() {
+    // The agent renders its first page before it listens, so no scrape ever sees the 503.
+    let t = FakeTriton::reserve().await;
+    let a = start_agent(fast_config(&t)).await;
+    let (code, p) = get(a.metrics, "/metrics").await;
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(value(&p, "triton_up"), Some(0.0), "{p}");
+    assert!(p.contains("triton_sidecar_build_info{version=\""), "{p}");
 }
