@@ -122,7 +122,7 @@ impl Metrics {
         );
         let gpu_source = gf(
             "triton_sidecar_gpu_source",
-            "1 for the source of the GPU gauges in use (nvml, triton or none)",
+            "1 per reported GPU, labelled with the source of its values (nvml or triton); source=none alone when no GPU is reported",
         );
         let mut fam = |name: &str, help: &str| {
             let x = GF::default();
@@ -379,10 +379,21 @@ impl Metrics {
             set(&self.gpu_power, g.power_watts);
             set(&self.gpu_temp, g.temperature_celsius);
         }
-        for s in [GpuSource::Nvml, GpuSource::Triton, GpuSource::None] {
+        // One series per reported GPU saying where its values came from, since NVML may answer
+        // for some of Triton's GPUs and the fallback fill in the rest; `{source="none"}` alone
+        // when no GPU is reported, so "no GPU gauges" is a series an alert can match.
+        self.gpu_source.clear();
+        for g in &gpu.readings {
+            let l: Labels = vec![
+                ("gpu_uuid", g.uuid.clone()),
+                ("source", g.source.as_str().to_string()),
+            ];
+            self.gpu_source.get_or_create(&l).set(1.0);
+        }
+        if gpu.readings.is_empty() {
             self.gpu_source
-                .get_or_create(&lbl("source", s.as_str()))
-                .set(if s == gpu.source { 1.0 } else { 0.0 });
+                .get_or_create(&lbl("source", GpuSource::None.as_str()))
+                .set(1.0);
         }
         self.nvml_up.set(if gpu.nvml_up { 1.0 } else { 0.0 });
     }

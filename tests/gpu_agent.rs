@@ -130,8 +130,17 @@ async fn reports_only_the_gpu_tritons_page_names() {
         Some(45.0)
     );
     assert_eq!(
-        value(&p, "triton_sidecar_gpu_source{source=\"nvml\"}"),
-        Some(1.0)
+        value(
+            &p,
+            &format!("triton_sidecar_gpu_source{{gpu_uuid=\"{A}\",source=\"nvml\"}}")
+        ),
+        Some(1.0),
+        "{p}"
+    );
+    assert_eq!(
+        p.matches("triton_sidecar_gpu_source{").count(),
+        1,
+        "one source series per reported GPU: {p}"
     );
     assert_eq!(value(&p, "triton_sidecar_nvml_up"), Some(1.0));
     let _ = std::fs::remove_dir_all(&dir);
@@ -149,7 +158,7 @@ async fn falls_back_to_tritons_series_without_nvml() {
     eventually(Duration::from_secs(10), "fallback source", || async {
         value(
             &get(a.metrics, "/metrics").await.1,
-            "triton_sidecar_gpu_source{source=\"triton\"}",
+            &format!("triton_sidecar_gpu_source{{gpu_uuid=\"{A}\",source=\"triton\"}}"),
         ) == Some(1.0)
     })
     .await;
@@ -259,4 +268,154 @@ fn check_no_triton_prints_gpu_lines() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("gpu source: none (NVML:"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Triton's page naming `uuids`, each at utilization 0.25 (NVML's fake says 0.37 and 0.05).
+fn tritons_gpus(uuids: &[&str]) -> Script {
+    Script {
+        metrics: triton_gpu_page(uuids),
+        ..Default::default()
+    }
+}
+
+async fn page_of(a: &Agent) -> String {
+    get(a.metrics, "/metrics").await.1
+}
+
+#[tokio::test]
+async fn a_hanging_nvml_call_turns_nvml_down_and_tritons_values_fill_in() {
+    let dir = fake_dir("hang", two_gpus());
+    let t = FakeTriton::start(tritons_gpus(&[A])).await;
+    let a = spawn(
+        &t,
+        &[
+            "--nvml-lib",
+            dir.join("libnvidia-ml.so.1").to_str().unwrap(),
+        ],
+    );
+    let nvml = format!(
+        "triton_gpu_utilization_ratio{{gpu_uuid=\"{A}\",gpu_name=\"NVIDIA H100 80GB HBM3\"}}"
+    );
+    let triton = format!("triton_gpu_utilization_ratio{{gpu_uuid=\"{A}\",gpu_name=\"\"}}");
+    eventually(Duration::from_secs(10), "A from NVML", || async {
+        value(&page_of(&a).await, &nvml) == Some(0.37)
+    })
+    .await;
+    // The driver wedges in the middle of a pass: the NVML thread blocks in that call.
+    let mut hung = two_gpus();
+    hung["hang"] = serde_json::json!(["nvmlDeviceGetUtilizationRates"]);
+    std::fs::write(dir.join("fake-nvml.json"), hung.to_string()).unwrap();
+    let t0 = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "nvml_up 0 and Triton's value",
+        || async {
+            let p = page_of(&a).await;
+            value(&p, "triton_sidecar_nvml_up") == Some(0.0)
+                && value(&p, &triton) == Some(0.25)
+                && value(&p, &nvml).is_none()
+        },
+    )
+    .await;
+    // The bound is 3 × --gpu-poll-interval (100 ms), at least 1 s.
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    let p = page_of(&a).await;
+    assert_eq!(
+        value(
+            &p,
+            &format!("triton_sidecar_gpu_source{{gpu_uuid=\"{A}\",source=\"triton\"}}")
+        ),
+        Some(1.0),
+        "{p}"
+    );
+    // The call returns: NVML is back.
+    std::fs::write(dir.join("fake-nvml.json"), two_gpus().to_string()).unwrap();
+    eventually(Duration::from_secs(10), "NVML back", || async {
+        let p = page_of(&a).await;
+        value(&p, "triton_sidecar_nvml_up") == Some(1.0) && value(&p, &nvml) == Some(0.37)
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_gpu_nvml_cannot_see_is_filled_from_tritons_page() {
+    // NVML in this container sees A only; Triton uses A and B.
+    let one = serde_json::json!({"devices": [two_gpus()["devices"][0].clone()]});
+    let dir = fake_dir("fill", one);
+    let t = FakeTriton::start(tritons_gpus(&[A, B])).await;
+    let a = spawn(
+        &t,
+        &[
+            "--nvml-lib",
+            dir.join("libnvidia-ml.so.1").to_str().unwrap(),
+        ],
+    );
+    let a_nvml = format!("{{gpu_uuid=\"{A}\",gpu_name=\"NVIDIA H100 80GB HBM3\"}}");
+    let b_triton = format!("{{gpu_uuid=\"{B}\",gpu_name=\"\"}}");
+    eventually(
+        Duration::from_secs(10),
+        "A from NVML and B from Triton",
+        || async {
+            let p = page_of(&a).await;
+            value(&p, &format!("triton_gpu_utilization_ratio{a_nvml}")) == Some(0.37)
+                && value(&p, &format!("triton_gpu_utilization_ratio{b_triton}")) == Some(0.25)
+        },
+    )
+    .await;
+    let p = page_of(&a).await;
+    assert_eq!(
+        value(&p, &format!("triton_gpu_memory_used_ratio{b_triton}")),
+        Some(0.05),
+        "{p}"
+    );
+    assert_eq!(value(&p, "triton_sidecar_nvml_up"), Some(1.0));
+    // Each GPU says where its values came from.
+    for (uuid, source) in [(A, "nvml"), (B, "triton")] {
+        assert_eq!(
+            value(
+                &p,
+                &format!("triton_sidecar_gpu_source{{gpu_uuid=\"{uuid}\",source=\"{source}\"}}")
+            ),
+            Some(1.0),
+            "{p}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn tritons_gpu_values_go_once_its_last_good_page_is_stale() {
+    let mut t = FakeTriton::start(tritons_gpus(&[A])).await;
+    let a = spawn(&t, &["--nvml-lib", "/nonexistent/libnvidia-ml.so.1"]);
+    let series = format!("triton_gpu_utilization_ratio{{gpu_uuid=\"{A}\",gpu_name=\"\"}}");
+    eventually(Duration::from_secs(10), "fallback", || async {
+        value(&page_of(&a).await, &series) == Some(0.25)
+    })
+    .await;
+    // Triton goes away: its last page's values must not be served as current for long.
+    t.kill().await;
+    let t0 = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(15),
+        "frozen GPU values gone",
+        || async { !page_of(&a).await.contains("triton_gpu_utilization_ratio{") },
+    )
+    .await;
+    // 3 × --poll-interval (100 ms) + 2 × --scrape-timeout (1 s): one slow poll is tolerated.
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(2000), "{took:?}");
+    let p = page_of(&a).await;
+    assert_eq!(value(&p, "triton_up"), Some(0.0), "{p}");
+    assert_eq!(
+        value(&p, "triton_sidecar_gpu_source{source=\"none\"}"),
+        Some(1.0),
+        "{p}"
+    );
+    t.revive().await;
+    eventually(Duration::from_secs(10), "back with Triton", || async {
+        value(&page_of(&a).await, &series) == Some(0.25)
+    })
+    .await;
 }

@@ -172,7 +172,7 @@ fn gpu_all_reports_both_gpus_with_every_value() {
 
     // Through selection, `--gpu all` publishes both from NVML.
     let s = select::select(&GpuSelection::All, Some(&r), None);
-    assert_eq!(s.state.source, GpuSource::Nvml);
+    assert_eq!(s.state.sources(), [GpuSource::Nvml]);
     assert_eq!(s.state.readings.len(), 2);
 
     // Stopping is prompt although the poller sleeps between polls, and Drop shut NVML down.
@@ -194,8 +194,8 @@ fn only_the_gpu_tritons_page_names_is_reported() {
     let r = run.wait_for("NVML up", |r| r.nvml_up);
     assert!(r.readings.is_empty());
     assert_eq!(
-        select::select(&sel, Some(&r), None).state.source,
-        GpuSource::None
+        select::select(&sel, Some(&r), None).state.sources(),
+        [GpuSource::None]
     );
 
     // Triton's page names B only (its nv_gpu_* series), so only B is read and published.
@@ -207,7 +207,7 @@ fn only_the_gpu_tritons_page_names_is_reported() {
     let r = run.wait_for("B", |r| !r.readings.is_empty());
     assert_eq!(uuids(&r), [B]);
     let s = select::select(&sel, Some(&r), Some(&triton));
-    assert_eq!(s.state.source, GpuSource::Nvml);
+    assert_eq!(s.state.sources(), [GpuSource::Nvml]);
     assert_eq!(s.state.readings.len(), 1);
     // The values are NVML's, not Triton's.
     assert_eq!(s.state.readings[0].utilization_ratio, Some(0.05));
@@ -315,7 +315,7 @@ fn missing_library_keeps_polling_with_nvml_down() {
         ("nv_gpu_memory_total_bytes", labels, 4e10),
     ]);
     let s = select::select(&GpuSelection::Auto, Some(&r), Some(&triton));
-    assert_eq!(s.state.source, GpuSource::Triton);
+    assert_eq!(s.state.sources(), [GpuSource::Triton]);
     assert!(!s.state.nvml_up);
     assert_eq!(s.state.readings, triton);
     assert!(run.stop() < Duration::from_secs(1));

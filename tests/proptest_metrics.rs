@@ -120,16 +120,17 @@ fn gpu() -> impl Strategy<Value = GpuState> {
         any::<bool>(),
     )
         .prop_map(|(m, nvml_up)| GpuState {
-            source: if nvml_up {
-                GpuSource::Nvml
-            } else {
-                GpuSource::Triton
-            },
             nvml_up,
             readings: m
                 .into_iter()
                 .map(|(uuid, (n, u, mu, mt, p, t))| {
                     let mut g = GpuReading::new(uuid, n);
+                    // Mixed sources, as when NVML sees only some of Triton's GPUs.
+                    g.source = if nvml_up && u.is_some() {
+                        GpuSource::Nvml
+                    } else {
+                        GpuSource::Triton
+                    };
                     g.utilization_ratio = u;
                     g.memory_used_bytes = mu;
                     g.memory_total_bytes = mt;
@@ -277,6 +278,29 @@ fn check_page(page: &str, d: &Derived, g: &GpuState) -> Result<(), TestCaseError
         .collect();
     let known: BTreeSet<String> = g.readings.iter().map(|r| r.uuid.clone()).collect();
     prop_assert!(gpus.is_subset(&known));
+    // One source series per GPU, saying where its values came from; `none` alone without GPUs.
+    let sources: BTreeMap<Vec<(String, String)>, f64> = got
+        .iter()
+        .filter(|((n, _), _)| n == "triton_sidecar_gpu_source")
+        .map(|((_, l), v)| (l.clone(), *v))
+        .collect();
+    let mut want: BTreeMap<Vec<(String, String)>, f64> = g
+        .readings
+        .iter()
+        .map(|r| {
+            (
+                vec![
+                    ("gpu_uuid".to_string(), r.uuid.clone()),
+                    ("source".to_string(), r.source.as_str().to_string()),
+                ],
+                1.0,
+            )
+        })
+        .collect();
+    if g.readings.is_empty() {
+        want.insert(vec![("source".to_string(), "none".to_string())], 1.0);
+    }
+    prop_assert_eq!(sources, want);
     Ok(())
 }
 

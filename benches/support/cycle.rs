@@ -49,8 +49,8 @@ pub fn gpu_state() -> GpuState {
     g.memory_total_bytes = Some(85.0e9);
     g.power_watts = Some(412.0);
     g.temperature_celsius = Some(61.0);
+    g.source = GpuSource::Nvml;
     GpuState {
-        source: GpuSource::Nvml,
         nvml_up: true,
         readings: vec![g],
     }

@@ -1,15 +1,18 @@
 //! GPU gauges for the pod's own GPUs.
 //!
-//! Data flow: NVML (own blocking thread, `nvml.rs`) or Triton's `nv_gpu_*` series
-//! (`triton_fallback.rs`) ──► [`GpuState`] ──► published by the poller, encoded by `metrics.rs`.
-//! Which GPUs are reported is decided by `select.rs`.
+//! Data flow: NVML (own blocking thread, `nvml.rs`) and Triton's `nv_gpu_*` series
+//! (`triton_fallback.rs`) ──► [`GpuState`] ──► published by the GPU task (`task.rs`), encoded by
+//! `metrics.rs`. Which GPUs are reported, and from which source each, is decided by `select.rs`;
+//! how old a reading may be, by `fresh.rs`.
 //!
 //! - [`nvml`]: the blocking NVML poller thread and a one-shot read for `check`;
-//! - [`select`]: pure rules that pick the GPU set and the source;
+//! - [`select`]: pure rules that pick the GPU set and each GPU's source;
+//! - [`fresh`]: pure staleness rules (a hanging NVML call, a stale Triton page);
 //! - [`triton_fallback`]: pure conversion of Triton's `nv_gpu_*` samples into readings.
 //!
 //! See `docs/gpu.md` for how the sidecar container gets to see the pod's GPUs.
 
+pub mod fresh;
 pub mod nvml;
 pub mod select;
 pub mod task;
@@ -34,16 +37,19 @@ pub struct GpuReading {
     pub power_watts: Option<f64>,
     /// Core temperature, degrees Celsius.
     pub temperature_celsius: Option<f64>,
+    /// Where these values came from (`triton_sidecar_gpu_source{gpu_uuid,source}`): set by the
+    /// source that read them; [`GpuSource::None`] for a reading built by hand.
+    pub source: GpuSource,
 }
 
-/// Where the published GPU readings came from (`triton_sidecar_gpu_source{source}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where a GPU's published readings came from (`triton_sidecar_gpu_source{gpu_uuid,source}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum GpuSource {
     /// Read through NVML by this agent.
     Nvml,
-    /// Copied from Triton's own `nv_gpu_*` series (NVML unavailable here).
+    /// Copied from Triton's own `nv_gpu_*` series (NVML down, stale, or blind to this GPU).
     Triton,
-    /// Nothing is reported.
+    /// Nothing is reported (the `{source="none"}` series), or a reading not attributed yet.
     #[default]
     None,
 }
@@ -62,12 +68,34 @@ impl GpuSource {
 /// The GPU part of the published state.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GpuState {
-    /// Which source the readings come from.
-    pub source: GpuSource,
-    /// Whether NVML is initialised and answering (`triton_sidecar_nvml_up`).
+    /// Whether NVML is initialised and answering (`triton_sidecar_nvml_up`): false too while its
+    /// newest reading is stale (see [`fresh`]).
     pub nvml_up: bool,
-    /// One entry per reported GPU, sorted by UUID.
+    /// One entry per reported GPU, sorted by UUID, each carrying its own source.
     pub readings: Vec<GpuReading>,
+}
+
+impl GpuState {
+    /// The sources in use, each once, in the order nvml, triton; `[None]` when no GPU is
+    /// reported.
+    pub fn sources(&self) -> Vec<GpuSource> {
+        let mut v: Vec<GpuSource> = self.readings.iter().map(|r| r.source).collect();
+        v.sort();
+        v.dedup();
+        if v.is_empty() {
+            v.push(GpuSource::None);
+        }
+        v
+    }
+
+    /// [`Self::sources`] as `check` prints it: `nvml`, `triton`, `nvml+triton` or `none`.
+    pub fn sources_label(&self) -> String {
+        self.sources()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
 }
 
 impl GpuReading {
@@ -81,6 +109,7 @@ impl GpuReading {
             memory_total_bytes: None,
             power_watts: None,
             temperature_celsius: None,
+            source: GpuSource::None,
         }
     }
 
@@ -146,6 +175,25 @@ mod tests {
             "gpu uuid=GPU-1 name=\"NVIDIA \\\"A\\\" 100\" util=0.37 mem_used_bytes=1073741824 \
              mem_total_bytes=85899345920 power_w=NA temp_c=45"
         );
+    }
+
+    #[test]
+    fn sources_are_listed_once_each() {
+        let mut s = GpuState::default();
+        assert_eq!(s.sources(), [GpuSource::None]);
+        assert_eq!(s.sources_label(), "none");
+        for (uuid, src) in [
+            ("GPU-c", GpuSource::Triton),
+            ("GPU-a", GpuSource::Nvml),
+            ("GPU-b", GpuSource::Triton),
+        ] {
+            s.readings.push(GpuReading {
+                source: src,
+                ..GpuReading::new(uuid, "")
+            });
+        }
+        assert_eq!(s.sources(), [GpuSource::Nvml, GpuSource::Triton]);
+        assert_eq!(s.sources_label(), "nvml+triton");
     }
 
     #[test]

@@ -502,6 +502,7 @@ fn read_one(
         memory_total_bytes: mem_total,
         power_watts: power,
         temperature_celsius: temperature,
+        source: super::GpuSource::Nvml,
     });
 }
 

@@ -8,9 +8,12 @@
 //!    was read once;
 //! 3. otherwise none, and the caller logs [`NO_GPU_CHOSEN`] once.
 //!
-//! The source is NVML when it is up and answers for at least one GPU of the set. Otherwise, if
-//! Triton's page carries utilization, memory used and memory total for a GPU of the set, those
-//! are copied (source `triton`): hardened clusters do not let a sidecar see GPUs. Otherwise none.
+//! The source is chosen per GPU of the set. NVML's reading when NVML is up and answers for that
+//! GPU. Otherwise Triton's, when its page carries utilization, memory used and memory total for
+//! it: hardened clusters do not let a sidecar see GPUs, and NVML in a container may see only some
+//! of Triton's GPUs. Otherwise the GPU is not reported. Each reading carries its source. Stale
+//! readings never get here: the caller turns a stale NVML report into "down" and a stale page
+//! into labels only ([`super::fresh`]).
 
 use super::nvml::{NvmlReport, Wanted};
 use super::{triton_fallback, GpuReading, GpuSource, GpuState};
@@ -101,7 +104,6 @@ pub fn select(
     let nvml_up = nvml.is_some_and(|r| r.nvml_up);
     let none = |no_gpu_chosen| Selection {
         state: GpuState {
-            source: GpuSource::None,
             nvml_up,
             readings: Vec::new(),
         },
@@ -130,33 +132,29 @@ pub fn select(
         v
     };
 
-    if let Some(report) = nvml.filter(|r| r.nvml_up) {
-        let readings = pick(&report.readings);
-        if !readings.is_empty() {
-            return Selection {
-                state: GpuState {
-                    source: GpuSource::Nvml,
-                    nvml_up,
-                    readings,
-                },
-                no_gpu_chosen: false,
-            };
-        }
+    let mut readings: Vec<GpuReading> = match nvml.filter(|r| r.nvml_up) {
+        Some(report) => pick(&report.readings),
+        None => Vec::new(),
+    };
+    for r in &mut readings {
+        r.source = GpuSource::Nvml;
     }
+    // Fill every GPU NVML did not answer for from Triton's page, where it has usable values.
     if let Some(t) = triton {
-        let readings = pick(t);
-        if readings.iter().any(triton_fallback::usable) {
-            return Selection {
-                state: GpuState {
+        for g in pick(t) {
+            if triton_fallback::usable(&g) && !readings.iter().any(|r| r.uuid == g.uuid) {
+                readings.push(GpuReading {
                     source: GpuSource::Triton,
-                    nvml_up,
-                    readings,
-                },
-                no_gpu_chosen: false,
-            };
+                    ..g
+                });
+            }
         }
     }
-    none(false)
+    readings.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    Selection {
+        state: GpuState { nvml_up, readings },
+        no_gpu_chosen: false,
+    }
 }
 
 #[cfg(test)]
@@ -251,7 +249,7 @@ mod tests {
             Some(&up(vec![g("GPU-b", 0.2), g("GPU-a", 0.1)])),
             None,
         );
-        assert_eq!(s.state.source, GpuSource::Nvml);
+        assert_eq!(s.state.sources(), [GpuSource::Nvml]);
         assert!(s.state.nvml_up);
         assert_eq!(uuids(&s), ["GPU-a", "GPU-b"]);
     }
@@ -265,13 +263,13 @@ mod tests {
             None,
         );
         assert_eq!(uuids(&s), ["GPU-b"]);
-        assert_eq!(s.state.source, GpuSource::Nvml);
+        assert_eq!(s.state.sources(), [GpuSource::Nvml]);
     }
 
     #[test]
     fn auto_waits_for_tritons_page() {
         let s = select(&GpuSelection::Auto, Some(&up(vec![g("GPU-a", 0.1)])), None);
-        assert_eq!(s.state.source, GpuSource::None);
+        assert_eq!(s.state.sources(), [GpuSource::None]);
         assert!(s.state.readings.is_empty());
         assert!(s.state.nvml_up);
         assert!(!s.no_gpu_chosen);
@@ -283,7 +281,7 @@ mod tests {
         let nvml = up(vec![g("GPU-a", 0.1), g("GPU-b", 0.2)]);
         let triton = [GpuReading::new("GPU-b", "")];
         let s = select(&GpuSelection::Auto, Some(&nvml), Some(&triton));
-        assert_eq!(s.state.source, GpuSource::Nvml);
+        assert_eq!(s.state.sources(), [GpuSource::Nvml]);
         assert_eq!(uuids(&s), ["GPU-b"]);
         assert_eq!(s.state.readings[0].name, "NVIDIA T");
     }
@@ -295,7 +293,7 @@ mod tests {
             Some(&up(vec![g("GPU-a", 0.1)])),
             Some(&[]),
         );
-        assert_eq!(s.state.source, GpuSource::None);
+        assert_eq!(s.state.sources(), [GpuSource::None]);
         assert!(s.state.readings.is_empty());
         assert!(s.no_gpu_chosen);
     }
@@ -304,12 +302,19 @@ mod tests {
     fn falls_back_to_triton_when_nvml_is_down() {
         let triton = [g("GPU-b", 0.3)];
         let s = select(&GpuSelection::Auto, Some(&down()), Some(&triton));
-        assert_eq!(s.state.source, GpuSource::Triton);
+        assert_eq!(s.state.sources(), [GpuSource::Triton]);
         assert!(!s.state.nvml_up);
-        assert_eq!(s.state.readings, triton);
+        let want: Vec<GpuReading> = triton
+            .iter()
+            .map(|r| GpuReading {
+                source: GpuSource::Triton,
+                ..r.clone()
+            })
+            .collect();
+        assert_eq!(s.state.readings, want);
         // Also with no poller at all, and with --gpu all.
         let s = select(&GpuSelection::All, None, Some(&triton));
-        assert_eq!(s.state.source, GpuSource::Triton);
+        assert_eq!(s.state.sources(), [GpuSource::Triton]);
     }
 
     #[test]
@@ -320,7 +325,7 @@ mod tests {
             Some(&up(vec![g("GPU-a", 0.1)])),
             Some(&triton),
         );
-        assert_eq!(s.state.source, GpuSource::Triton);
+        assert_eq!(s.state.sources(), [GpuSource::Triton]);
         assert!(s.state.nvml_up);
         assert_eq!(uuids(&s), ["GPU-b"]);
     }
@@ -330,7 +335,7 @@ mod tests {
         let mut partial = g("GPU-b", 0.3);
         partial.memory_total_bytes = None;
         let s = select(&GpuSelection::Auto, Some(&down()), Some(&[partial]));
-        assert_eq!(s.state.source, GpuSource::None);
+        assert_eq!(s.state.sources(), [GpuSource::None]);
         assert!(s.state.readings.is_empty());
         assert!(!s.no_gpu_chosen);
     }
@@ -343,7 +348,59 @@ mod tests {
             Some(&down()),
             Some(&[g("GPU-a", 0.1), g("GPU-b", 0.2)]),
         );
-        assert_eq!(s.state.source, GpuSource::Triton);
+        assert_eq!(s.state.sources(), [GpuSource::Triton]);
         assert_eq!(uuids(&s), ["GPU-a"]);
+    }
+
+    #[test]
+    fn gpus_nvml_does_not_answer_for_are_filled_from_triton() {
+        // Triton uses A, B and C; NVML sees A only; Triton's page lacks memory for C.
+        let mut c = g("GPU-c", 0.4);
+        c.memory_total_bytes = None;
+        let triton = [g("GPU-a", 0.9), g("GPU-b", 0.3), c];
+        let s = select(
+            &GpuSelection::Auto,
+            Some(&up(vec![g("GPU-a", 0.1)])),
+            Some(&triton),
+        );
+        assert_eq!(uuids(&s), ["GPU-a", "GPU-b"]);
+        let a = &s.state.readings[0];
+        assert_eq!(
+            (a.source, a.utilization_ratio),
+            (GpuSource::Nvml, Some(0.1))
+        );
+        let b = &s.state.readings[1];
+        assert_eq!(
+            (b.source, b.utilization_ratio),
+            (GpuSource::Triton, Some(0.3))
+        );
+        assert_eq!(s.state.sources(), [GpuSource::Nvml, GpuSource::Triton]);
+        // The same with an explicit list and with --gpu all.
+        let sel = GpuSelection::Uuids(vec!["GPU-a".into(), "GPU-b".into()]);
+        let s = select(&sel, Some(&up(vec![g("GPU-a", 0.1)])), Some(&triton));
+        assert_eq!(uuids(&s), ["GPU-a", "GPU-b"]);
+        let s = select(
+            &GpuSelection::All,
+            Some(&up(vec![g("GPU-a", 0.1)])),
+            Some(&triton),
+        );
+        assert_eq!(uuids(&s), ["GPU-a", "GPU-b"]);
+    }
+
+    #[test]
+    fn a_stale_page_keeps_the_set_but_gives_no_values() {
+        let triton = triton_fallback::labels_only(&[g("GPU-a", 0.9), g("GPU-b", 0.3)]);
+        // NVML answers for A: A stays; B has nothing fresh and goes.
+        let s = select(
+            &GpuSelection::Auto,
+            Some(&up(vec![g("GPU-a", 0.1), g("GPU-z", 0.2)])),
+            Some(&triton),
+        );
+        assert_eq!(uuids(&s), ["GPU-a"]);
+        assert_eq!(s.state.sources(), [GpuSource::Nvml]);
+        // NVML down too: nothing, and no "no GPU chosen" warning (the set is known).
+        let s = select(&GpuSelection::Auto, Some(&down()), Some(&triton));
+        assert!(s.state.readings.is_empty());
+        assert!(!s.no_gpu_chosen);
     }
 }

@@ -15,7 +15,7 @@
 //! so `name` is empty. An empty label value is what Prometheus treats as an absent label, which
 //! is honest: the series stay identified by `gpu_uuid`.
 
-use super::GpuReading;
+use super::{GpuReading, GpuSource};
 
 /// Builds one reading per `gpu_uuid` found on any `nv_gpu_*` or `nv_energy_*` series, sorted by
 /// UUID. Samples are `(metric name, labels, value)`. Series other than utilization, memory and
@@ -43,7 +43,10 @@ where
         let idx = match out.iter().position(|r| r.uuid == uuid) {
             Some(i) => i,
             None => {
-                out.push(GpuReading::new(uuid, ""));
+                out.push(GpuReading {
+                    source: GpuSource::Triton,
+                    ..GpuReading::new(uuid, "")
+                });
                 out.len() - 1
             }
         };
@@ -59,6 +62,18 @@ where
     }
     out.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     out
+}
+
+/// The same GPUs with every value forgotten: what a stale page still says (which GPUs are
+/// Triton's) once its values may no longer be served.
+pub fn labels_only(readings: &[GpuReading]) -> Vec<GpuReading> {
+    readings
+        .iter()
+        .map(|r| GpuReading {
+            source: r.source,
+            ..GpuReading::new(r.uuid.clone(), r.name.clone())
+        })
+        .collect()
 }
 
 /// Whether `r` carries the three series the fallback needs: utilization, memory used and
@@ -93,7 +108,17 @@ mod tests {
         let r = readings(samples);
         assert_eq!(r.len(), 2);
         // Sorted by UUID: B < A.
-        assert_eq!(r[0], GpuReading::new(B, ""));
+        assert_eq!(
+            r[0],
+            GpuReading {
+                source: GpuSource::Triton,
+                ..GpuReading::new(B, "")
+            }
+        );
+        assert_eq!(r[1].source, GpuSource::Triton);
+        let bare = labels_only(&r);
+        assert_eq!(bare[1].uuid, A);
+        assert!(!usable(&bare[1]) && bare[1].power_watts.is_none());
         assert_eq!(r[1].uuid, A);
         assert_eq!(r[1].name, "");
         assert_eq!(r[1].utilization_ratio, Some(0.25));

@@ -32,6 +32,11 @@
 //! fails every init variant. A device field that is absent or `null` answers NOT_SUPPORTED, like
 //! utilization on a MIG device.
 //!
+//! `hang` lists C function names, or `"*"` for every call but `nvmlShutdown` and
+//! `nvmlErrorString`: such a call blocks, re-reading the config every 10 ms, until the name leaves
+//! the list (or the config can no longer be read), like a driver call that wedges and recovers.
+//! `{"hang": ["nvmlDeviceGetUtilizationRates"]}` stalls the poller in the middle of a pass.
+//!
 //! # Call log
 //! Init and shutdown calls append their name as a line to `FAKE_NVML_LOG`, or to
 //! `fake-nvml.log` beside the library when the config was found there, so a test can see that
@@ -188,8 +193,26 @@ fn uuid_for(handle: Device) -> Option<String> {
     handles.get(idx).cloned()
 }
 
-/// Common checks for a system-level call: config readable, initialised, no failure rule.
+/// Blocks while the config lists `func` (or `"*"`) under `hang`. An unreadable config releases
+/// it, so a test that removes its directory never leaves a thread stuck here.
+fn hang_while_listed(func: &str) {
+    loop {
+        let Ok(cfg) = config() else { return };
+        let listed = cfg.get("hang").and_then(Value::as_array).is_some_and(|a| {
+            a.iter()
+                .any(|v| matches!(v.as_str(), Some(f) if f == func || f == "*"))
+        });
+        if !listed {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Common checks for a system-level call: not hanging, config readable, initialised, no failure
+/// rule.
 fn system_call(func: &str) -> Result<Value, Ret> {
+    hang_while_listed(func);
     let cfg = config()?;
     if let Some(code) = global_fail(&cfg, func) {
         return Err(code);
@@ -240,6 +263,7 @@ unsafe fn write_str(s: &str, buf: *mut c_char, len: c_uint) -> Ret {
 
 fn init(func: &str) -> Ret {
     log_call(func);
+    hang_while_listed(func);
     let cfg = match config() {
         Ok(c) => c,
         Err(code) => return code,
