@@ -132,12 +132,7 @@ impl Agent {
         let (drain, phase_rx) = drain::controller::spawn(config.drain, origin, poll_rx.clone());
         let poller = Poller::new(config.clone(), client, origin);
         let poll_task = tokio::spawn(poller::run(poller, poll_tx, phase_rx, stop_rx.clone()));
-        let gpu_rx = gpu::spawn(
-            &config.gpu,
-            gpu::fresh::triton_stale_after(config.poll_interval, config.scrape_timeout),
-            poll_rx.clone(),
-            stop_rx.clone(),
-        );
+        let gpu_rx = gpu::spawn(&config.gpu, poll_rx.clone(), stop_rx.clone());
 
         // Render once before serving, so pod-level series exist (at 0) from the first scrape
         // and the handler's "not rendered yet" 503 is never seen.

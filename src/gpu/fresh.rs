@@ -1,19 +1,16 @@
 //! How old a GPU reading may be before it is no longer served. Pure: times come in as arguments.
 //!
-//! Two sources, one rule each:
+//! A frozen value is worse than none: an autoscaler acts on it, while an absent series is what an
+//! alert (and KEDA's fallback) can see. One rule per source:
 //! - **NVML**: a call that hangs (a wedged driver, a GPU falling off the bus) blocks the NVML
 //!   thread, and its last report would stay up with frozen values. Once the newest report is
 //!   older than [`nvml_stale_after`] (3 × `--gpu-poll-interval`, at least 1 s), NVML counts as
 //!   down: `triton_sidecar_nvml_up` 0, and each GPU falls back to Triton's `nv_gpu_*` values where
-//!   Triton's page carries them, else its series go. A frozen value is worse than none: an
-//!   autoscaler would act on it, and an absent series is what an alert can see.
-//! - **Triton's page**: while scrapes fail the poller keeps the last good page's `nv_gpu_*`
-//!   samples. Once that page is older than [`triton_stale_after`] (3 × `--poll-interval` + 2 ×
-//!   `--scrape-timeout`, 5 s at the defaults), its values are dropped; its `gpu_uuid` set still
-//!   says which GPUs are the pod's, so NVML readings of them stay.
-//!
-//! The bounds tolerate one slow poll (a poll may take a `--scrape-timeout` for the page and one
-//! for the health probes) but not three missed ones.
+//!   Triton's page carries them, else its series go. [`NvmlFreshness`] tracks it.
+//! - **Triton's page**: its `nv_gpu_*` values are Triton-derived series like every other, so they
+//!   follow the README's one rule for an unreachable Triton: they hold while the derivation holds
+//!   the last page ([`crate::derive::Derived::present`], one `--window`), then go. The page's
+//!   `gpu_uuid` set still says which GPUs are the pod's, so NVML readings of them stay.
 
 use std::time::Duration;
 
@@ -26,98 +23,57 @@ use super::nvml::NvmlReport;
 pub const MIN_NVML_STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// The age after which the NVML thread's newest report is stale: 3 × `--gpu-poll-interval`, at
-/// least [`MIN_NVML_STALE_AFTER`].
+/// least [`MIN_NVML_STALE_AFTER`]. Three missed polls, not one slow call.
 pub fn nvml_stale_after(gpu_poll_interval: Duration) -> Duration {
     gpu_poll_interval
         .saturating_mul(3)
         .max(MIN_NVML_STALE_AFTER)
 }
 
-/// The age after which Triton's last good page no longer supplies GPU values:
-/// 3 × `--poll-interval` + 2 × `--scrape-timeout`.
-pub fn triton_stale_after(poll_interval: Duration, scrape_timeout: Duration) -> Duration {
-    poll_interval
-        .saturating_mul(3)
-        .saturating_add(scrape_timeout.saturating_mul(2))
-}
-
-/// Tracks when each source last produced something new. Owned by the GPU task.
+/// Tracks when the NVML thread last produced a report. Owned by the GPU task.
 #[derive(Debug, Clone)]
-pub struct Freshness {
+pub struct NvmlFreshness {
     /// [`nvml_stale_after`] of the configured interval.
-    nvml_bound: Duration,
-    /// [`triton_stale_after`] of the configured intervals.
-    triton_bound: Duration,
+    bound: Duration,
     /// When the NVML thread last sent a report (or when it was started, before its first one:
     /// an init that hangs is caught too).
-    nvml_at: Instant,
-    /// `polls` of the newest NVML report seen; a new count is a new report.
-    nvml_polls: u64,
-    /// When a poll with a good page was last seen; `None` before the first.
-    triton_at: Option<Instant>,
-    /// `seq` of the newest poll seen.
-    triton_seq: u64,
+    at: Instant,
+    /// `polls` of the newest report seen; a new count is a new report.
+    polls: u64,
 }
 
-impl Freshness {
-    /// A tracker whose NVML clock starts `now`, with no Triton page yet.
-    pub fn new(nvml_bound: Duration, triton_bound: Duration, now: Instant) -> Self {
-        Freshness {
-            nvml_bound,
-            triton_bound,
-            nvml_at: now,
-            nvml_polls: 0,
-            triton_at: None,
-            triton_seq: 0,
+impl NvmlFreshness {
+    /// A tracker whose clock starts `now`, before the thread's first report.
+    pub fn new(bound: Duration, now: Instant) -> Self {
+        NvmlFreshness {
+            bound,
+            at: now,
+            polls: 0,
         }
     }
 
-    /// The NVML thread's newest report, seen at `now`.
-    pub fn nvml_report(&mut self, report: &NvmlReport, now: Instant) {
-        if report.polls != self.nvml_polls {
-            self.nvml_polls = report.polls;
-            self.nvml_at = now;
+    /// The thread's newest report, seen at `now`. The same report seen again is not an answer.
+    pub fn report(&mut self, report: &NvmlReport, now: Instant) {
+        if report.polls != self.polls {
+            self.polls = report.polls;
+            self.at = now;
         }
     }
 
-    /// The poller's newest state (`seq`, and whether its scrape succeeded), seen at `now`.
-    pub fn poll(&mut self, seq: u64, triton_up: bool, now: Instant) {
-        if seq != self.triton_seq {
-            self.triton_seq = seq;
-            if triton_up {
-                self.triton_at = Some(now);
-            }
-        }
+    /// How old the newest report is.
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.at)
     }
 
-    /// How old the NVML thread's newest report is.
-    pub fn nvml_age(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.nvml_at)
+    /// Whether the newest report may still be served.
+    pub fn fresh(&self, now: Instant) -> bool {
+        self.age(now) < self.bound
     }
 
-    /// Whether the NVML thread's newest report may still be served.
-    pub fn nvml_fresh(&self, now: Instant) -> bool {
-        self.nvml_age(now) < self.nvml_bound
-    }
-
-    /// Whether the values of Triton's last good page may still be served.
-    pub fn triton_fresh(&self, now: Instant) -> bool {
-        self.triton_at
-            .is_some_and(|t| now.saturating_duration_since(t) < self.triton_bound)
-    }
-
-    /// The next moment a source that is fresh at `now` turns stale: when the GPU task must look
-    /// again even if nothing new arrives. `None` when both are stale already.
-    pub fn next_expiry(&self, now: Instant) -> Option<Instant> {
-        let nvml = self.nvml_fresh(now).then(|| self.nvml_at + self.nvml_bound);
-        let triton = match self.triton_at {
-            Some(t) if self.triton_fresh(now) => Some(t + self.triton_bound),
-            _ => None,
-        };
-        match (nvml, triton) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    /// When a fresh report turns stale: when the GPU task must look again even if nothing new
+    /// arrives. `None` when it is stale already.
+    pub fn expires(&self, now: Instant) -> Option<Instant> {
+        self.fresh(now).then(|| self.at + self.bound)
     }
 }
 
@@ -151,62 +107,30 @@ mod tests {
     }
 
     #[test]
-    fn bounds() {
+    fn bound() {
         assert_eq!(nvml_stale_after(ms(1000)), ms(3000));
         assert_eq!(nvml_stale_after(ms(100)), ms(1000), "never under 1 s");
-        assert_eq!(triton_stale_after(ms(1000), ms(1000)), ms(5000));
-        assert_eq!(triton_stale_after(ms(100), ms(300)), ms(900));
+        assert_eq!(nvml_stale_after(ms(24 * 3_600_000)), ms(3 * 24 * 3_600_000));
     }
 
     #[test]
-    fn nvml_goes_stale_without_new_reports_and_recovers_with_one() {
+    fn goes_stale_without_new_reports_and_recovers_with_one() {
         let t0 = Instant::now();
-        let mut f = Freshness::new(ms(3000), ms(5000), t0);
+        let mut f = NvmlFreshness::new(ms(3000), t0);
         // Before the first report: fresh until the bound (a hanging init is caught too).
-        assert!(f.nvml_fresh(t0 + ms(2999)));
-        assert!(!f.nvml_fresh(t0 + ms(3000)));
-        f.nvml_report(&report(1), t0 + ms(1000));
-        f.nvml_report(&report(2), t0 + ms(2000));
-        assert!(f.nvml_fresh(t0 + ms(4999)));
+        assert!(f.fresh(t0 + ms(2999)));
+        assert!(!f.fresh(t0 + ms(3000)));
+        f.report(&report(1), t0 + ms(1000));
+        f.report(&report(2), t0 + ms(2000));
+        assert!(f.fresh(t0 + ms(4999)));
+        assert_eq!(f.expires(t0 + ms(4000)), Some(t0 + ms(5000)));
         // The same report again (a re-read of the channel) is not a new answer.
-        f.nvml_report(&report(2), t0 + ms(4000));
-        assert!(!f.nvml_fresh(t0 + ms(5000)));
-        assert_eq!(f.nvml_age(t0 + ms(5500)), ms(3500));
-        f.nvml_report(&report(3), t0 + ms(9000));
-        assert!(f.nvml_fresh(t0 + ms(9000)));
-    }
-
-    #[test]
-    fn triton_is_fresh_only_after_a_good_page_and_for_the_bound() {
-        let t0 = Instant::now();
-        let mut f = Freshness::new(ms(3000), ms(5000), t0);
-        assert!(!f.triton_fresh(t0), "no page yet");
-        f.poll(1, false, t0 + ms(100));
-        assert!(!f.triton_fresh(t0 + ms(100)));
-        f.poll(2, true, t0 + ms(1000));
-        assert!(f.triton_fresh(t0 + ms(1000)));
-        // Failed polls do not refresh it.
-        f.poll(3, false, t0 + ms(2000));
-        f.poll(4, false, t0 + ms(5000));
-        assert!(f.triton_fresh(t0 + ms(5999)));
-        assert!(!f.triton_fresh(t0 + ms(6000)));
-        // Seeing the same good poll again later does not refresh it either.
-        f.poll(4, true, t0 + ms(7000));
-        assert!(!f.triton_fresh(t0 + ms(7000)));
-        f.poll(5, true, t0 + ms(8000));
-        assert!(f.triton_fresh(t0 + ms(8000)));
-    }
-
-    #[test]
-    fn next_expiry_is_the_earliest_fresh_deadline() {
-        let t0 = Instant::now();
-        let mut f = Freshness::new(ms(3000), ms(5000), t0);
-        assert_eq!(f.next_expiry(t0), Some(t0 + ms(3000)));
-        f.poll(1, true, t0 + ms(500));
-        f.nvml_report(&report(1), t0 + ms(4000));
-        assert_eq!(f.next_expiry(t0 + ms(4000)), Some(t0 + ms(5500)));
-        assert_eq!(f.next_expiry(t0 + ms(5500)), Some(t0 + ms(7000)));
-        assert_eq!(f.next_expiry(t0 + ms(7000)), None);
+        f.report(&report(2), t0 + ms(4000));
+        assert!(!f.fresh(t0 + ms(5000)));
+        assert_eq!(f.expires(t0 + ms(5000)), None);
+        assert_eq!(f.age(t0 + ms(5500)), ms(3500));
+        f.report(&report(3), t0 + ms(9000));
+        assert!(f.fresh(t0 + ms(9000)));
     }
 
     #[test]

@@ -1,15 +1,14 @@
 //! Wiring: runs the NVML poller (when GPU gauges are on) and combines its report with Triton's
 //! own `nv_gpu_*` series into the published [`GpuState`]. The only writer of the GPU state.
-//! It also enforces [`fresh`]'s staleness rules: a reading past its bound is never published.
+//! It also enforces [`fresh`]'s staleness rules: a stale reading is never published.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::fresh::{self, stale_nvml_report, Freshness};
+use super::fresh::{self, stale_nvml_report, NvmlFreshness};
 use super::nvml::{read_once, spawn_nvml_poller, NvmlConfig, NvmlPoller, NvmlReport, Wanted};
 use super::select::{select, wanted, GpuSelection, NO_GPU_CHOSEN};
 use super::{format_gpu_line, triton_fallback, GpuReading, GpuState};
@@ -42,22 +41,19 @@ pub fn triton_readings(samples: &[TritonGpuSample]) -> Vec<GpuReading> {
     )
 }
 
-/// Spawn the GPU side; the receiver carries the state to publish. `triton_stale_after` is
-/// [`fresh::triton_stale_after`] of the poller's timing.
+/// Spawn the GPU side; the receiver carries the state to publish.
 pub fn spawn(
     cfg: &GpuConfig,
-    triton_stale_after: Duration,
     polls: watch::Receiver<Arc<PollState>>,
     stop: watch::Receiver<bool>,
 ) -> watch::Receiver<GpuState> {
-    spawn_with(cfg, triton_stale_after, polls, stop, spawn_nvml_poller)
+    spawn_with(cfg, polls, stop, spawn_nvml_poller)
 }
 
 /// [`spawn`] with the NVML thread's start passed in, so tests can stand in for the thread (a
 /// report channel they drive) or make its start fail.
 fn spawn_with<F>(
     cfg: &GpuConfig,
-    triton_stale_after: Duration,
     polls: watch::Receiver<Arc<PollState>>,
     stop: watch::Receiver<bool>,
     start_nvml: F,
@@ -84,11 +80,7 @@ where
             None
         }
     };
-    let fresh = Freshness::new(
-        fresh::nvml_stale_after(cfg.poll_interval),
-        triton_stale_after,
-        Instant::now(),
-    );
+    let fresh = NvmlFreshness::new(fresh::nvml_stale_after(cfg.poll_interval), Instant::now());
     let task = GpuTask {
         sel,
         polls,
@@ -109,7 +101,7 @@ where
 struct GpuTask {
     /// The `--gpu`/`--no-gpu` choice.
     sel: GpuSelection,
-    /// The poller's states: Triton's `nv_gpu_*` samples and whether the scrape succeeded.
+    /// The poller's states: Triton's `nv_gpu_*` samples, and whether their page is still held.
     polls: watch::Receiver<Arc<PollState>>,
     /// The NVML thread's reports; `None` when the thread could not be started.
     reports: Option<watch::Receiver<NvmlReport>>,
@@ -117,8 +109,8 @@ struct GpuTask {
     wanted: watch::Sender<Wanted>,
     /// The published GPU state.
     out: watch::Sender<GpuState>,
-    /// How old each source's newest reading is.
-    fresh: Freshness,
+    /// How old the NVML thread's newest report is.
+    fresh: NvmlFreshness,
     /// Shutdown.
     stop: watch::Receiver<bool>,
 }
@@ -129,15 +121,14 @@ impl GpuTask {
         let mut reports_open = self.reports.is_some();
         // Last logged staleness of each source, so a change is logged once.
         let mut nvml_was_stale = false;
-        let mut triton_was_stale = false;
+        let mut page_was_stale = false;
         loop {
             let now = Instant::now();
-            let (seq, up, triton) = {
+            let (held, triton) = {
                 let p = self.polls.borrow_and_update();
                 let t: Option<Vec<GpuReading>> = p.triton_gpu.as_ref().map(|g| triton_readings(g));
-                (p.seq, p.triton_up, t)
+                (p.derived.present, t)
             };
-            self.fresh.poll(seq, up, now);
             // The GPU set follows even a stale page: it still names Triton's GPUs.
             if let Some(w) = wanted(&self.sel, triton.as_deref()) {
                 self.wanted.send_if_modified(|cur| {
@@ -149,10 +140,10 @@ impl GpuTask {
             let report = match self.reports.as_mut() {
                 Some(r) => {
                     let rep = r.borrow_and_update().clone();
-                    self.fresh.nvml_report(&rep, now);
-                    let stale = !self.fresh.nvml_fresh(now);
+                    self.fresh.report(&rep, now);
+                    let stale = !self.fresh.fresh(now);
                     if stale != nvml_was_stale {
-                        let age = self.fresh.nvml_age(now).as_secs_f64();
+                        let age = self.fresh.age(now).as_secs_f64();
                         if stale {
                             tracing::warn!(seconds = age, "NVML has not answered for {age:.1}s (a call hangs, or is very slow): nvml_up is 0, and GPU values come from Triton's nv_gpu_* series where its page has them");
                         } else {
@@ -161,23 +152,25 @@ impl GpuTask {
                         nvml_was_stale = stale;
                     }
                     Some(if stale {
-                        stale_nvml_report(&rep, self.fresh.nvml_age(now))
+                        stale_nvml_report(&rep, self.fresh.age(now))
                     } else {
                         rep
                     })
                 }
                 None => None,
             };
-            let triton_stale = triton.is_some() && !self.fresh.triton_fresh(now);
-            if triton_stale != triton_was_stale {
+            // Triton's values follow the rule of every Triton-derived series: served while the
+            // derivation holds the last good page (one --window), then gone. The set stays.
+            let page_stale = triton.is_some() && !held;
+            if page_stale != page_was_stale {
                 tracing::debug!(
-                    stale = triton_stale,
-                    "Triton's last good page changed staleness; its nv_gpu_* values are served only while it is fresh"
+                    stale = page_stale,
+                    "Triton's last good page changed staleness; its nv_gpu_* values are served only while it is held"
                 );
-                triton_was_stale = triton_stale;
+                page_was_stale = page_stale;
             }
             let triton = match triton {
-                Some(t) if triton_stale => Some(triton_fallback::labels_only(&t)),
+                Some(t) if page_stale => Some(triton_fallback::labels_only(&t)),
                 t => t,
             };
             let s = select(&self.sel, report.as_ref(), triton.as_deref());
@@ -190,9 +183,10 @@ impl GpuTask {
                 *cur = s.state;
                 changed
             });
-            // Look again when a fresh source turns stale, even if nothing new arrives: that is
-            // exactly what a hanging NVML call or a dead Triton looks like.
-            let expiry = self.fresh.next_expiry(now);
+            // Look again when NVML's report turns stale even if nothing new arrives: that is
+            // exactly what a hanging call looks like. (The poller publishes every poll, so a
+            // page going stale arrives as a new state.)
+            let expiry = self.fresh.expires(now);
             let wake = expiry.unwrap_or(now);
             let reports = &mut self.reports;
             tokio::select! {
@@ -268,6 +262,7 @@ pub async fn check_report(cfg: &GpuConfig, triton: Option<&[TritonGpuSample]>) -
 mod tests {
     use super::*;
     use crate::gpu::GpuSource;
+    use std::time::Duration;
 
     const A: &str = "GPU-aaaa";
     const B: &str = "GPU-bbbb";
@@ -295,13 +290,21 @@ mod tests {
         v
     }
 
-    fn poll(seq: u64, up: bool, gpus: &[&str], util: f64) -> Arc<PollState> {
-        Arc::new(PollState {
+    /// A poll whose scrape succeeded (`up`) or not, and whose last good page is still held
+    /// (`up` or a failure within the window: the derivation's `present`).
+    fn poll_held(seq: u64, up: bool, held: bool, gpus: &[&str], util: f64) -> Arc<PollState> {
+        let mut p = PollState {
             seq,
             triton_up: up,
             triton_gpu: Some(Arc::new(page_gpus(gpus, util))),
             ..Default::default()
-        })
+        };
+        p.derived.present = held;
+        Arc::new(p)
+    }
+
+    fn poll(seq: u64, up: bool, gpus: &[&str], util: f64) -> Arc<PollState> {
+        poll_held(seq, up, up, gpus, util)
     }
 
     fn nvml_reading(uuid: &str, util: f64) -> GpuReading {
@@ -389,7 +392,7 @@ mod tests {
         let (poll_tx, poll_rx) = watch::channel(poll(1, true, &[A], 0.25));
         let (rep_tx, rep_rx) = watch::channel(report(1, vec![nvml_reading(A, 0.75)]));
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let mut gpu = spawn_with(&cfg(), ms(5000), poll_rx, stop_rx, fake_nvml(rep_rx));
+        let mut gpu = spawn_with(&cfg(), poll_rx, stop_rx, fake_nvml(rep_rx));
         until(&mut gpu, ms(100), "NVML's reading", |s| {
             s.nvml_up && util(s, A) == Some(0.75) && source(s, A) == Some(GpuSource::Nvml)
         })
@@ -432,7 +435,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn tritons_values_go_once_its_last_good_page_is_stale() {
+    async fn tritons_values_go_once_its_last_good_page_is_no_longer_held() {
         // No NVML at all: the values come from Triton's page.
         let (poll_tx, poll_rx) = watch::channel(poll(1, true, &[A], 0.25));
         let (_stop_tx, stop_rx) = watch::channel(false);
@@ -444,31 +447,23 @@ mod tests {
                 thread: std::thread::spawn(|| {}),
             })
         };
-        let mut gpu = spawn_with(&cfg(), ms(5000), poll_rx, stop_rx, no_nvml);
+        let mut gpu = spawn_with(&cfg(), poll_rx, stop_rx, no_nvml);
         until(&mut gpu, ms(100), "Triton's value", |s| {
             util(s, A) == Some(0.25) && source(s, A) == Some(GpuSource::Triton)
         })
         .await;
-        // Scrapes fail from now on; the poller keeps the last good page's samples.
-        let failing = Instant::now();
-        let mut n = 1;
-        let keep_failing = async {
-            loop {
-                tokio::time::sleep(ms(1000)).await;
-                n += 1;
-                poll_tx.send_replace(poll(n, false, &[A], 0.25));
-            }
-        };
-        tokio::select! {
-            _ = keep_failing => {}
-            _ = until(&mut gpu, ms(20_000), "no frozen values", |s| {
-                s.readings.is_empty() && s.sources() == [GpuSource::None]
-            }) => {}
-        }
-        let took = failing.elapsed();
-        assert!(took >= ms(4900) && took <= ms(5100), "{took:?}");
+        // Scrapes fail; within the window the last page is held, and so are its GPU values.
+        poll_tx.send_replace(poll_held(2, false, true, &[A], 0.25));
+        tokio::time::sleep(ms(1000)).await;
+        assert_eq!(util(&gpu.borrow(), A), Some(0.25));
+        // Past the window the derivation lets the page go: its GPU values go with it.
+        poll_tx.send_replace(poll_held(3, false, false, &[A], 0.25));
+        until(&mut gpu, ms(100), "no frozen values", |s| {
+            s.readings.is_empty() && s.sources() == [GpuSource::None]
+        })
+        .await;
         // A good page brings them back.
-        poll_tx.send_replace(poll(n + 100, true, &[A], 0.5));
+        poll_tx.send_replace(poll(4, true, &[A], 0.5));
         until(&mut gpu, ms(100), "Triton's new value", |s| {
             util(s, A) == Some(0.5)
         })
@@ -481,7 +476,7 @@ mod tests {
         // NVML sees A only (B is not visible in this container).
         let (_rep_tx, rep_rx) = watch::channel(report(1, vec![nvml_reading(A, 0.75)]));
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let mut gpu = spawn_with(&cfg(), ms(5000), poll_rx, stop_rx, fake_nvml(rep_rx));
+        let mut gpu = spawn_with(&cfg(), poll_rx, stop_rx, fake_nvml(rep_rx));
         until(&mut gpu, ms(100), "A from NVML, B from Triton", |s| {
             uuids(s) == [A, B]
                 && util(s, A) == Some(0.75)
@@ -499,7 +494,7 @@ mod tests {
         let cannot_spawn = |_: NvmlConfig, _: watch::Receiver<Wanted>, _: Arc<AtomicBool>| {
             Err(std::io::Error::other("no more threads"))
         };
-        let mut gpu = spawn_with(&cfg(), ms(5000), poll_rx, stop_rx, cannot_spawn);
+        let mut gpu = spawn_with(&cfg(), poll_rx, stop_rx, cannot_spawn);
         until(&mut gpu, ms(100), "Triton's value", |s| {
             !s.nvml_up && util(s, A) == Some(0.25) && source(s, A) == Some(GpuSource::Triton)
         })
