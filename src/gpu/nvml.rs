@@ -12,7 +12,9 @@
 //!   NVML, `nvml_up = false`, and init retried with exponential backoff from the poll interval up
 //!   to once every 30 s;
 //! - a GPU is lost: the other GPUs are still reported, then the `Nvml` handle is dropped and
-//!   NVML re-initialised; while the GPU stays lost, re-initialisation backs off the same way.
+//!   NVML re-initialised; while the GPU stays lost, re-initialisation backs off the same way;
+//! - a call hangs: this thread cannot notice, since it is the one blocked. The GPU task watches
+//!   the age of the newest report instead (`super::fresh`) and stops serving it.
 
 use super::GpuReading;
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
