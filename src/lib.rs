@@ -134,8 +134,8 @@ impl Agent {
         let poll_task = tokio::spawn(poller::run(poller, poll_tx, phase_rx, stop_rx.clone()));
         let gpu_rx = gpu::spawn(&config.gpu, poll_rx.clone(), stop_rx.clone());
 
-        // Render once before serving, so pod-level series exist (at 0) from the first scrape
-        // and the handler's "not rendered yet" 503 is never seen.
+        // Render once before serving, so the first scrape already gets the agent's own series
+        // (`triton_up` 0, build info) and the handler's "not rendered yet" 503 is never seen.
         let mut registry = metrics::Metrics::new();
         let first = render(
             &mut registry,
