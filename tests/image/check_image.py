@@ -210,7 +210,9 @@ def serving_checks(agent, label, expected_uid, expected_gid, pending_expected, g
           status == 200 and pending == pending_expected and sample(page, "triton_ready") == 1,
           f"{status}\n{page[:2000]}")
     if gpu:
-        src = sample(page, 'triton_sidecar_gpu_source{source="nvml"}')
+        # One series per GPU, {gpu_uuid, source}: count the GPUs whose values come from NVML.
+        src = sum(float(l.rsplit(" ", 1)[1]) for l in page.splitlines()
+                  if l.startswith("triton_sidecar_gpu_source{") and 'source="nvml"' in l) or None
         util = sample(page, "triton_gpu_utilization_ratio")
         check(f"{label}: the fake NVML library loads from a read-only mount "
               f"(gpu source nvml {src}, utilization {util})",
