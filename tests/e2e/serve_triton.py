@@ -11,6 +11,14 @@ Models (all take input ``x`` FP32 [1] and return ``y`` = x, batch dim first):
               and fails (Triton counts nv_inference_request_failure) for every
               request whose first value of ``x`` is negative. The client chooses.
 
+``--replay-models FILE`` (replay_trace.py) serves *only* the models listed in FILE
+instead: a JSON list of ``{"name", "instances", "max_batch", "cost_a_ms", "cost_k_ms"}``
+(the ``models`` of an oracle trace, see tests/e2e/README.md "Oracle replay"). Each
+sleeps ``cost_a_ms + cost_k_ms * batch`` per execution, less the calibration offset
+read from ``--replay-offsets FILE`` (JSON ``{model: {"ok": ms, "fail": ms}}``, re-read
+when the file changes; 0 when absent; the sleep never goes below 0), then fails the
+whole execution (the callable raises) when any ``x`` in the batch is negative.
+
 Protocol with the harness (stdout carries *only* these lines; everything else,
 including tritonserver's own log, goes to stderr):
 
@@ -96,6 +104,11 @@ def parse_args(argv=None):
     p.add_argument("--slow-instances", type=int, default=1)
     p.add_argument("--with-flaky", action="store_true", help="also serve the `flaky` model")
     p.add_argument("--flaky-ms", type=float, default=20.0)
+    p.add_argument("--replay-models", default=None,
+                   help="JSON file: serve only these sleep-based models (oracle trace replay)")
+    p.add_argument("--replay-offsets", default=None,
+                   help="JSON file {model: {ok: ms, fail: ms}}: replay models sleep that much less than their "
+                        "cost (the measured per-execution overhead of the Python backend path); re-read on change")
     p.add_argument(
         "--exit-timeout-secs",
         type=int,
@@ -194,6 +207,36 @@ def main(argv=None) -> int:
 
         return slow_infer
 
+    offsets = {"mtime": None, "ms": {}}
+
+    def replay_offset_s(name: str, path: str) -> float:
+        f = args.replay_offsets
+        if not f:
+            return 0.0
+        try:
+            mt = os.stat(f).st_mtime_ns
+            if mt != offsets["mtime"]:
+                import json
+
+                with open(f) as fh:
+                    offsets["ms"] = json.load(fh)
+                offsets["mtime"] = mt
+        except (OSError, ValueError):
+            return 0.0
+        return float(offsets["ms"].get(name, {}).get(path, 0.0)) / 1000.0
+
+    def make_replay(cost_a_s: float, cost_k_s: float, name: str):
+        @batch
+        def replay_infer(x):
+            n = x.shape[0]
+            fail = bool(np.any(x[:, 0] < 0))
+            time.sleep(max(0.0, cost_a_s + cost_k_s * n - replay_offset_s(name, "fail" if fail else "ok")))
+            if fail:
+                raise ValueError(f"{name}: negative input requested a failure")
+            return {"y": x}
+
+        return replay_infer
+
     @batch
     def flaky_infer(x):
         time.sleep(flaky_s)
@@ -222,30 +265,48 @@ def main(argv=None) -> int:
             inputs=[Tensor(name="x", dtype=np.float32, shape=(1,))],
             outputs=[Tensor(name="y", dtype=np.float32, shape=(1,))],
         )
-        triton.bind(
-            model_name="fast",
-            infer_func=[make_fast() for _ in range(args.fast_instances)],
-            config=ModelConfig(
-                max_batch_size=args.fast_max_batch,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=args.fast_queue_delay_us),
-            ),
-            **io,
-        )
-        triton.bind(
-            model_name="slow",
-            infer_func=[make_slow() for _ in range(args.slow_instances)],
-            config=ModelConfig(max_batch_size=1, batcher=DynamicBatcher(max_queue_delay_microseconds=0)),
-            **io,
-        )
-        models = ["fast", "slow"]
-        if args.with_flaky:
+        if args.replay_models:
+            import json
+
+            with open(args.replay_models) as f:
+                replay = json.load(f)
+            models = []
+            for m in replay:
+                mb = int(m.get("max_batch", 1))
+                inst = int(m.get("instances", 1))
+                a_s, k_s = float(m["cost_a_ms"]) / 1000.0, float(m.get("cost_k_ms", 0.0)) / 1000.0
+                triton.bind(
+                    model_name=m["name"],
+                    infer_func=[make_replay(a_s, k_s, m["name"]) for _ in range(inst)],
+                    config=ModelConfig(max_batch_size=mb, batcher=DynamicBatcher(max_queue_delay_microseconds=0)),
+                    **io,
+                )
+                models.append(m["name"])
+        else:
             triton.bind(
-                model_name="flaky",
-                infer_func=flaky_infer,
+                model_name="fast",
+                infer_func=[make_fast() for _ in range(args.fast_instances)],
+                config=ModelConfig(
+                    max_batch_size=args.fast_max_batch,
+                    batcher=DynamicBatcher(max_queue_delay_microseconds=args.fast_queue_delay_us),
+                ),
+                **io,
+            )
+            triton.bind(
+                model_name="slow",
+                infer_func=[make_slow() for _ in range(args.slow_instances)],
                 config=ModelConfig(max_batch_size=1, batcher=DynamicBatcher(max_queue_delay_microseconds=0)),
                 **io,
             )
-            models.append("flaky")
+            models = ["fast", "slow"]
+            if args.with_flaky:
+                triton.bind(
+                    model_name="flaky",
+                    infer_func=flaky_infer,
+                    config=ModelConfig(max_batch_size=1, batcher=DynamicBatcher(max_queue_delay_microseconds=0)),
+                    **io,
+                )
+                models.append("flaky")
 
         t0 = time.monotonic()
         triton.run()  # starts tritonserver, loads the models (explicit mode), waits for them

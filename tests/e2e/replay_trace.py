@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""Replay an oracle request trace against a real Triton 2.51 and record its counters.
+
+    .venv/bin/python tests/e2e/replay_trace.py --trace trace.json --out real.json
+
+The trace and real.json formats are fixed in /work/spec/oracle-trace.md (a copy of the
+essentials is in tests/e2e/README.md, "Oracle replay").
+
+What it does:
+
+1. Starts a real tritonserver (``common.start_triton`` with ``serve_triton.py
+   --replay-models``) serving exactly the trace's models: sleep-based, max_batch_size
+   from the trace (1 in the replay profile, dynamic batcher with 0 queue delay, so one
+   request per execution), ``instances`` instances, sleeping ``cost_a_ms + cost_k_ms *
+   batch`` per execution; an execution whose input ``x`` is negative raises (Triton
+   counts it as a failure with reason BACKEND).
+2. Warm-up: ``--warmup`` requests per model (default 2, one of them failing), one at a
+   time; then a baseline scrape of /metrics. Every counter in real.json is the page's
+   value minus this baseline, so the counters start at 0 at the origin as the renderer
+   assumes. ``pending`` is a gauge and is reported as read.
+3. Time origin t=0: ``--lead`` seconds (0.5) after the baseline. Each request gets its
+   own thread, started ~0.25 s before its ``arrival_s``; the thread opens its own
+   loopback connection, sleeps until ``arrival_s`` and sends (so no request waits for
+   an earlier one still in flight). Failing requests send ``x = -1``, others ``x = 1``.
+4. A poller thread GETs /metrics at each ``polls_s`` (keep-alive connection to the
+   metrics port, which is not the inference port) and records the midpoint of the GET.
+5. After the last poll (and every request's answer) writes real.json:
+   ``{"polls": [{"t_s", "models": {m: {success, failure, exec_count, queue_us,
+   compute_infer_us, pending}}}]}`` plus diagnostics the spec does not need under
+   ``"replay"`` (per-request send lag and outcome, the baseline, the measured per-poll
+   GET duration, extra counters: inference_count, request_duration_us,
+   compute_input_us, compute_output_us).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List, Optional
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from common import by_model, fetch_text, log, parse_metrics, start_triton  # noqa: E402
+
+import requests  # noqa: E402
+
+# real.json field -> Triton 2.51 family (summed over version, and over reason for failures)
+FIELDS = {
+    "success": "nv_inference_request_success",
+    "failure": "nv_inference_request_failure",
+    "exec_count": "nv_inference_exec_count",
+    "queue_us": "nv_inference_queue_duration_us",
+    "compute_infer_us": "nv_inference_compute_infer_duration_us",
+    "pending": "nv_inference_pending_request_count",
+}
+EXTRA_FIELDS = {
+    "inference_count": "nv_inference_count",
+    "request_duration_us": "nv_inference_request_duration_us",
+    "compute_input_us": "nv_inference_compute_input_duration_us",
+    "compute_output_us": "nv_inference_compute_output_duration_us",
+}
+GAUGES = {"pending"}
+
+
+def counters(text: str, models: List[str]) -> Dict[str, Dict[str, float]]:
+    samples = parse_metrics(text)
+    out: Dict[str, Dict[str, float]] = {m: {} for m in models}
+    for field, fam in {**FIELDS, **EXTRA_FIELDS}.items():
+        per = by_model(samples, fam)
+        for m in models:
+            out[m][field] = per.get(m, 0.0)
+    return out
+
+
+def _body(fail: bool) -> bytes:
+    v = -1.0 if fail else 1.0
+    return json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [v]}]}).encode()
+
+
+def _post(port: int, model: str, fail: bool, timeout: float = 120.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", f"/v2/models/{model}/infer", body=_body(fail), headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
+class _Request(threading.Thread):
+    """One trace request: connect early, send at the origin + arrival_s, record the answer."""
+
+    def __init__(self, req: dict, port: int, origin: float, connect_ahead: float = 0.25):
+        super().__init__(daemon=True, name=f"req-{req['id']}")
+        self.req, self.port, self.origin, self.connect_ahead = req, port, origin, connect_ahead
+        self.sent: Optional[float] = None
+        self.done: Optional[float] = None
+        self.status: Optional[int] = None
+        self.error: Optional[str] = None
+
+    def run(self):
+        due = self.origin + float(self.req["arrival_s"])
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+        try:
+            conn.connect()
+            with contextlib.suppress(Exception):
+                import socket
+
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            body = _body(bool(self.req.get("fail")))
+            while True:  # sleep until due; the last ms spinning on short sleeps
+                left = due - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(left - 0.002 if left > 0.004 else left / 2)
+            self.sent = time.monotonic()
+            conn.request("POST", f"/v2/models/{self.req['model']}/infer", body=body,
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            self.status = r.status
+        except Exception as e:  # noqa: BLE001 - recorded, checked by the caller
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.done = time.monotonic()
+            conn.close()
+
+
+def _cost_ms(m: dict, batch: int = 1) -> float:
+    return float(m["cost_a_ms"]) + float(m.get("cost_k_ms", 0.0)) * batch
+
+
+def calibrate(trace: dict, handle, scrape, offsets_path: Optional[str], k: int = 8) -> dict:
+    """Measure, per model and path (ok / fail), how long one execution keeps the instance
+    busy beyond its sleep when requests queue back to back -- the Python backend's path:
+    stub, shared memory, ZeroMQ, pytriton, the next request's hand-over, and for a failure
+    the exception's traceback and logs. Write those offsets to `offsets_path` (the models
+    then sleep that much less), and measure again what is left.
+
+    Per model (all models at once, as in a replay): k-1 requests of the path sent together,
+    then one good "marker" request `gap` later. The marker waits for the k-1 before it, so
+    busy = (marker's queue_us + the marker's send delay after the first) / (k-1).
+    An offset is capped at the cost (a sleep cannot be negative); the rest is reported.
+    """
+    models = [m["name"] for m in trace["models"]]
+    port = handle.http_port
+    gap = 0.005
+
+    def burst(name: str, fail: bool, out: dict):
+        t0 = time.monotonic()
+        ths = [threading.Thread(target=_post, args=(port, name, fail), daemon=True) for _ in range(k - 1)]
+        for t in ths:
+            t.start()
+        time.sleep(max(0.0, t0 + gap - time.monotonic()))
+        sent = time.monotonic() - t0
+        st = _post(port, name, False)
+        for t in ths:
+            t.join(60)
+        out[name] = sent
+        if st != 200:
+            raise RuntimeError(f"calibration marker {name}: HTTP {st}")
+
+    def measure(fail: bool) -> Dict[str, float]:
+        before = counters(scrape()[2], models)
+        sent: Dict[str, float] = {}
+        ths = [threading.Thread(target=burst, args=(n, fail, sent), daemon=True) for n in models]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(120)
+        after = counters(scrape()[2], models)
+        res = {}
+        for m in trace["models"]:
+            n = m["name"]
+            dq = (after[n]["queue_us"] - before[n]["queue_us"]) / 1000
+            if fail:
+                q_marker = dq  # failed requests add no queue time: all of it is the marker's
+                busy = (q_marker + sent[n]) / (k - 1)
+            else:
+                # every request of the burst and the marker add queue time: request i (0-based,
+                # in execution order) waits i executions minus its send offset (~0 in the burst,
+                # `sent` for the marker, which runs last): sum = busy * k(k-1)/2 - sent
+                busy = (dq + sent[n]) / (k * (k - 1) / 2)
+            res[n] = busy - _cost_ms(m)
+        return res
+
+    out: dict = {"k": k, "before_busy_minus_cost_ms": {}, "offsets_ms": {}, "after_busy_minus_cost_ms": {}}
+    ok, fl = measure(False), measure(True)
+    for m in trace["models"]:
+        n, cost = m["name"], _cost_ms(m)
+        out["before_busy_minus_cost_ms"][n] = {"ok": round(ok[n], 3), "fail": round(fl[n], 3)}
+        out["offsets_ms"][n] = {
+            "ok": round(min(cost, max(0.0, ok[n])), 3),
+            "fail": round(min(cost, max(0.0, fl[n])), 3),
+            "uncompensated_ok": round(max(0.0, ok[n] - cost), 3),
+            "uncompensated_fail": round(max(0.0, fl[n] - cost), 3),
+        }
+    if offsets_path is None:
+        return out
+    tmp = offsets_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({n: {"ok": o["ok"], "fail": o["fail"]} for n, o in out["offsets_ms"].items()}, f)
+    os.replace(tmp, offsets_path)
+    ok, fl = measure(False), measure(True)
+    for n in models:
+        out["after_busy_minus_cost_ms"][n] = {"ok": round(ok[n], 3), "fail": round(fl[n], 3)}
+    return out
+
+
+def replay(trace: dict, handle, *, warmup: int = 2, lead: float = 0.5, offsets_path: Optional[str] = None,
+           calibrate_k: int = 8) -> dict:
+    models = [m["name"] for m in trace["models"]]
+    port = handle.http_port
+
+    # -- warm-up, one at a time (the first executions of a pytriton model are slower)
+    for m in models:
+        for i in range(warmup):
+            fail = i == warmup - 1 and warmup > 1
+            st = _post(port, m, fail)
+            if st != (500 if fail else 200):
+                # a failing request must answer an error, a good one 200
+                raise RuntimeError(f"warm-up {m} fail={fail}: HTTP {st}")
+
+    sess = requests.Session()
+    sess.trust_env = False
+
+    def scrape() -> tuple:
+        a = time.monotonic()
+        r = sess.get(handle.metrics_url, timeout=5)
+        r.raise_for_status()
+        b = time.monotonic()
+        return a, b, r.text
+
+    cal = calibrate(trace, handle, scrape, offsets_path, k=calibrate_k) if calibrate_k > 0 else None
+    if cal:
+        log(f"calibration: busy-cost before {cal['before_busy_minus_cost_ms']}, offsets {cal['offsets_ms']}, "
+            f"after {cal['after_busy_minus_cost_ms']}")
+
+    # the warm-up must have settled (pending 0) before the baseline
+    deadline = time.monotonic() + 10
+    while True:
+        _, _, text = scrape()
+        base = counters(text, models)
+        if all(base[m]["pending"] == 0 for m in models) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+
+    origin = time.monotonic() + lead
+    reqs = sorted(trace["requests"], key=lambda r: r["arrival_s"])
+    threads = [_Request(r, port, origin) for r in reqs]
+    polls_s = list(trace["polls_s"])
+    polled: List[dict] = []
+
+    def poller():
+        for p in polls_s:
+            delay = origin + p - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            a, b, text = scrape()
+            c = counters(text, models)
+            rec = {"t_s": round((a + b) / 2 - origin, 6), "models": {}, "_extra": {}}
+            for m in models:
+                rec["models"][m] = {
+                    f: (c[m][f] if f in GAUGES else c[m][f] - base[m][f]) for f in FIELDS
+                }
+                for f in ("success", "failure", "exec_count", "pending"):
+                    rec["models"][m][f] = int(round(rec["models"][m][f]))
+                rec["_extra"][m] = {f: c[m][f] - base[m][f] for f in EXTRA_FIELDS}
+            rec["_get"] = {"start_s": round(a - origin, 6), "end_s": round(b - origin, 6)}
+            polled.append(rec)
+
+    pt = threading.Thread(target=poller, daemon=True, name="poller")
+    pt.start()
+    # Start each request's thread connect_ahead before it is due: a few live threads at a
+    # time, never one request waiting for another.
+    for t in threads:
+        delay = origin + float(t.req["arrival_s"]) - t.connect_ahead - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        t.start()
+    last = max([float(r["arrival_s"]) for r in reqs] + polls_s + [0.0])
+    pt.join(timeout=max(0.0, origin + last - time.monotonic()) + 30)
+    for t in threads:
+        t.join(timeout=max(1.0, origin + last + 60 - time.monotonic()))
+    sess.close()
+
+    lags = [(t.sent - origin - float(t.req["arrival_s"])) * 1000 for t in threads if t.sent is not None]
+    bad = [
+        {"id": t.req["id"], "model": t.req["model"], "fail": bool(t.req.get("fail")), "status": t.status, "error": t.error}
+        for t in threads
+        if t.error or t.status != (500 if t.req.get("fail") else 200)
+    ]
+    out = {
+        "polls": [{"t_s": p["t_s"], "models": p["models"]} for p in polled],
+        "replay": {
+            "seed": trace.get("seed"),
+            "tritonserver": "2.51 (nvidia-pytriton 0.7.0)",
+            "warmup_per_model": warmup,
+            "calibration": cal,
+            "baseline": base,
+            "send_lag_ms": {
+                "n": len(lags),
+                "p50": round(statistics.median(lags), 3) if lags else None,
+                "max": round(max(lags), 3) if lags else None,
+            },
+            "unexpected_outcomes": bad,
+            "poll_get": [p["_get"] for p in polled],
+            "extra": [{"t_s": p["t_s"], "models": p["_extra"]} for p in polled],
+            "requests": [
+                {
+                    "id": t.req["id"],
+                    "model": t.req["model"],
+                    "fail": bool(t.req.get("fail")),
+                    "arrival_s": t.req["arrival_s"],
+                    "sent_s": None if t.sent is None else round(t.sent - origin, 6),
+                    "done_s": None if t.done is None else round(t.done - origin, 6),
+                    "status": t.status,
+                }
+                for t in threads
+            ],
+        },
+    }
+    if len(polled) != len(polls_s):
+        raise RuntimeError(f"only {len(polled)} of {len(polls_s)} polls done")
+    return out
+
+
+def run(trace: dict, *, warmup: int = 2, lead: float = 0.5, calibrate: bool = True, calibrate_k: int = 8) -> dict:
+    """Start Triton with the trace's models, replay, stop Triton; returns real.json's dict."""
+    with tempfile.TemporaryDirectory(prefix="replay-models-") as d:
+        spec = os.path.join(d, "models.json")
+        offsets = os.path.join(d, "offsets.json")
+        with open(spec, "w") as f:
+            json.dump(trace["models"], f)
+        extra = ["--replay-models", spec, "--replay-offsets", offsets]
+        with start_triton(extra_args=extra) as t:
+            log(f"replaying seed {trace.get('seed')}: {len(trace['requests'])} requests, "
+                f"{len(trace['polls_s'])} polls, models {[m['name'] for m in trace['models']]}")
+            res = replay(trace, t, warmup=warmup, lead=lead, offsets_path=offsets if calibrate else None,
+                         calibrate_k=calibrate_k)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trace", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--warmup", type=int, default=2, help="requests per model before the baseline (last one fails)")
+    ap.add_argument("--lead", type=float, default=0.5, help="seconds from the baseline scrape to the origin")
+    ap.add_argument("--no-calibrate", action="store_true",
+                    help="models sleep exactly the trace's cost (the Python backend's overhead comes on top)")
+    ap.add_argument("--calibrate-k", type=int, default=8, help="burst size per model and path for the calibration")
+    a = ap.parse_args(argv)
+    with open(a.trace) as f:
+        trace = json.load(f)
+    res = run(trace, warmup=a.warmup, lead=a.lead, calibrate=not a.no_calibrate, calibrate_k=a.calibrate_k)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1)
+    r = res["replay"]
+    log(f"wrote {a.out}: {len(res['polls'])} polls; send lag p50 {r['send_lag_ms']['p50']} ms, "
+        f"max {r['send_lag_ms']['max']} ms; unexpected outcomes {len(r['unexpected_outcomes'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
