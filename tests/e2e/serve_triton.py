@@ -215,6 +215,8 @@ def main(argv=None) -> int:
             return 0.0
         try:
             mt = os.stat(f).st_mtime_ns
+            if mt == offsets["mtime"]:
+                return float(offsets["ms"].get(name, {}).get(path, 0.0)) / 1000.0
             if mt != offsets["mtime"]:
                 import json
 
@@ -222,6 +224,7 @@ def main(argv=None) -> int:
                     offsets["ms"] = json.load(fh)
                 offsets["mtime"] = mt
         except (OSError, ValueError):
+            offsets["mtime"], offsets["ms"] = None, {}
             return 0.0
         return float(offsets["ms"].get(name, {}).get(path, 0.0)) / 1000.0
 
