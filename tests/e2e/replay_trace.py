@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -260,7 +260,7 @@ def prepare(trace: dict, handle, offsets_path: Optional[str], *, warmup: int = 2
 
 
 @contextlib.contextmanager
-def serve(models: List[dict], *, nice: Optional[int] = None):
+def serve(models: List[dict], *, nice: Optional[int] = None, extra_args: Sequence[str] = ()):
     """A real Triton serving `models` (a trace's "models"); yields (TritonHandle, offsets path).
     `nice` (e.g. -10): the Triton process group and this thread (and the threads it starts)
     run at that priority while it lasts, so other work on a shared machine delays the replay
@@ -270,7 +270,7 @@ def serve(models: List[dict], *, nice: Optional[int] = None):
         offsets = os.path.join(d, "offsets.json")
         with open(spec, "w") as f:
             json.dump(models, f)
-        with start_triton(extra_args=["--replay-models", spec, "--replay-offsets", offsets]) as t:
+        with start_triton(extra_args=["--replay-models", spec, "--replay-offsets", offsets, *extra_args]) as t:
             old = os.getpriority(os.PRIO_PROCESS, 0)
             if nice is not None:
                 try:
@@ -299,14 +299,22 @@ def replay(trace: dict, handle, *, lead: float = 0.5, cal: Optional[dict] = None
         b = time.monotonic()
         return a, b, r.text
 
-    # the warm-up must have settled (pending 0) before the baseline
-    deadline = time.monotonic() + 10
+    # The warm-up and calibration must have settled before the baseline: nothing pending, and
+    # the counters unchanged over 0.2 s. (Triton updates a request's counters when it releases
+    # the request, which can come a moment after the client has its answer; on a loaded
+    # machine a failure from the calibration once landed after an immediate baseline.)
+    t_settle = time.monotonic()
+    deadline = t_settle + 10
+    prev = None
     while True:
         _, _, text = scrape()
         base = counters(text, models)
-        if all(base[m]["pending"] == 0 for m in models) or time.monotonic() > deadline:
+        key = [(base[m]["success"], base[m]["failure"], base[m]["exec_count"], base[m]["pending"]) for m in models]
+        if (prev == key and all(base[m]["pending"] == 0 for m in models)) or time.monotonic() > deadline:
             break
-        time.sleep(0.05)
+        prev = key
+        time.sleep(0.2)
+    settle_s = time.monotonic() - t_settle
 
     origin = time.monotonic() + lead
     reqs = sorted(trace["requests"], key=lambda r: r["arrival_s"])
@@ -373,6 +381,7 @@ def replay(trace: dict, handle, *, lead: float = 0.5, cal: Optional[dict] = None
             "seed": trace.get("seed"),
             "tritonserver": "2.51 (nvidia-pytriton 0.7.0)",
             "calibration": cal,
+            "baseline_settle_s": round(settle_s, 3),
             "nice": os.getpriority(os.PRIO_PROCESS, 0),
             "baseline": base,
             "send_lag_ms": {

@@ -106,6 +106,8 @@ def parse_args(argv=None):
     p.add_argument("--flaky-ms", type=float, default=20.0)
     p.add_argument("--replay-models", default=None,
                    help="JSON file: serve only these sleep-based models (oracle trace replay)")
+    p.add_argument("--replay-switch-interval-ms", type=float, default=0.5,
+                   help="sys.setswitchinterval for the replay models' process (default 0.5 ms; Python's is 5 ms)")
     p.add_argument("--replay-offsets", default=None,
                    help="JSON file {model: {ok: ms, fail: ms}}: replay models sleep that much less than their "
                         "cost (the measured per-execution overhead of the Python backend path); re-read on change")
@@ -270,6 +272,12 @@ def main(argv=None) -> int:
         )
         if args.replay_models:
             import json
+
+            # Every model's callable, pytriton's loops and its ZeroMQ traffic share this
+            # process's GIL. With the default 5 ms switch interval a model thread waking from
+            # its sleep can wait several intervals for the GIL under load, which shows up as
+            # compute time. A shorter interval keeps the hand-overs short (see README).
+            sys.setswitchinterval(args.replay_switch_interval_ms / 1000.0)
 
             with open(args.replay_models) as f:
                 replay = json.load(f)
