@@ -38,6 +38,7 @@ class Tol:
     """README.md "Oracle replay" gives the measurements behind each number."""
 
     window_s: float = 0.1  # counts and pending may match the renderer's anywhere in [t - w, t + w]
+    drift: float = 0.1  # ... w = window_s + drift * (how long the model has been busy without a break)
     count: int = 0  # ... then +- this many requests
     pending_rel: float = 0.2  # pending: +- floor(this * the window's largest rendered pending)
     compute_ms_per_success: float = 3.0  # compute_infer_us: +- this much per completed request
@@ -175,9 +176,24 @@ class Dense:
     """Rendered counters on the dense grid of actual_trace(): R(t) = the value at the last
     grid point <= t (counters change at events; the grid is finer than any poll jitter)."""
 
-    def __init__(self, dense: dict):
+    def __init__(self, dense: dict, actual: Optional[dict] = None):
+        import bisect
+
         self.t = [float(p["t_s"]) for p in dense["polls"]]
         self.polls = dense["polls"]
+        # busy periods: a model is idle at a grid point when every request that has arrived
+        # has completed (success + failure); last_idle[m][i] = the last idle grid time <= t[i]
+        self.last_idle: Dict[str, List[float]] = {}
+        if actual is not None:
+            for name in dense["polls"][0]["models"]:
+                arr = sorted(float(r["arrival_s"]) for r in actual["requests"] if r["model"] == name)
+                li, last = [], 0.0
+                for tt, p in zip(self.t, self.polls):
+                    c = p["models"][name]
+                    if bisect.bisect_right(arr, tt) == c["success"] + c["failure"]:
+                        last = tt
+                    li.append(last)
+                self.last_idle[name] = li
 
     def _idx(self, t: float) -> int:
         import bisect
@@ -187,13 +203,20 @@ class Dense:
     def at(self, t: float, model: str, field: str) -> float:
         return float(self.polls[self._idx(t)]["models"][model][field])
 
+    def busy_age(self, t: float, model: str) -> float:
+        """How long the model has been busy without a break at t in the render (0 if idle)."""
+        if model not in self.last_idle:
+            return 0.0
+        return max(0.0, t - self.last_idle[model][self._idx(t)])
+
     def span(self, t0: float, t1: float, model: str, field: str) -> tuple:
         i0, i1 = self._idx(t0), self._idx(t1)
         vals = [float(self.polls[i]["models"][model][field]) for i in range(i0, i1 + 1)]
         return min(vals), max(vals)
 
 
-def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = None) -> dict:
+def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = None,
+            actual: Optional[dict] = None) -> dict:
     """
     * `summary` (the report's table): rendered.json (the trace's nominal arrivals, read at
       polls_s) against real.json, poll by poll: max |count diff|, max relative queue /
@@ -218,8 +241,7 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
         raise ValueError(f"rendered has {len(rp)} polls, real {len(qp)}")
     violations: List[dict] = []
     summary: Dict[str, dict] = {}
-    D = Dense(dense) if dense is not None else None
-    w = tol.window_s if D is not None else 0.0
+    D = Dense(dense, actual) if dense is not None else None
     for i, (r, q) in enumerate(zip(rp, qp)):
         t = float(q["t_s"])
         for model in sorted(set(r["models"]) | set(q["models"])):
@@ -232,7 +254,8 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
                                            "max_rel_queue": 0.0, "max_rel_compute": 0.0,
                                            "max_abs_queue_ms": 0.0, "max_abs_compute_ms": 0.0,
                                            "shift_needed_ms": 0.0, "queue_rel_needed": 0.0,
-                                           "compute_ms_per_success_needed": 0.0, "polls_off_nominal": 0})
+                                           "compute_ms_per_success_needed": 0.0, "polls_off_nominal": 0,
+                                           "max_busy_age_s": 0.0, "max_window_ms": 0.0, "drift_needed": 0.0})
             # -- nominal figures (rendered.json vs real.json)
             off = False
             for f in COUNT_FIELDS + ("pending",):
@@ -251,7 +274,13 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
                 if scale >= 20_000:  # a relative figure means something only above one request's jitter
                     s[f"max_rel_{key}"] = max(s[f"max_rel_{key}"], d / scale)
 
-            # -- checks
+            # -- checks: the window grows with the time the model has been busy without a
+            # break (a queue's completions drift by the accumulated execution-time error)
+            age = D.busy_age(t, model) if D is not None else 0.0
+            w = tol.window_s + tol.drift * age if D is not None else 0.0
+            s["max_busy_age_s"] = max(s["max_busy_age_s"], age)
+            s["max_window_ms"] = max(s["max_window_ms"], w * 1000)
+
             def R(tt, f):
                 return D.at(tt, model, f) if D is not None else float(rm[f])
 
@@ -278,6 +307,9 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
                     else:
                         sh = float("inf")
                     s["shift_needed_ms"] = max(s["shift_needed_ms"], sh * 1000)
+                    if sh > tol.window_s:
+                        s["drift_needed"] = max(s["drift_needed"],
+                                                (sh - tol.window_s) / age if age > 0 else float("inf"))
             n = max(1.0, float(qm["success"]))
             for f in TIME_FIELDS:
                 v = float(qm[f])
@@ -309,15 +341,17 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
 def table(summary: Dict[str, dict], seed=None) -> str:
     lines = [
         "| seed | model | max abs count diff (at) | max abs pending diff | polls off | max rel queue diff (abs ms) "
-        "| max rel compute diff (abs ms) | window needed (ms) | compute needed (ms/success) | queue rel needed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| max rel compute diff (abs ms) | window needed (ms) | drift needed | compute needed (ms/success) "
+        "| queue rel needed | longest busy (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, s in summary.items():
         lines.append(
             f"| {seed} | {m} | {s['max_abs_count']} ({s['max_abs_count_at'] or '-'}) | {s['max_abs_pending']} | "
             f"{s['polls_off_nominal']} | {s['max_rel_queue']:.1%} ({s['max_abs_queue_ms']:.1f}) | "
             f"{s['max_rel_compute']:.1%} ({s['max_abs_compute_ms']:.1f}) | {s['shift_needed_ms']:.0f} | "
-            f"{s['compute_ms_per_success_needed']:.1f} | {s['queue_rel_needed']:.1%} |"
+            f"{s['drift_needed']:.2f} | {s['compute_ms_per_success_needed']:.1f} | {s['queue_rel_needed']:.1%} | "
+            f"{s['max_busy_age_s']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -327,6 +361,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--rendered")
     ap.add_argument("--real")
     ap.add_argument("--dense", help="the renderer's output for --actual-trace's trace")
+    ap.add_argument("--actual", help="--actual-trace's trace (busy periods widen the window)")
     ap.add_argument("--stub-render", metavar="TRACE")
     ap.add_argument("--actual-trace", nargs=2, metavar=("TRACE", "REAL"),
                     help="print the trace with the measured send times and a dense poll grid")
@@ -344,11 +379,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         rendered = json.load(f)
     with open(a.real) as f:
         real = json.load(f)
-    dense = None
+    dense = actual = None
+    if a.actual:
+        with open(a.actual) as f:
+            actual = json.load(f)
     if a.dense:
         with open(a.dense) as f:
             dense = json.load(f)
-    res = compare(rendered, real, dense=dense)
+    res = compare(rendered, real, dense=dense, actual=actual)
     if a.json:
         json.dump(res, sys.stdout, indent=1)
     else:

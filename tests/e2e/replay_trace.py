@@ -259,6 +259,21 @@ def prepare(trace: dict, handle, offsets_path: Optional[str], *, warmup: int = 2
     return cal
 
 
+def _autogroup_nice(pid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:  # "/autogroup-13 nice 0"
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _set_autogroup_nice(pid: int, nice: int) -> None:
+    if _autogroup_nice(pid) is None:
+        return  # no sched_autogroup here: setpriority was enough
+    with open(f"/proc/{pid}/autogroup", "w") as f:
+        f.write(str(nice))
+
+
 @contextlib.contextmanager
 def serve(models: List[dict], *, nice: Optional[int] = None, extra_args: Sequence[str] = ()):
     """A real Triton serving `models` (a trace's "models"); yields (TritonHandle, offsets path).
@@ -272,10 +287,17 @@ def serve(models: List[dict], *, nice: Optional[int] = None, extra_args: Sequenc
             json.dump(models, f)
         with start_triton(extra_args=["--replay-models", spec, "--replay-offsets", offsets, *extra_args]) as t:
             old = os.getpriority(os.PRIO_PROCESS, 0)
+            old_ag = _autogroup_nice(os.getpid())
             if nice is not None:
                 try:
                     os.setpriority(os.PRIO_PGRP, t.process.pgid, nice)
                     os.setpriority(os.PRIO_PROCESS, 0, nice)
+                    # With sched_autogroup, nice only ranks threads inside one session; the
+                    # CPU is shared between sessions by the session's own nice. serve_triton.py
+                    # runs in a session of its own (start_new_session), this process in the
+                    # caller's.
+                    _set_autogroup_nice(t.process.pid, nice)
+                    _set_autogroup_nice(os.getpid(), nice)
                 except OSError as e:
                     log(f"replay: cannot set priority {nice} ({e}); running at the default priority")
             try:
@@ -283,6 +305,9 @@ def serve(models: List[dict], *, nice: Optional[int] = None, extra_args: Sequenc
             finally:
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, 0, old)
+                if old_ag is not None:
+                    with contextlib.suppress(OSError):
+                        _set_autogroup_nice(os.getpid(), old_ag)
 
 
 def replay(trace: dict, handle, *, lead: float = 0.5, cal: Optional[dict] = None) -> dict:

@@ -189,12 +189,13 @@ def test_rendered_counters_match_real_triton(seed, oracle, triton_pool):
 
         rendered = oracle.render(trace_path, pre.with_suffix(".rendered.json"))
         actual_path = pre.with_suffix(".actual-trace.json")
-        actual_path.write_text(json.dumps(rc.actual_trace(trace, real)))
+        actual = rc.actual_trace(trace, real)
+        actual_path.write_text(json.dumps(actual))
         dense = oracle.render(actual_path, pre.with_suffix(".dense.json"))
         if perturb_spec:
             rendered, dense = perturb(rendered, perturb_spec), perturb(dense, perturb_spec)
 
-        res = rc.compare(rendered, real, dense=dense)
+        res = rc.compare(rendered, real, dense=dense, actual=actual)
         r = real["replay"]
         stalled = []
         if r["send_lag_ms"]["p99"] > MAX_SEND_LAG_P99_MS:
