@@ -21,8 +21,9 @@ main stays green. ``REPLAY_ORACLE=stub`` runs the same pipeline with the Python 
 (replay_compare.stub_trace / stub_render) instead. Knobs:
 
 * ``REPLAY_PERTURB=field:+N`` or ``field:*F`` (e.g. ``exec_count:+1``, ``queue_us:*1.5``)
-  changes every rendered value of that field that is > 0: the test must then fail
-  (a check that the checks can fail).
+  changes every rendered value of that field that is > 0, and
+  ``REPLAY_PERTURB=pending_includes_executing`` renders a wrong semantics: the test must
+  then fail (a check that the checks can fail).
 * ``REPLAY_STUB_SEMANTICS=pending_includes_executing`` (stub only): a wrong semantics the
   test must catch.
 * ``REPLAY_ATTEMPTS`` (2): a seed whose comparison fails is replayed once more (timing on a
@@ -100,8 +101,20 @@ class Oracle:
         return self._run(["render", "--trace", str(trace_path)], path)
 
 
-def perturb(rendered: dict, spec: str) -> dict:
-    """REPLAY_PERTURB: `field:+N` / `field:*F` on every rendered value > 0 of that field."""
+def perturb(rendered: dict, spec: str, trace: dict) -> dict:
+    """REPLAY_PERTURB, to show that the checks can fail:
+    * `field:+N` / `field:*F`: every rendered value > 0 of that field;
+    * `pending_includes_executing`: a wrong semantics, pending = arrived - completed (the
+      request executing counted as pending), from the trace the output was rendered for."""
+    if spec == "pending_includes_executing":
+        import bisect
+
+        arr = {m["name"]: sorted(float(r["arrival_s"]) for r in trace["requests"] if r["model"] == m["name"])
+               for m in trace["models"]}
+        for p in rendered["polls"]:
+            for name, m in p["models"].items():
+                m["pending"] = bisect.bisect_right(arr[name], float(p["t_s"])) - m["success"] - m["failure"]
+        return rendered
     field, op = spec.split(":", 1)
     for p in rendered["polls"]:
         for m in p["models"].values():
@@ -193,7 +206,7 @@ def test_rendered_counters_match_real_triton(seed, oracle, triton_pool):
         actual_path.write_text(json.dumps(actual))
         dense = oracle.render(actual_path, pre.with_suffix(".dense.json"))
         if perturb_spec:
-            rendered, dense = perturb(rendered, perturb_spec), perturb(dense, perturb_spec)
+            rendered, dense = perturb(rendered, perturb_spec, trace), perturb(dense, perturb_spec, actual)
 
         res = rc.compare(rendered, real, dense=dense, actual=actual)
         r = real["replay"]
