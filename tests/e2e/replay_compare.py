@@ -38,11 +38,12 @@ class Tol:
     """README.md "Oracle replay" gives the measurements behind each number."""
 
     window_s: float = 0.03  # counts and pending may match the renderer's anywhere in [t - w, t + w]
-    drift: float = 0.15  # ... w = window_s + drift * (how long the model has been busy without a break)
+    drift: float = 0.15  # ... w = window_s + drift * (how long the model has been busy without a
+    # break, in the render or in the replay, whichever is longer)
     count: int = 0  # ... then +- this many requests
     pending_rel: float = 0.2  # pending: +- floor(this * the window's largest rendered pending)
     pending_over: int = 1  # ... and real may read this many more (never fewer)
-    compute_ms_per_success: float = 3.0  # compute_infer_us: +- this much per completed request
+    compute_ms_per_success: float = 5.0  # compute_infer_us: +- this much per completed request
     compute_ms: float = 50.0  # ... plus this much (one stalled execution)
     queue_rel: float = 0.5  # queue_us: +- this fraction of the rendered sum
     queue_ms_per_success: float = 2.0  # ... plus this much per completed request
@@ -216,6 +217,26 @@ class Dense:
         return min(vals), max(vals)
 
 
+def real_busy_age(real: dict, model: str, t: float) -> float:
+    """How long the model had been busy without a break at t in the replay, as the client saw
+    it: t minus the last instant <= t at which every request sent to it had been answered."""
+    reqs = [(r["sent_s"], r["done_s"]) for r in real.get("replay", {}).get("requests", [])
+            if r["model"] == model and r["sent_s"] is not None and r["sent_s"] <= t]
+    if not reqs:
+        return 0.0
+
+    def idle(tau):
+        return all(d is not None and d <= tau for s_, d in reqs if s_ <= tau)
+
+    if idle(t):
+        return 0.0
+    cands = sorted({d for _, d in reqs if d is not None and d <= t}, reverse=True)
+    for tau in cands:
+        if idle(tau):
+            return t - tau
+    return t - min(s_ for s_, _ in reqs)  # busy since its first request
+
+
 def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = None,
             actual: Optional[dict] = None) -> dict:
     """
@@ -279,7 +300,7 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
 
             # -- checks: the window grows with the time the model has been busy without a
             # break (a queue's completions drift by the accumulated execution-time error)
-            age = D.busy_age(t, model) if D is not None else 0.0
+            age = max(D.busy_age(t, model), real_busy_age(real, model, t)) if D is not None else 0.0
             w = tol.window_s + tol.drift * age if D is not None else 0.0
             s["max_busy_age_s"] = max(s["max_busy_age_s"], age)
             s["max_window_ms"] = max(s["max_window_ms"], w * 1000)
