@@ -257,7 +257,8 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
       n = the real success count at that poll; and, per model, what the run needed: the
       smallest window holding every count and pending (`shift_needed_ms`), the compute
       excess per success beyond compute_ms, the queue's relative excess beyond the absolute
-      parts.
+      parts;
+      and the replay's extra pending samples between the polls, with the pending rule.
     * Without `dense`: the same checks with window 0 on rendered.json itself.
     """
     rp, qp = rendered["polls"], real["polls"]
@@ -360,6 +361,23 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
                     base = hi if v > hi else lo
                     need = 0.0 if rest == 0 else (rest / base if base > 0 else float("inf"))
                     s["queue_rel_needed"] = max(s["queue_rel_needed"], need)
+    # -- the extra pending samples between the polls (replay_trace.py), same rule as at a poll
+    samples = real.get("replay", {}).get("pending_samples", []) if D is not None else []
+    for smp in samples:
+        t = float(smp["t_s"])
+        for model, v in smp["pending"].items():
+            if model not in summary:
+                continue
+            age = max(D.busy_age(t, model), real_busy_age(real, model, t))
+            w = tol.window_s + tol.drift * age
+            lo, hi = D.span(t - w, t + w, model, "pending")
+            c = int(tol.pending_rel * hi)
+            s = summary[model]
+            s["pending_samples"] = s.get("pending_samples", 0) + 1
+            if not (lo - c <= v <= hi + c + tol.pending_over):
+                s["pending_samples_off"] = s.get("pending_samples_off", 0) + 1
+                violations.append({"sample_t_s": t, "model": model, "field": "pending (sample)", "real": v,
+                                   "allowed": [lo - c, hi + c + tol.pending_over]})
     return {"violations": violations, "summary": summary, "tol": dataclasses.asdict(tol), "dense": D is not None}
 
 
@@ -367,8 +385,8 @@ def table(summary: Dict[str, dict], seed=None) -> str:
     lines = [
         "| seed | model | max abs count diff (at) | max abs pending diff | polls off | max rel queue diff (abs ms) "
         "| max rel compute diff (abs ms) | window needed (ms) | drift needed | compute needed (ms/success) "
-        "| queue rel needed | longest busy (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| queue rel needed | longest busy (s) | pending samples off |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, s in summary.items():
         lines.append(
@@ -376,7 +394,7 @@ def table(summary: Dict[str, dict], seed=None) -> str:
             f"{s['polls_off_nominal']} | {s['max_rel_queue']:.1%} ({s['max_abs_queue_ms']:.1f}) | "
             f"{s['max_rel_compute']:.1%} ({s['max_abs_compute_ms']:.1f}) | {s['shift_needed_ms']:.0f} | "
             f"{s['drift_needed']:.2f} | {s['compute_ms_per_success_needed']:.1f} | {s['queue_rel_needed']:.1%} | "
-            f"{s['max_busy_age_s']:.1f} |"
+            f"{s['max_busy_age_s']:.1f} | {s.get('pending_samples_off', 0)}/{s.get('pending_samples', 0)} |"
         )
     return "\n".join(lines)
 

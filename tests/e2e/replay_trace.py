@@ -28,6 +28,8 @@ What it does:
    an earlier one still in flight). Failing requests send ``x = -1``, others ``x = 1``.
 4. A poller thread GETs /metrics at each ``polls_s`` (keep-alive connection to the
    metrics port, which is not the inference port) and records the midpoint of the GET.
+   Between the polls it also reads the pending gauge every ``--sample-every`` s (0.1),
+   kept under ``replay.pending_samples``.
 5. After the last poll (and every request's answer) writes real.json:
    ``{"polls": [{"t_s", "models": {m: {success, failure, exec_count, queue_us,
    compute_infer_us, pending}}}]}`` plus diagnostics the spec does not need under
@@ -310,7 +312,7 @@ def serve(models: List[dict], *, nice: Optional[int] = None, extra_args: Sequenc
                         _set_autogroup_nice(os.getpid(), old_ag)
 
 
-def replay(trace: dict, handle, *, lead: float = 0.5, cal: Optional[dict] = None) -> dict:
+def replay(trace: dict, handle, *, lead: float = 0.5, cal: Optional[dict] = None, sample_every: float = 0.1) -> dict:
     """Baseline scrape, then the trace in real time; returns real.json's dict."""
     models = [m["name"] for m in trace["models"]]
     port = handle.http_port
@@ -347,13 +349,33 @@ def replay(trace: dict, handle, *, lead: float = 0.5, cal: Optional[dict] = None
     polls_s = list(trace["polls_s"])
     polled: List[dict] = []
 
+    # Extra pending samples between the polls (not part of the spec's real.json polls): the
+    # pending gauge is instantaneous, and 12 polls rarely land inside an execution; these
+    # let the comparison check "pending excludes the executing request" many times a trace.
+    sched = [(p, True) for p in polls_s]
+    if sample_every > 0:
+        k = 1
+        while k * sample_every < max(polls_s):
+            ts = round(k * sample_every, 6)
+            if min(abs(ts - p) for p in polls_s) > 0.05:
+                sched.append((ts, False))
+            k += 1
+    sched.sort()
+    samples: List[dict] = []
+
     def poller():
-        for p in polls_s:
+        for p, is_poll in sched:
             delay = origin + p - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            elif not is_poll and delay < -0.05:
+                continue  # late: a sample is only worth its exact time; never delay a poll
             a, b, text = scrape()
             c = counters(text, models)
+            if not is_poll:
+                samples.append({"t_s": round((a + b) / 2 - origin, 6),
+                                "pending": {m: int(c[m]["pending"]) for m in models}})
+                continue
             rec = {"t_s": round((a + b) / 2 - origin, 6), "models": {}, "_extra": {}}
             for m in models:
                 rec["models"][m] = {
@@ -419,6 +441,7 @@ def replay(trace: dict, handle, *, lead: float = 0.5, cal: Optional[dict] = None
             "max_oversleep_ms": round(stall["max_ms"], 3),
             "loadavg_1m_after": os.getloadavg()[0],
             "poll_get": [p["_get"] for p in polled],
+            "pending_samples": samples,
             "extra": [{"t_s": p["t_s"], "models": p["_extra"]} for p in polled],
             "requests": [
                 {
@@ -440,13 +463,13 @@ def replay(trace: dict, handle, *, lead: float = 0.5, cal: Optional[dict] = None
 
 
 def run(trace: dict, *, warmup: int = 2, lead: float = 0.5, calibrate: bool = True, calibrate_k: int = 8,
-        nice: Optional[int] = None) -> dict:
+        nice: Optional[int] = None, sample_every: float = 0.1) -> dict:
     """Start Triton with the trace's models, warm up, calibrate, replay, stop Triton."""
     with serve(trace["models"], nice=nice) as (t, offsets):
         log(f"replaying seed {trace.get('seed')}: {len(trace['requests'])} requests, "
             f"{len(trace['polls_s'])} polls, models {[m['name'] for m in trace['models']]}")
         cal = prepare(trace, t, offsets if calibrate else None, warmup=warmup, calibrate_k=calibrate_k)
-        return replay(trace, t, lead=lead, cal=cal)
+        return replay(trace, t, lead=lead, cal=cal, sample_every=sample_every)
 
 
 def main(argv=None) -> int:
@@ -459,11 +482,12 @@ def main(argv=None) -> int:
                     help="models sleep exactly the trace's cost (the Python backend's overhead comes on top)")
     ap.add_argument("--calibrate-k", type=int, default=8, help="burst size per model and path for the calibration")
     ap.add_argument("--nice", type=int, default=None, help="run Triton and the replay at this priority (e.g. -10)")
+    ap.add_argument("--sample-every", type=float, default=0.1, help="extra pending samples between polls (0: none)")
     a = ap.parse_args(argv)
     with open(a.trace) as f:
         trace = json.load(f)
     res = run(trace, warmup=a.warmup, lead=a.lead, calibrate=not a.no_calibrate, calibrate_k=a.calibrate_k,
-              nice=a.nice)
+              nice=a.nice, sample_every=a.sample_every)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
     r = res["replay"]
