@@ -43,11 +43,17 @@ class Tol:
     count: int = 0  # ... then +- this many requests
     pending_rel: float = 0.2  # pending: +- floor(this * the window's largest rendered pending)
     pending_over: int = 1  # ... and real may read this many more (never fewer)
-    compute_ms_per_success: float = 5.0  # compute_infer_us: +- this much per completed request
+    compute_ms_per_success: float = 6.0  # compute_infer_us: +- this much per completed request
     compute_ms: float = 50.0  # ... plus this much (one stalled execution)
-    queue_rel: float = 0.5  # queue_us: +- this fraction of the rendered sum
-    queue_ms_per_success: float = 2.0  # ... plus this much per completed request
+    queue_rel: float = 0.35  # queue_us: +- this fraction of the rendered sum
+    queue_ms_per_success: float = 1.0  # ... plus this much per completed request
     queue_ms: float = 30.0  # ... plus this much
+    # near saturation (peak offered load nc_lo..nc_hi of capacity over nc_span_s), see
+    # near_critical_since: from then on queue_us is not compared, nor are counts and pending
+    # while that model is busy (they must agree again once its queue has drained)
+    nc_lo: float = 0.7
+    nc_hi: float = 1.15
+    nc_span_s: float = 4.0
 
 
 TOL = Tol()
@@ -237,6 +243,112 @@ def real_busy_age(real: dict, model: str, t: float) -> float:
     return t - min(s_ for s_, _ in reqs)  # busy since its first request
 
 
+def near_critical_since(actual: Optional[dict], model: str, tol: "Tol") -> Optional[float]:
+    """When the model's offered load came near its capacity, if its peak stayed near it.
+    rho(t) = arrivals in (t - nc_span_s, t] times the (realized) execution time / nc_span_s.
+    If the peak of rho is in [nc_lo, nc_hi], the model is near-critical from the first t
+    with rho >= nc_lo (minus the span). Below, its queues are short; well above, its queue
+    grows at a steady, predictable rate; near 1 the queue's length is a random walk driven
+    by the execution-time jitter (a few ms per 20 ms execution here), which no
+    deterministic render reproduces."""
+    if actual is None:
+        return None
+    spec = next((m for m in actual["models"] if m["name"] == model), None)
+    if spec is None:
+        return None
+    cost = (float(spec["cost_a_ms"]) + float(spec.get("cost_k_ms", 0.0))) / 1000.0 / int(spec.get("instances", 1))
+    arr = sorted(float(r["arrival_s"]) for r in actual["requests"] if r["model"] == model)
+    if not arr:
+        return None
+    import bisect
+
+    rhos = []
+    t = 0.0
+    while t <= arr[-1] + tol.nc_span_s:
+        n = bisect.bisect_right(arr, t) - bisect.bisect_right(arr, t - tol.nc_span_s)
+        rhos.append((t, n * cost / tol.nc_span_s))
+        t += 0.05
+    peak = max(r for _, r in rhos)
+    if not (tol.nc_lo <= peak <= tol.nc_hi):
+        return None
+    first = next(t for t, r in rhos if r >= tol.nc_lo)
+    return round(max(0.0, first - tol.nc_span_s), 3)
+
+
+def conservation(real: dict, violations: List[dict], summary: Dict[str, dict], lead_s: float = 0.005) -> None:
+    """Triton's own bookkeeping, without the renderer: every request sent has either
+    completed (success + failure), or is pending, or is executing (at most `instances`, 1 in
+    the replay profile). At each GET (polls and samples): a_lo = requests sent more than
+    `lead_s` before the GET started (surely arrived), a_hi = sent before it ended; then
+    a_lo - 1 <= completed + pending <= a_hi. Where a_lo == a_hi and the model is busy
+    (a_lo > completed), gap = a_lo - completed - pending is exactly the number executing:
+    1 if pending excludes the executing request, 0 if it counted it; `executing_gap` in the
+    summary counts both."""
+    reqs = real.get("replay", {}).get("requests", [])
+    if not reqs:
+        return
+    sent: Dict[str, List[float]] = {}
+    for r in reqs:
+        if r["sent_s"] is not None:
+            sent.setdefault(r["model"], []).append(float(r["sent_s"]))
+    for v in sent.values():
+        v.sort()
+    import bisect
+
+    reads = []
+    gets = real["replay"].get("poll_get", [])
+    for p, g in zip(real["polls"], gets):
+        reads.append(((g["start_s"], g["end_s"]),
+                      {m: (c["success"] + c["failure"], c["pending"]) for m, c in p["models"].items()}))
+    for smp in real["replay"].get("pending_samples", []):
+        if "completed" in smp:
+            reads.append((tuple(smp["get"]), {m: (smp["completed"][m], smp["pending"][m]) for m in smp["pending"]}))
+    for (a, b), per in reads:
+        for m, (done, pend) in per.items():
+            if m not in summary:
+                continue
+            arr = sent.get(m, [])
+            a_lo, a_hi = bisect.bisect_right(arr, a - lead_s), bisect.bisect_right(arr, b)
+            s = summary[m]
+            gaps = s.setdefault("executing_gap", {})
+            if not (a_lo - 1 <= done + pend <= a_hi):
+                violations.append({"get_s": [a, b], "model": m, "field": "conservation", "completed": done,
+                                   "pending": pend, "sent_range": [a_lo, a_hi]})
+            if a_lo == a_hi and a_lo > done:
+                g = str(a_lo - done - pend)
+                gaps[g] = gaps.get(g, 0) + 1
+                if g == "0":  # Triton counted the executing request as pending: the renderer's rule is wrong
+                    violations.append({"get_s": [a, b], "model": m, "field": "conservation (executing counted pending)",
+                                       "completed": done, "pending": pend, "sent": a_lo})
+
+
+def rendered_executing(D: "Dense", actual: dict, violations: List[dict], summary: Dict[str, dict],
+                       step_s: float = 0.05) -> None:
+    """The renderer's pending, held to what real Triton shows (conservation()'s
+    `executing_gap`: a busy model always has exactly one request executing, not pending):
+    on the dense render every `step_s`, executing = arrived - completed - pending must be 0
+    when the model is idle and between 1 and `instances` when it is busy."""
+    import bisect
+
+    inst = {m["name"]: int(m.get("instances", 1)) for m in actual["models"]}
+    arr = {m: sorted(float(r["arrival_s"]) for r in actual["requests"] if r["model"] == m) for m in inst}
+    k = max(1, int(round(step_s / max(1e-9, (D.t[1] - D.t[0]) if len(D.t) > 1 else step_s))))
+    for i in range(0, len(D.t), k):
+        t = D.t[i]
+        for m, c in D.polls[i]["models"].items():
+            if m not in summary or m not in arr:
+                continue
+            busy = bisect.bisect_right(arr[m], t) - c["success"] - c["failure"]
+            exe = busy - c["pending"]
+            s = summary[m]
+            s["rendered_reads"] = s.get("rendered_reads", 0) + 1
+            if not (0 <= exe <= inst[m]) or (busy > 0 and exe < 1):
+                s["rendered_executing_off"] = s.get("rendered_executing_off", 0) + 1
+                if s["rendered_executing_off"] <= 5:
+                    violations.append({"render_t_s": t, "model": m, "field": "pending (rendered executing)",
+                                       "arrived_not_completed": busy, "pending": c["pending"]})
+
+
 def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = None,
             actual: Optional[dict] = None) -> dict:
     """
@@ -259,6 +371,10 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
       excess per success beyond compute_ms, the queue's relative excess beyond the absolute
       parts;
       and the replay's extra pending samples between the polls, with the pending rule.
+      A model whose offered load comes near its capacity (near_critical_since) is not
+      compared on queue_us from then on, nor on counts and pending while it is busy.
+    * conservation(): Triton's bookkeeping on the real reads alone (no renderer), and
+      rendered_executing(): the renderer's pending held to what those reads show.
     * Without `dense`: the same checks with window 0 on rendered.json itself.
     """
     rp, qp = rendered["polls"], real["polls"]
@@ -267,6 +383,7 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
     violations: List[dict] = []
     summary: Dict[str, dict] = {}
     D = Dense(dense, actual) if dense is not None else None
+    nc_since: Dict[str, Optional[float]] = {}
     for i, (r, q) in enumerate(zip(rp, qp)):
         t = float(q["t_s"])
         for model in sorted(set(r["models"]) | set(q["models"])):
@@ -305,6 +422,13 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
             w = tol.window_s + tol.drift * age if D is not None else 0.0
             s["max_busy_age_s"] = max(s["max_busy_age_s"], age)
             s["max_window_ms"] = max(s["max_window_ms"], w * 1000)
+            if model not in nc_since:
+                nc_since[model] = near_critical_since(actual, model, tol)
+                s["near_critical_from_s"] = nc_since[model]
+            nc = nc_since[model]
+            skip_counts = nc is not None and t >= nc and age > 0
+            skip_queue = nc is not None and t >= nc
+            s["checks_skipped"] = s.get("checks_skipped", 0) + 4 * skip_counts + skip_queue
 
             def R(tt, f):
                 return D.at(tt, model, f) if D is not None else float(rm[f])
@@ -313,6 +437,8 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
                 return D.span(t - w, t + w, model, f) if D is not None else (float(rm[f]), float(rm[f]))
 
             for f in COUNT_FIELDS + ("pending",):
+                if skip_counts:
+                    break
                 v = float(qm[f])
                 if f == "pending":
                     lo, hi = Rspan(f)
@@ -338,6 +464,8 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
                                                 (sh - tol.window_s) / age if age > 0 else float("inf"))
             n = max(1.0, float(qm["success"]))
             for f in TIME_FIELDS:
+                if f == "queue_us" and skip_queue:
+                    continue
                 v = float(qm[f])
                 lo, hi = R(t - w, f), R(t + w, f)
                 if f == "queue_us":
@@ -369,6 +497,9 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
             if model not in summary:
                 continue
             age = max(D.busy_age(t, model), real_busy_age(real, model, t))
+            nc = nc_since.get(model)
+            if nc is not None and t >= nc and age > 0:
+                continue
             w = tol.window_s + tol.drift * age
             lo, hi = D.span(t - w, t + w, model, "pending")
             c = int(tol.pending_rel * hi)
@@ -378,6 +509,9 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
                 s["pending_samples_off"] = s.get("pending_samples_off", 0) + 1
                 violations.append({"sample_t_s": t, "model": model, "field": "pending (sample)", "real": v,
                                    "allowed": [lo - c, hi + c + tol.pending_over]})
+    conservation(real, violations, summary)
+    if D is not None and actual is not None:
+        rendered_executing(D, actual, violations, summary)
     return {"violations": violations, "summary": summary, "tol": dataclasses.asdict(tol), "dense": D is not None}
 
 
@@ -385,8 +519,9 @@ def table(summary: Dict[str, dict], seed=None) -> str:
     lines = [
         "| seed | model | max abs count diff (at) | max abs pending diff | polls off | max rel queue diff (abs ms) "
         "| max rel compute diff (abs ms) | window needed (ms) | drift needed | compute needed (ms/success) "
-        "| queue rel needed | longest busy (s) | pending samples off |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| queue rel needed | longest busy (s) | pending samples off | busy reads: executing = 1 / 0 "
+        "| near-critical from (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, s in summary.items():
         lines.append(
@@ -394,7 +529,9 @@ def table(summary: Dict[str, dict], seed=None) -> str:
             f"{s['polls_off_nominal']} | {s['max_rel_queue']:.1%} ({s['max_abs_queue_ms']:.1f}) | "
             f"{s['max_rel_compute']:.1%} ({s['max_abs_compute_ms']:.1f}) | {s['shift_needed_ms']:.0f} | "
             f"{s['drift_needed']:.2f} | {s['compute_ms_per_success_needed']:.1f} | {s['queue_rel_needed']:.1%} | "
-            f"{s['max_busy_age_s']:.1f} | {s.get('pending_samples_off', 0)}/{s.get('pending_samples', 0)} |"
+            f"{s['max_busy_age_s']:.1f} | {s.get('pending_samples_off', 0)}/{s.get('pending_samples', 0)} | "
+            f"{s.get('executing_gap', {}).get('1', 0)} / {s.get('executing_gap', {}).get('0', 0)} | "
+            f"{s.get('near_critical_from_s') if s.get('near_critical_from_s') is not None else '-'} |"
         )
     return "\n".join(lines)
 

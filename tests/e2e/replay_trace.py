@@ -374,7 +374,11 @@ def replay(trace: dict, handle, *, lead: float = 0.5, cal: Optional[dict] = None
             c = counters(text, models)
             if not is_poll:
                 samples.append({"t_s": round((a + b) / 2 - origin, 6),
-                                "pending": {m: int(c[m]["pending"]) for m in models}})
+                                "get": [round(a - origin, 6), round(b - origin, 6)],
+                                "pending": {m: int(c[m]["pending"]) for m in models},
+                                "completed": {m: int(round(c[m]["success"] - base[m]["success"]
+                                                           + c[m]["failure"] - base[m]["failure"]))
+                                              for m in models}})
                 continue
             rec = {"t_s": round((a + b) / 2 - origin, 6), "models": {}, "_extra": {}}
             for m in models:
