@@ -51,8 +51,8 @@ class Tol:
     # near saturation (peak offered load nc_lo..nc_hi of capacity over nc_span_s), see
     # near_critical_since: from then on queue_us is not compared, nor are counts and pending
     # while that model is busy (they must agree again once its queue has drained)
-    nc_lo: float = 0.7
-    nc_hi: float = 1.15
+    nc_lo: float = 0.65
+    nc_hi: float = 1.25
     nc_span_s: float = 4.0
 
 
@@ -317,9 +317,13 @@ def conservation(real: dict, violations: List[dict], summary: Dict[str, dict], l
             if a_lo == a_hi and a_lo > done:
                 g = str(a_lo - done - pend)
                 gaps[g] = gaps.get(g, 0) + 1
-                if g == "0":  # Triton counted the executing request as pending: the renderer's rule is wrong
-                    violations.append({"get_s": [a, b], "model": m, "field": "conservation (executing counted pending)",
-                                       "completed": done, "pending": pend, "sent": a_lo})
+    # A busy read with nothing executing happens in the hand-over between two executions (the
+    # next request is still pending for a moment); if pending counted the executing request,
+    # every busy read would show 0.
+    for m, s in summary.items():
+        g = s.get("executing_gap", {})
+        if g.get("0", 0) > g.get("1", 0):
+            violations.append({"model": m, "field": "conservation (executing counted as pending)", "gaps": g})
 
 
 def rendered_executing(D: "Dense", actual: dict, violations: List[dict], summary: Dict[str, dict],
@@ -350,7 +354,7 @@ def rendered_executing(D: "Dense", actual: dict, violations: List[dict], summary
 
 
 def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = None,
-            actual: Optional[dict] = None) -> dict:
+            actual: Optional[dict] = None, trace: Optional[dict] = None) -> dict:
     """
     * `summary` (the report's table): rendered.json (the trace's nominal arrivals, read at
       polls_s) against real.json, poll by poll: max |count diff|, max relative queue /
@@ -423,7 +427,9 @@ def compare(rendered: dict, real: dict, tol: Tol = TOL, dense: Optional[dict] = 
             s["max_busy_age_s"] = max(s["max_busy_age_s"], age)
             s["max_window_ms"] = max(s["max_window_ms"], w * 1000)
             if model not in nc_since:
-                nc_since[model] = near_critical_since(actual, model, tol)
+                # from the trace as generated (nominal costs): the same models are skipped
+                # in every run of a seed, whatever the machine's load did to the execution times
+                nc_since[model] = near_critical_since(trace if trace is not None else actual, model, tol)
                 s["near_critical_from_s"] = nc_since[model]
             nc = nc_since[model]
             skip_counts = nc is not None and t >= nc and age > 0
@@ -542,6 +548,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--real")
     ap.add_argument("--dense", help="the renderer's output for --actual-trace's trace")
     ap.add_argument("--actual", help="--actual-trace's trace (busy periods widen the window)")
+    ap.add_argument("--trace", help="the trace as generated (near-critical models, by their nominal costs)")
     ap.add_argument("--stub-render", metavar="TRACE")
     ap.add_argument("--actual-trace", nargs=2, metavar=("TRACE", "REAL"),
                     help="print the trace with the measured send times and a dense poll grid")
@@ -559,14 +566,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         rendered = json.load(f)
     with open(a.real) as f:
         real = json.load(f)
-    dense = actual = None
+    dense = actual = trace = None
+    if a.trace:
+        with open(a.trace) as f:
+            trace = json.load(f)
     if a.actual:
         with open(a.actual) as f:
             actual = json.load(f)
     if a.dense:
         with open(a.dense) as f:
             dense = json.load(f)
-    res = compare(rendered, real, dense=dense, actual=actual)
+    res = compare(rendered, real, dense=dense, actual=actual, trace=trace)
     if a.json:
         json.dump(res, sys.stdout, indent=1)
     else:

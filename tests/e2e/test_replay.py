@@ -208,7 +208,7 @@ def test_rendered_counters_match_real_triton(seed, oracle, triton_pool):
         if perturb_spec:
             rendered, dense = perturb(rendered, perturb_spec, trace), perturb(dense, perturb_spec, actual)
 
-        res = rc.compare(rendered, real, dense=dense, actual=actual)
+        res = rc.compare(rendered, real, dense=dense, actual=actual, trace=trace)
         r = real["replay"]
         stalled = []
         if r["send_lag_ms"]["p99"] > MAX_SEND_LAG_P99_MS:
