@@ -49,7 +49,10 @@ test-image:
 venv:
 	bash tests/e2e/setup_venv.sh
 
+## Real Triton: scenarios A/B (test_scenarios.py) and the oracle replay (test_replay.py, which runs
+## the `oracle` example: built here, so its build time is not the test's).
 test-e2e: venv release
+	$(CARGO) build --release --locked --example oracle
 	@if [ -f tests/e2e/test_scenarios.py ]; then \
 	  TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) -m pytest -q -x tests/e2e; \
 	else echo "tests/e2e/test_scenarios.py missing" >&2; exit 1; fi

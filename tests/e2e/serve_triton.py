@@ -217,8 +217,6 @@ def main(argv=None) -> int:
             return 0.0
         try:
             mt = os.stat(f).st_mtime_ns
-            if mt == offsets["mtime"]:
-                return float(offsets["ms"].get(name, {}).get(path, 0.0)) / 1000.0
             if mt != offsets["mtime"]:
                 import json
 
