@@ -242,7 +242,7 @@ def calibrate(trace: dict, handle, offsets_path: Optional[str], k: int = 8, roun
 
 
 def prepare(trace: dict, handle, offsets_path: Optional[str], *, warmup: int = 2, calibrate_k: int = 8,
-            calibrate_rounds: int = 2) -> Optional[dict]:
+            calibrate_rounds: int = 2, tries: int = 3, max_residual_ms: float = 4.0) -> Optional[dict]:
     """Warm-up (the first executions of a pytriton model are slower), then calibration.
     With offsets_path None the overhead is measured (and reported) but not compensated."""
     port = handle.http_port
@@ -255,10 +255,28 @@ def prepare(trace: dict, handle, offsets_path: Optional[str], *, warmup: int = 2
                 raise RuntimeError(f"warm-up {m} fail={fail}: HTTP {st}")
     if calibrate_k <= 0:
         return None
-    cal = calibrate(trace, handle, offsets_path, k=calibrate_k, rounds=calibrate_rounds)
-    log(f"calibration: busy-cost before {cal['before_busy_minus_cost_ms']}, offsets {cal['offsets_ms']}, "
-        f"after {cal['after_busy_minus_cost_ms']}")
-    return cal
+    # A calibration taken during a CPU stall of the machine is wrong by tens of ms; its own
+    # check (the residual after the offsets) shows it: up to `tries` calibrations, keep the
+    # one with the smallest good-path residual.
+    best = None
+    for attempt in range(1, tries + 1):
+        cal = calibrate(trace, handle, offsets_path, k=calibrate_k, rounds=calibrate_rounds)
+        after = cal["after_busy_minus_cost_ms"]
+        worst = max((abs(v["ok"]) for v in after.values()), default=0.0)
+        cal["worst_ok_residual_ms"] = round(worst, 3)
+        cal["try"] = attempt
+        log(f"calibration {attempt}: busy-cost before {cal['before_busy_minus_cost_ms']}, offsets {cal['offsets_ms']}, "
+            f"after {after}")
+        if best is None or worst < best["worst_ok_residual_ms"]:
+            best = cal
+        if offsets_path is None or worst <= max_residual_ms:
+            break
+    if offsets_path is not None and best is not cal:  # put the best offsets back
+        tmp = offsets_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({n: {"ok": o["ok"], "fail": o["fail"]} for n, o in best["offsets_ms"].items()}, f)
+        os.replace(tmp, offsets_path)
+    return best
 
 
 def _autogroup_nice(pid: int) -> Optional[int]:
