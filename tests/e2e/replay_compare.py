@@ -275,7 +275,7 @@ def near_critical_since(actual: Optional[dict], model: str, tol: "Tol") -> Optio
     return round(max(0.0, first - tol.nc_span_s), 3)
 
 
-def conservation(real: dict, violations: List[dict], summary: Dict[str, dict], lead_s: float = 0.005) -> None:
+def conservation(real: dict, violations: List[dict], summary: Dict[str, dict], lead_s: float = 0.05) -> None:
     """Triton's own bookkeeping, without the renderer: every request sent has either
     completed (success + failure), or is pending, or is executing (at most `instances`, 1 in
     the replay profile). At each GET (polls and samples): a_lo = requests sent more than
