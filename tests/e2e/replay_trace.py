@@ -146,23 +146,22 @@ def _cost_ms(m: dict, batch: int = 1) -> float:
     return float(m["cost_a_ms"]) + float(m.get("cost_k_ms", 0.0)) * batch
 
 
-def _burst(port: int, name: str, fail, k: int) -> List[float]:
+def _burst(port: int, name: str, fail: bool, k: int) -> List[float]:
     """k requests sent together (connections opened first, released by one event); returns
-    their answer times, sorted. `fail`: True, False, or "mixed" (every other one fails)."""
+    their answer times, sorted."""
     go = threading.Event()
     done: List[float] = []
     errors: List[str] = []
 
-    def one(i: int):
-        f = (i % 2 == 0) if fail == "mixed" else bool(fail)
+    def one():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         try:
             conn.connect()
             go.wait(10)
-            conn.request("POST", f"/v2/models/{name}/infer", body=_body(f), headers={"Content-Type": "application/json"})
+            conn.request("POST", f"/v2/models/{name}/infer", body=_body(fail), headers={"Content-Type": "application/json"})
             r = conn.getresponse()
             r.read()
-            if r.status != (500 if f else 200):
+            if r.status != (500 if fail else 200):
                 errors.append(f"HTTP {r.status}")
             done.append(time.monotonic())
         except Exception as e:  # noqa: BLE001
@@ -170,7 +169,7 @@ def _burst(port: int, name: str, fail, k: int) -> List[float]:
         finally:
             conn.close()
 
-    ths = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(k)]
+    ths = [threading.Thread(target=one, daemon=True) for _ in range(k)]
     for t in ths:
         t.start()
     time.sleep(0.05)  # let every thread connect
@@ -189,18 +188,14 @@ def calibrate(trace: dict, handle, offsets_path: Optional[str], k: int = 8, roun
     the exception's traceback and logs. Write those offsets to `offsets_path` (the models
     then sleep that much less), then measure again what is left.
 
-    Per model (all models at once, as in a replay): k good requests sent together; they run
-    back to back, so busy_ok = (last answer - first answer) / (k - 1) (the client's own
-    jitter on each answer time is divided by k - 1). The failing path is measured as a
-    replay meets it, mixed with good ones: k requests, every other one failing, busy_mixed
-    the same way, busy_fail = 2 * busy_mixed - busy_ok. (A burst of failures alone read 5-10
-    ms more per failure -- k tracebacks formatted and logged at once -- and over-compensated
-    the failures of a replay, whose queues then ran short.); the mean of `rounds` rounds. An offset is capped at the cost (a sleep
+    Per model (all models at once, as in a replay) and path: k requests sent together; they
+    run back to back, so busy = (last answer - first answer) / (k - 1) (the client's own
+    jitter on each answer time is divided by k - 1); the mean of `rounds` rounds. An offset is capped at the cost (a sleep
     cannot be negative); the rest is reported as uncompensated.
     """
     port = handle.http_port
 
-    def measure(fail) -> Dict[str, float]:
+    def measure(fail: bool) -> Dict[str, float]:
         res: Dict[str, List[float]] = {}
 
         def run_one(n):
@@ -221,9 +216,8 @@ def calibrate(trace: dict, handle, offsets_path: Optional[str], k: int = 8, roun
                  "after_busy_minus_cost_ms": {}}
     oks, fls = [], []
     for _ in range(rounds):
-        ok_r, mixed = measure(False), measure("mixed")
-        oks.append(ok_r)
-        fls.append({n: 2 * mixed[n] - ok_r[n] for n in mixed})
+        oks.append(measure(False))
+        fls.append(measure(True))
     ok = {n: statistics.mean(r[n] for r in oks) for n in oks[0]}
     fl = {n: statistics.mean(r[n] for r in fls) for n in fls[0]}
     for m in trace["models"]:
@@ -241,8 +235,7 @@ def calibrate(trace: dict, handle, offsets_path: Optional[str], k: int = 8, roun
     with open(tmp, "w") as f:
         json.dump({n: {"ok": o["ok"], "fail": o["fail"]} for n, o in out["offsets_ms"].items()}, f)
     os.replace(tmp, offsets_path)
-    ok, mixed = measure(False), measure("mixed")
-    fl = {n: 2 * mixed[n] - ok[n] for n in mixed}
+    ok, fl = measure(False), measure(True)
     for m in trace["models"]:
         out["after_busy_minus_cost_ms"][m["name"]] = {"ok": round(ok[m["name"]], 3), "fail": round(fl[m["name"]], 3)}
     return out
