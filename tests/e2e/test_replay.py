@@ -26,6 +26,8 @@ main stays green. ``REPLAY_ORACLE=stub`` runs the same pipeline with the Python 
   then fail (a check that the checks can fail).
 * ``REPLAY_STUB_SEMANTICS=pending_includes_executing`` (stub only): a wrong semantics the
   test must catch.
+* ``REPLAY_NICE`` (-10; empty: leave priorities alone): the autogroup nice of Triton's and the
+  replay's sessions while the replay runs (README.md "Oracle replay").
 * ``REPLAY_ATTEMPTS`` (2): a seed whose comparison fails is replayed once more (timing on a
   shared 2-core machine); both attempts are reported, the second must pass.
 
