@@ -23,7 +23,7 @@ use crate::drain::controller::DrainView;
 use crate::drain::machine::Phase;
 use crate::gpu::{GpuSource, GpuState};
 use crate::poller::{readiness, PollState};
-use crate::triton::client::ScrapeError;
+use crate::triton::client::Reason;
 
 /// The Content-Type of the page: Prometheus text 0.0.4. Prometheus 3 fails scrapes without a
 /// valid one.
@@ -268,8 +268,8 @@ impl Metrics {
             .get_or_create(&lbl("version", env!("CARGO_PKG_VERSION")))
             .set(1.0);
         // Pre-create the error counters so a rate() over them has a starting point.
-        for reason in ScrapeError::REASONS {
-            let _ = scrape_errors.get_or_create(&lbl("reason", reason));
+        for reason in Reason::ALL {
+            let _ = scrape_errors.get_or_create(&lbl("reason", reason.as_str()));
         }
         Metrics {
             registry: r,
@@ -372,7 +372,7 @@ impl Metrics {
         });
         self.scrape_duration.set(clean(poll.scrape_seconds));
         for (reason, n) in &poll.scrape_errors {
-            let c = self.scrape_errors.get_or_create(&lbl("reason", reason));
+            let c = self.scrape_errors.get_or_create(&lbl("reason", reason.as_str()));
             let cur = c.get();
             if *n > cur {
                 c.inc_by(n - cur);
