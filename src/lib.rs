@@ -35,7 +35,7 @@ use config::Config;
 use drain::controller::{DrainHandle, DrainView};
 use gpu::GpuState;
 use poller::{PollState, Poller};
-use triton::client::TritonClient;
+use triton::client::{ClientBuildError, TritonClient};
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +54,8 @@ pub enum AgentError {
         source: std::io::Error,
     },
     /// The HTTP client could not be built.
-    #[error("{0}")]
-    Client(String),
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
 }
 
 impl AgentError {
@@ -126,7 +126,7 @@ impl Agent {
         } = self;
         let origin = Instant::now();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let client = TritonClient::new(&config).map_err(AgentError::Client)?;
+        let client = TritonClient::new(&config)?;
 
         let (poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
         let (drain, phase_rx) = drain::controller::spawn(config.drain, origin, poll_rx.clone());
@@ -307,6 +307,8 @@ mod tests {
         };
         assert_eq!(bind.exit_code(), 3, "the README's promise: 3 is a port");
         assert_eq!(AgentError::TaskFailed("poller").exit_code(), 4);
-        assert_eq!(AgentError::Client("no TLS".into()).exit_code(), 1);
+        // Any reqwest builder error stands in for a client that cannot be built.
+        let bad = reqwest::Proxy::http("http://[").expect_err("not a URL");
+        assert_eq!(AgentError::Client(ClientBuildError(bad)).exit_code(), 1);
     }
 }

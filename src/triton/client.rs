@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use crate::config::Config;
 
+/// The HTTP client could not be built (no TLS backend, an unreadable system configuration).
+#[derive(Debug, thiserror::Error)]
+#[error("building the HTTP client failed: {0}")]
+pub struct ClientBuildError(#[source] pub reqwest::Error);
+
 /// Why a request to Triton failed. `reason()` is the `reason` label of
 /// `triton_sidecar_scrape_errors_total`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,7 +161,7 @@ pub struct TritonClient {
 impl TritonClient {
     /// A client with the configured timeout and body cap. Proxies are ignored: Triton is on
     /// localhost, and an `HTTP_PROXY` inherited from the pod must not reroute the scrape.
-    pub fn new(cfg: &Config) -> Result<Self, String> {
+    pub fn new(cfg: &Config) -> Result<Self, ClientBuildError> {
         Self::with(
             &cfg.triton_url,
             &cfg.triton_metrics_url,
@@ -171,7 +176,7 @@ impl TritonClient {
         metrics_url: &str,
         timeout: Duration,
         max_body: u64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientBuildError> {
         // Proxies are ignored and every request is bounded by the scrape timeout.
         let builder = || {
             reqwest::Client::builder()
@@ -179,9 +184,7 @@ impl TritonClient {
                 .timeout(timeout)
                 .connect_timeout(timeout)
         };
-        let built = |r: reqwest::Result<reqwest::Client>| {
-            r.map_err(|e| format!("building the HTTP client failed: {e}"))
-        };
+        let built = |r: reqwest::Result<reqwest::Client>| r.map_err(ClientBuildError);
         let http = built(builder().pool_max_idle_per_host(4).build())?;
         let mut close = reqwest::header::HeaderMap::new();
         close.insert(
