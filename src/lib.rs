@@ -131,7 +131,7 @@ impl Agent {
         let (poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
         let (drain, phase_rx) = drain::controller::spawn(config.drain, origin, poll_rx.clone());
         let poller = Poller::new(config.clone(), client, origin);
-        let poll_task = tokio::spawn(poller::run(poller, poll_tx, phase_rx, stop_rx.clone()));
+        let poll_task = tokio::spawn(poller::poll_loop(poller, poll_tx, phase_rx, stop_rx.clone()));
         let gpu_rx = gpu::spawn(&config.gpu, poll_rx.clone(), stop_rx.clone());
 
         // Render once before serving, so the first scrape already gets the agent's own series

@@ -391,7 +391,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
 }
 
 /// Run the poll loop until `stop` turns true. The interval follows the drain phase.
-pub async fn run<T: Transport, C: Clock>(
+pub async fn poll_loop<T: Transport, C: Clock>(
     mut poller: Poller<T, C>,
     tx: watch::Sender<Arc<PollState>>,
     mut drain: watch::Receiver<Phase>,
