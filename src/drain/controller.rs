@@ -59,18 +59,45 @@ impl DrainView {
             (Phase::Draining, Some(q)) => now.saturating_sub(q),
             _ => Duration::ZERO,
         };
-        serde_json::json!({
-            "state": self.phase.as_str(),
-            "trigger": self.trigger.map(Trigger::as_str),
-            "result": self.result.map(DrainResult::as_str),
-            "elapsed_ms": elapsed.as_millis() as u64,
-            "pending": self.pending,
-            "quiet_ms": quiet.as_millis() as u64,
-            "timeout_ms": self.config.timeout.as_millis() as u64,
-            "terminating": self.terminating,
-        })
-        .to_string()
+        let status = DrainStatus {
+            elapsed_ms: elapsed.as_millis() as u64,
+            pending: self.pending,
+            quiet_ms: quiet.as_millis() as u64,
+            result: self.result.map(DrainResult::as_str),
+            state: self.phase.as_str(),
+            terminating: self.terminating,
+            timeout_ms: self.config.timeout.as_millis() as u64,
+            trigger: self.trigger.map(Trigger::as_str),
+        };
+        // Serialising plain numbers, strings and options cannot fail.
+        serde_json::to_string(&status).unwrap_or_default()
     }
+}
+
+/// The body of `GET /drain/status`. The README's admin endpoint table lists these keys; a test
+/// checks that it does. Fields are in alphabetical order, the order the page had when it was
+/// built with `json!`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DrainStatus {
+    /// Milliseconds since the drain under way began; the last drain's length once drained; 0
+    /// while serving.
+    pub elapsed_ms: u64,
+    /// Requests Triton reports pending or in flight, as of the last poll.
+    pub pending: f64,
+    /// Milliseconds the drain under way has seen no work; 0 otherwise.
+    pub quiet_ms: u64,
+    /// How the last drain ended (`idle`, `timeout`, `triton-gone`, `cancelled`, `aborted`);
+    /// null before one ended.
+    pub result: Option<&'static str>,
+    /// `serving`, `draining` or `drained`.
+    pub state: &'static str,
+    /// True once a signal arrived, also during a drain a hook started.
+    pub terminating: bool,
+    /// The configured `--drain-timeout`, milliseconds.
+    pub timeout_ms: u64,
+    /// What started the drain under way or the last one (`signal`, `prestop-http`, `post`,
+    /// `cli`); null before any.
+    pub trigger: Option<&'static str>,
 }
 
 /// A command to the controller.
@@ -354,6 +381,37 @@ fn spawn_counted(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's admin endpoint table names exactly the keys `/drain/status` serves.
+    #[test]
+    fn the_readme_lists_every_drain_status_field() {
+        let readme = include_str!("../../README.md");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with("| `GET /drain/status` |"))
+            .expect("the README documents /drain/status");
+        let cell = row.split('|').nth(2).expect("a description column");
+        let documented: std::collections::BTreeSet<&str> =
+            cell.split('`').skip(1).step_by(2).collect();
+        let status = DrainStatus {
+            elapsed_ms: 0,
+            pending: 0.0,
+            quiet_ms: 0,
+            result: None,
+            state: "serving",
+            terminating: false,
+            timeout_ms: 0,
+            trigger: None,
+        };
+        let value = serde_json::to_value(&status).expect("serialisable");
+        let served: std::collections::BTreeSet<&str> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(documented, served);
+    }
 
     fn cfg(timeout: Duration) -> DrainConfig {
         DrainConfig {
