@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 use super::machine::{
     CancelError, Completion, DrainMachine, DrainResult, Observation, Phase, Probe, Trigger,
@@ -257,23 +258,45 @@ pub fn spawn(
     origin: Instant,
     polls: watch::Receiver<Arc<PollState>>,
 ) -> (DrainHandle, watch::Receiver<Phase>) {
-    spawn_counted(cfg, origin, polls, Arc::new(AtomicU64::new(0)))
+    let (handle, phase, _task) = spawn_task(cfg, origin, polls, Arc::new(AtomicU64::new(0)));
+    (handle, phase)
+}
+
+/// [`spawn`], also returning the controller task, so the agent can notice it ending.
+pub fn spawn_supervised(
+    cfg: DrainConfig,
+    origin: Instant,
+    polls: watch::Receiver<Arc<PollState>>,
+) -> (DrainHandle, watch::Receiver<Phase>, JoinHandle<()>) {
+    spawn_task(cfg, origin, polls, Arc::new(AtomicU64::new(0)))
+}
+
+/// [`spawn`], counting the controller loop's wakeups in `wakeups`.
+#[cfg(test)]
+fn spawn_counted(
+    cfg: DrainConfig,
+    origin: Instant,
+    polls: watch::Receiver<Arc<PollState>>,
+    wakeups: Arc<AtomicU64>,
+) -> (DrainHandle, watch::Receiver<Phase>) {
+    let (handle, phase, _task) = spawn_task(cfg, origin, polls, wakeups);
+    (handle, phase)
 }
 
 /// [`spawn`], counting the controller loop's wakeups in `wakeups`: the tests use it to check
 /// that the task parks instead of spinning.
-fn spawn_counted(
+fn spawn_task(
     cfg: DrainConfig,
     origin: Instant,
     mut polls: watch::Receiver<Arc<PollState>>,
     wakeups: Arc<AtomicU64>,
-) -> (DrainHandle, watch::Receiver<Phase>) {
+) -> (DrainHandle, watch::Receiver<Phase>, JoinHandle<()>) {
     let mut m = DrainMachine::new(cfg);
     let mut counts: BTreeMap<(Trigger, DrainResult), u64> = BTreeMap::new();
     let (view_tx, view_rx) = watch::channel(Arc::new(view_of(&m, &counts)));
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let (tx, mut rx) = mpsc::channel::<Command>(256);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         // Polls stop once the poller has ended (shutdown, or a failure the agent is about to
         // report). The controller then stops listening for them, and keeps answering commands
         // and firing the drain timeout. (Listening to a closed channel, or to a replacement
@@ -375,6 +398,7 @@ fn spawn_counted(
             origin,
         },
         phase_rx,
+        task,
     )
 }
 
