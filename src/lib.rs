@@ -35,7 +35,7 @@ use config::Config;
 use drain::controller::{DrainHandle, DrainView};
 use gpu::GpuState;
 use poller::{PollState, Poller};
-use triton::client::TritonClient;
+use triton::client::{ClientBuildError, TritonClient};
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +54,8 @@ pub enum AgentError {
         source: std::io::Error,
     },
     /// The HTTP client could not be built.
-    #[error("{0}")]
-    Client(String),
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
 }
 
 impl AgentError {
@@ -126,13 +126,26 @@ impl Agent {
         } = self;
         let origin = Instant::now();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let client = TritonClient::new(&config).map_err(AgentError::Client)?;
+        let client = TritonClient::new(&config)?;
 
         let (poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
-        let (drain, phase_rx) = drain::controller::spawn(config.drain, origin, poll_rx.clone());
+        // Every background task, by name: one that ends before shutdown is a bug, and serving
+        // frozen gauges with /livez at 200 would hide it, so the agent exits and the kubelet
+        // restarts it.
+        let mut tasks = Supervisor::default();
+        let (drain, phase_rx, drain_task) =
+            drain::controller::spawn_supervised(config.drain, origin, poll_rx.clone());
+        tasks.watch(DRAIN_CONTROLLER, drain_task);
         let poller = Poller::new(config.clone(), client, origin);
-        let poll_task = tokio::spawn(poller::run(poller, poll_tx, phase_rx, stop_rx.clone()));
-        let gpu_rx = gpu::spawn(&config.gpu, poll_rx.clone(), stop_rx.clone());
+        tasks.spawn(
+            "poller",
+            poller::poll_loop(poller, poll_tx, phase_rx, stop_rx.clone()),
+        );
+        let (gpu_rx, gpu_task) =
+            gpu::task::spawn_supervised(&config.gpu, poll_rx.clone(), stop_rx.clone());
+        if let Some(t) = gpu_task {
+            tasks.watch(GPU_TASK, t);
+        }
 
         // Render once before serving, so the first scrape already gets the agent's own series
         // (`triton_up` 0, build info) and the handler's "not rendered yet" 503 is never seen.
@@ -145,7 +158,7 @@ impl Agent {
             &mut gpu_rx.clone(),
         );
         let (page_tx, page_rx) = watch::channel(Some(first));
-        let publisher = tokio::spawn(publish(
+        tasks.spawn("publisher", publish(
             origin,
             registry,
             poll_rx.clone(),
@@ -157,38 +170,39 @@ impl Agent {
 
         let waiters = Arc::new(AtomicUsize::new(0));
         let limits = http::server::Limits::default();
-        let metrics_srv = tokio::spawn(http::server::serve(
-            metrics,
-            limits,
-            http::metrics::handler(page_rx),
-            stop_rx.clone(),
-        ));
+        tasks.spawn(
+            "metrics server",
+            http::server::serve(
+                metrics,
+                limits,
+                http::metrics::handler(page_rx),
+                stop_rx.clone(),
+            ),
+        );
         let admin_state = http::admin::AdminState {
             drain: drain.clone(),
             polls: poll_rx.clone(),
             waiters: waiters.clone(),
         };
-        let admin_srv = tokio::spawn(http::server::serve(
-            admin,
-            limits,
-            http::admin::handler(admin_state),
-            stop_rx.clone(),
-        ));
+        tasks.spawn(
+            "admin server",
+            http::server::serve(
+                admin,
+                limits,
+                http::admin::handler(admin_state),
+                stop_rx.clone(),
+            ),
+        );
         tracing::info!(metrics = %metrics_addr, admin = %admin_addr, triton = %config.triton_url, "triton-sidecar started");
 
-        // A task that ends before shutdown is a bug; serving frozen gauges with /livez at 200
-        // would hide it, so the agent exits and the kubelet restarts it.
-        let mut poll_task = poll_task;
-        let mut publisher = publisher;
         let failed = tokio::select! {
             _ = lifecycle(&drain, &mut signals) => None,
-            _ = &mut poll_task => Some("poller"),
-            _ = &mut publisher => Some("publisher"),
+            task = tasks.first_to_end() => Some(task),
         };
         if let Some(task) = failed {
             tracing::error!(task, "internal task stopped unexpectedly; exiting");
             let _ = stop_tx.send(true);
-            let _ = tokio::join!(metrics_srv, admin_srv);
+            tasks.wait_for_stopped().await;
             return Err(AgentError::TaskFailed(task));
         }
 
@@ -198,9 +212,71 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(metrics_srv, admin_srv, poll_task, publisher);
+        tasks.wait_for_stopped().await;
         tracing::info!("triton-sidecar stopped");
         Ok(())
+    }
+}
+
+/// The drain controller's name: it runs until the last [`DrainHandle`] is gone, not until
+/// `stop`, so shutdown does not wait for it.
+const DRAIN_CONTROLLER: &str = "drain controller";
+/// The GPU task's name. Shutdown has never waited for it (it stops on `stop` by itself).
+const GPU_TASK: &str = "GPU task";
+
+/// The agent's background tasks, each under its name, so the one that ends is named in the log.
+#[derive(Default)]
+struct Supervisor {
+    /// One watcher per task; each resolves to its task's name, however the task ended (a panic
+    /// included: the watcher holds the task's handle, not the task).
+    set: tokio::task::JoinSet<&'static str>,
+    /// The tasks not yet ended.
+    running: Vec<&'static str>,
+}
+
+impl Supervisor {
+    /// Spawn `task` under `name`.
+    fn spawn<F>(&mut self, name: &'static str, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.watch(name, tokio::spawn(task));
+    }
+
+    /// Watch a task spawned elsewhere under `name`.
+    fn watch(&mut self, name: &'static str, task: tokio::task::JoinHandle<()>) {
+        self.running.push(name);
+        self.set.spawn(async move {
+            let _ = task.await;
+            name
+        });
+    }
+
+    /// The name of the first task to end. Pending forever when none runs.
+    async fn first_to_end(&mut self) -> &'static str {
+        match self.set.join_next().await {
+            Some(Ok(name)) => {
+                self.running.retain(|n| *n != name);
+                name
+            }
+            // Watchers never panic and are never aborted while `self` lives.
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// After `stop`: wait for every task that ends on `stop` (all but the drain controller and
+    /// the GPU task).
+    async fn wait_for_stopped(&mut self) {
+        while self
+            .running
+            .iter()
+            .any(|n| *n != DRAIN_CONTROLLER && *n != GPU_TASK)
+        {
+            match self.set.join_next().await {
+                Some(Ok(name)) => self.running.retain(|n| *n != name),
+                _ => break,
+            }
+        }
     }
 }
 
@@ -298,6 +374,18 @@ where
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_supervisor_names_the_task_that_ended() {
+        let mut tasks = Supervisor::default();
+        tasks.spawn("forever", std::future::pending());
+        tasks.spawn("quick", async {});
+        tasks.spawn("panics", async { panic!("a bug") });
+        let mut ended = vec![tasks.first_to_end().await, tasks.first_to_end().await];
+        ended.sort_unstable();
+        assert_eq!(ended, ["panics", "quick"]);
+        assert_eq!(tasks.running, ["forever"]);
+    }
+
     #[test]
     fn each_error_has_its_documented_exit_code() {
         let bind = AgentError::Bind {
@@ -307,6 +395,8 @@ mod tests {
         };
         assert_eq!(bind.exit_code(), 3, "the README's promise: 3 is a port");
         assert_eq!(AgentError::TaskFailed("poller").exit_code(), 4);
-        assert_eq!(AgentError::Client("no TLS".into()).exit_code(), 1);
+        // Any reqwest builder error stands in for a client that cannot be built.
+        let bad = reqwest::Proxy::http("http://[").expect_err("not a URL");
+        assert_eq!(AgentError::Client(ClientBuildError(bad)).exit_code(), 1);
     }
 }

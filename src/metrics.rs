@@ -18,57 +18,124 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::derive::clean;
+use crate::derive::{clean, ModelDerived};
 use crate::drain::controller::DrainView;
 use crate::drain::machine::Phase;
 use crate::gpu::{GpuSource, GpuState};
 use crate::poller::{readiness, PollState};
-use crate::triton::client::ScrapeError;
+use crate::triton::client::Reason;
 
 /// The Content-Type of the page: Prometheus text 0.0.4. Prometheus 3 fails scrapes without a
 /// valid one.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-type G = Gauge<f64, AtomicU64>;
+/// One float gauge series.
+type FloatGauge = Gauge<f64, AtomicU64>;
 type Labels = Vec<(&'static str, String)>;
-type GF = Family<Labels, G>;
+/// A family of float gauges keyed by label set.
+type FloatGaugeFamily = Family<Labels, FloatGauge>;
+
+/// The per-model families, one field per gauge, so a model's series are made and removed
+/// together.
+struct ModelFamilies {
+    /// `triton_queue_wait_ms`.
+    queue_wait: FloatGaugeFamily,
+    /// `triton_pending_requests`.
+    pending: FloatGaugeFamily,
+    /// `triton_request_rate`.
+    request_rate: FloatGaugeFamily,
+    /// `triton_failure_rate`.
+    failure_rate: FloatGaugeFamily,
+    /// `triton_compute_ms`.
+    compute: FloatGaugeFamily,
+}
+
+impl ModelFamilies {
+    /// The model's handles, created in every family.
+    fn handles(&self, model: &str) -> ModelGauges {
+        let l = lbl("model", model);
+        ModelGauges {
+            queue_wait: self.queue_wait.get_or_create_owned(&l),
+            pending: self.pending.get_or_create_owned(&l),
+            request_rate: self.request_rate.get_or_create_owned(&l),
+            failure_rate: self.failure_rate.get_or_create_owned(&l),
+            compute: self.compute.get_or_create_owned(&l),
+        }
+    }
+
+    /// Remove the model's series from every family.
+    fn remove(&self, model: &str) {
+        let l = lbl("model", model);
+        for f in [
+            &self.queue_wait,
+            &self.pending,
+            &self.request_rate,
+            &self.failure_rate,
+            &self.compute,
+        ] {
+            f.remove(&l);
+        }
+    }
+}
+
+/// One model's gauge handles, shared with their [`ModelFamilies`] series.
+struct ModelGauges {
+    /// Mean queue wait (ms) over the window.
+    queue_wait: FloatGauge,
+    /// Requests waiting now.
+    pending: FloatGauge,
+    /// Successful requests per second.
+    request_rate: FloatGauge,
+    /// Failed requests per second.
+    failure_rate: FloatGauge,
+    /// Mean compute time (ms) per request.
+    compute: FloatGauge,
+}
+
+impl ModelGauges {
+    /// Set every gauge from the model's derived values.
+    fn set(&self, m: &ModelDerived) {
+        self.queue_wait.set(clean(m.queue_wait_ms));
+        self.pending.set(clean(m.pending));
+        self.request_rate.set(clean(m.request_rate));
+        self.failure_rate.set(clean(m.failure_rate));
+        self.compute.set(clean(m.compute_ms));
+    }
+}
 
 /// Every family the agent exports.
 pub struct Metrics {
     registry: Registry,
-    queue_wait: GF,
-    pending: GF,
-    request_rate: GF,
-    failure_rate: GF,
-    compute: GF,
+    /// The per-model families.
+    models: ModelFamilies,
     /// Pod gauges are families with no labels, so that they can be absent (no page held).
-    pod_queue_wait: GF,
-    pod_pending: GF,
-    pod_request_rate: GF,
+    pod_queue_wait: FloatGaugeFamily,
+    pod_pending: FloatGaugeFamily,
+    pod_request_rate: FloatGaugeFamily,
     /// Age of the newest good page of Triton's metrics, as of the last poll.
-    last_page_age: GF,
-    ready: G,
-    up: G,
-    draining: G,
-    scrape_duration: G,
+    last_page_age: FloatGaugeFamily,
+    ready: FloatGauge,
+    up: FloatGauge,
+    draining: FloatGauge,
+    scrape_duration: FloatGauge,
     scrape_errors: Family<Labels, Counter>,
-    drain_seconds: G,
-    drain_elapsed: G,
-    drain_timeout: G,
+    drain_seconds: FloatGauge,
+    drain_elapsed: FloatGauge,
+    drain_timeout: FloatGauge,
     drains: Family<Labels, Counter>,
-    gpu_util: GF,
-    gpu_mem_used: GF,
-    gpu_mem_total: GF,
-    gpu_mem_ratio: GF,
-    gpu_power: GF,
-    gpu_temp: GF,
-    gpu_source: GF,
-    nvml_up: G,
-    /// Per-model gauge handles (queue wait, pending, rate, failure rate, compute), shared with
-    /// their families. Looking a label set up in a family hashes it; doing that for 5 × N
-    /// series every poll was a third of the poll cycle at 100 models (callgrind), so handles
-    /// are made once per model and only models that left Triton's page are removed.
-    per_model: HashMap<String, [G; 5]>,
+    gpu_util: FloatGaugeFamily,
+    gpu_mem_used: FloatGaugeFamily,
+    gpu_mem_total: FloatGaugeFamily,
+    gpu_mem_ratio: FloatGaugeFamily,
+    gpu_power: FloatGaugeFamily,
+    gpu_temp: FloatGaugeFamily,
+    gpu_source: FloatGaugeFamily,
+    nvml_up: FloatGauge,
+    /// Per-model gauge handles, shared with their families. Looking a label set up in a family
+    /// hashes it; doing that for 5 × N series every poll was a third of the poll cycle at 100
+    /// models (callgrind), so handles are made once per model and only models that left
+    /// Triton's page are removed.
+    per_model: HashMap<String, ModelGauges>,
     buf: String,
 }
 
@@ -87,7 +154,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::default();
         let mut gf = |name: &str, help: &str| {
-            let f = GF::default();
+            let f = FloatGaugeFamily::default();
             r.register(name, help, f.clone());
             f
         };
@@ -125,7 +192,7 @@ impl Metrics {
             "1 per reported GPU, labelled with the source of its values (nvml or triton); source=none alone when no GPU is reported",
         );
         let mut fam = |name: &str, help: &str| {
-            let x = GF::default();
+            let x = FloatGaugeFamily::default();
             r.register(name, help, x.clone());
             x
         };
@@ -143,7 +210,7 @@ impl Metrics {
             "Age of the newest good page of Triton's metrics, as of the last poll; absent before the first",
         );
         let mut g = |name: &str, help: &str| {
-            let x = G::default();
+            let x = FloatGauge::default();
             r.register(name, help, x.clone());
             x
         };
@@ -191,7 +258,7 @@ impl Metrics {
             "Completed drains, by trigger and result",
             drains.clone(),
         );
-        let build = GF::default();
+        let build = FloatGaugeFamily::default();
         r.register(
             "triton_sidecar_build_info",
             "Build information; always 1",
@@ -201,16 +268,18 @@ impl Metrics {
             .get_or_create(&lbl("version", env!("CARGO_PKG_VERSION")))
             .set(1.0);
         // Pre-create the error counters so a rate() over them has a starting point.
-        for reason in ScrapeError::REASONS {
-            let _ = scrape_errors.get_or_create(&lbl("reason", reason));
+        for reason in Reason::ALL {
+            let _ = scrape_errors.get_or_create(&lbl("reason", reason.as_str()));
         }
         Metrics {
             registry: r,
-            queue_wait,
-            pending,
-            request_rate,
-            failure_rate,
-            compute,
+            models: ModelFamilies {
+                queue_wait,
+                pending,
+                request_rate,
+                failure_rate,
+                compute,
+            },
             pod_queue_wait,
             pod_pending,
             pod_request_rate,
@@ -254,37 +323,22 @@ impl Metrics {
     ) {
         let d = &poll.derived;
         // Models that left Triton's page lose their series.
-        let families = [
-            &self.queue_wait,
-            &self.pending,
-            &self.request_rate,
-            &self.failure_rate,
-            &self.compute,
-        ];
+        let families = &self.models;
         self.per_model.retain(|model, _| {
             let keep = d.models.contains_key(model);
             if !keep {
-                let l = lbl("model", model);
-                for f in families {
-                    f.remove(&l);
-                }
+                families.remove(model);
             }
             keep
         });
         for (model, m) in &d.models {
+            // Not `entry`: that would clone the name on every poll, not once per model.
             if !self.per_model.contains_key(model) {
-                let l = lbl("model", model);
-                self.per_model
-                    .insert(model.clone(), families.map(|f| f.get_or_create_owned(&l)));
+                self.per_model.insert(model.clone(), families.handles(model));
             }
-            let Some(g) = self.per_model.get(model) else {
-                continue;
-            };
-            g[0].set(clean(m.queue_wait_ms));
-            g[1].set(clean(m.pending));
-            g[2].set(clean(m.request_rate));
-            g[3].set(clean(m.failure_rate));
-            g[4].set(clean(m.compute_ms));
+            if let Some(g) = self.per_model.get(model) {
+                g.set(m);
+            }
         }
         // With no page held, the pod gauges are absent like the per-model ones: a 0 would read
         // as "idle" to an autoscaler.
@@ -318,7 +372,7 @@ impl Metrics {
         });
         self.scrape_duration.set(clean(poll.scrape_seconds));
         for (reason, n) in &poll.scrape_errors {
-            let c = self.scrape_errors.get_or_create(&lbl("reason", reason));
+            let c = self.scrape_errors.get_or_create(&lbl("reason", reason.as_str()));
             let cur = c.get();
             if *n > cur {
                 c.inc_by(n - cur);
@@ -363,7 +417,7 @@ impl Metrics {
         }
         for g in &gpu.readings {
             let l: Labels = vec![("gpu_uuid", g.uuid.clone()), ("gpu_name", g.name.clone())];
-            let set = |f: &GF, v: Option<f64>| {
+            let set = |f: &FloatGaugeFamily, v: Option<f64>| {
                 if let Some(v) = v.filter(|v| v.is_finite() && *v >= 0.0) {
                     f.get_or_create(&l).set(v);
                 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::derive::{derive, Derived, Pushed, Window};
 use crate::drain::machine::Phase;
-use crate::triton::client::{ScrapeError, TritonClient};
+use crate::triton::client::{Reason, ScrapeError, TritonClient};
 use crate::triton::snapshot::{Snapshot, TritonGpuSample};
 use crate::triton::transport::{Clock, MonotonicClock, Transport};
 
@@ -64,7 +64,7 @@ pub struct PollState {
     /// Seconds the last metrics scrape took.
     pub scrape_seconds: f64,
     /// Failed scrapes by reason, cumulative.
-    pub scrape_errors: BTreeMap<&'static str, u64>,
+    pub scrape_errors: BTreeMap<Reason, u64>,
     /// The error of the last metrics scrape, if it failed.
     pub last_error: Option<ScrapeError>,
     /// Activity totals, when the last scrape succeeded.
@@ -188,7 +188,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         tokio::spawn(learn_worker(client.clone(), learn.clone(), rx));
         let window = Window::new(cfg.window);
         let mut state = PollState::default();
-        for r in ScrapeError::REASONS {
+        for r in Reason::ALL {
             state.scrape_errors.insert(r, 0);
         }
         Poller {
@@ -311,10 +311,10 @@ impl<T: Transport, C: Clock> Poller<T, C> {
                 tracing::info!(url = %self.cfg.triton_metrics_url, "Triton metrics reachable")
             }
             (false, Some(e)) if first => {
-                tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason(), error = %e, "Triton metrics not reachable yet; will keep polling")
+                tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason().as_str(), error = %e, "Triton metrics not reachable yet; will keep polling")
             }
             (false, Some(e)) => {
-                tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason(), error = %e, "Triton metrics stopped being reachable")
+                tracing::warn!(url = %self.cfg.triton_metrics_url, reason = e.reason().as_str(), error = %e, "Triton metrics stopped being reachable")
             }
             (false, None) => {}
         }
@@ -391,7 +391,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
 }
 
 /// Run the poll loop until `stop` turns true. The interval follows the drain phase.
-pub async fn run<T: Transport, C: Clock>(
+pub async fn poll_loop<T: Transport, C: Clock>(
     mut poller: Poller<T, C>,
     tx: watch::Sender<Arc<PollState>>,
     mut drain: watch::Receiver<Phase>,

@@ -20,6 +20,7 @@ use triton_sidecar::drain::machine::{Completion, DrainResult, Phase, Trigger};
 use triton_sidecar::gpu::{GpuReading, GpuSource, GpuState};
 use triton_sidecar::metrics::Metrics;
 use triton_sidecar::poller::PollState;
+use triton_sidecar::triton::client::Reason;
 use triton_sidecar::triton::text;
 
 type Key = (String, Vec<(String, String)>);
@@ -182,7 +183,8 @@ fn poll(d: Derived, scrape_seconds: f64, errors: &[(&'static str, u64)]) -> Poll
         ..Default::default()
     };
     for (r, n) in errors {
-        p.scrape_errors.insert(*r, *n);
+        let r = Reason::ALL.into_iter().find(|x| x.as_str() == *r).expect("a known reason");
+        p.scrape_errors.insert(r, *n);
     }
     p
 }

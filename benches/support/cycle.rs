@@ -64,7 +64,7 @@ pub fn poll_state() -> PollState {
         scrape_seconds: 0.002,
         ..Default::default()
     };
-    for r in triton_sidecar::triton::client::ScrapeError::REASONS {
+    for r in triton_sidecar::triton::client::Reason::ALL {
         p.scrape_errors.insert(r, 0);
     }
     p

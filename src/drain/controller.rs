@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 use super::machine::{
     CancelError, Completion, DrainMachine, DrainResult, Observation, Phase, Probe, Trigger,
@@ -59,18 +60,45 @@ impl DrainView {
             (Phase::Draining, Some(q)) => now.saturating_sub(q),
             _ => Duration::ZERO,
         };
-        serde_json::json!({
-            "state": self.phase.as_str(),
-            "trigger": self.trigger.map(Trigger::as_str),
-            "result": self.result.map(DrainResult::as_str),
-            "elapsed_ms": elapsed.as_millis() as u64,
-            "pending": self.pending,
-            "quiet_ms": quiet.as_millis() as u64,
-            "timeout_ms": self.config.timeout.as_millis() as u64,
-            "terminating": self.terminating,
-        })
-        .to_string()
+        let status = DrainStatus {
+            elapsed_ms: elapsed.as_millis() as u64,
+            pending: self.pending,
+            quiet_ms: quiet.as_millis() as u64,
+            result: self.result.map(DrainResult::as_str),
+            state: self.phase.as_str(),
+            terminating: self.terminating,
+            timeout_ms: self.config.timeout.as_millis() as u64,
+            trigger: self.trigger.map(Trigger::as_str),
+        };
+        // Serialising plain numbers, strings and options cannot fail.
+        serde_json::to_string(&status).unwrap_or_default()
     }
+}
+
+/// The body of `GET /drain/status`. The README's admin endpoint table lists these keys; a test
+/// checks that it does. Fields are in alphabetical order, the order the page had when it was
+/// built with `json!`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DrainStatus {
+    /// Milliseconds since the drain under way began; the last drain's length once drained; 0
+    /// while serving.
+    pub elapsed_ms: u64,
+    /// Requests Triton reports pending or in flight, as of the last poll.
+    pub pending: f64,
+    /// Milliseconds the drain under way has seen no work; 0 otherwise.
+    pub quiet_ms: u64,
+    /// How the last drain ended (`idle`, `timeout`, `triton-gone`, `cancelled`, `aborted`);
+    /// null before one ended.
+    pub result: Option<&'static str>,
+    /// `serving`, `draining` or `drained`.
+    pub state: &'static str,
+    /// True once a signal arrived, also during a drain a hook started.
+    pub terminating: bool,
+    /// The configured `--drain-timeout`, milliseconds.
+    pub timeout_ms: u64,
+    /// What started the drain under way or the last one (`signal`, `prestop-http`, `post`,
+    /// `cli`); null before any.
+    pub trigger: Option<&'static str>,
 }
 
 /// A command to the controller.
@@ -230,23 +258,45 @@ pub fn spawn(
     origin: Instant,
     polls: watch::Receiver<Arc<PollState>>,
 ) -> (DrainHandle, watch::Receiver<Phase>) {
-    spawn_counted(cfg, origin, polls, Arc::new(AtomicU64::new(0)))
+    let (handle, phase, _task) = spawn_task(cfg, origin, polls, Arc::new(AtomicU64::new(0)));
+    (handle, phase)
+}
+
+/// [`spawn`], also returning the controller task, so the agent can notice it ending.
+pub fn spawn_supervised(
+    cfg: DrainConfig,
+    origin: Instant,
+    polls: watch::Receiver<Arc<PollState>>,
+) -> (DrainHandle, watch::Receiver<Phase>, JoinHandle<()>) {
+    spawn_task(cfg, origin, polls, Arc::new(AtomicU64::new(0)))
+}
+
+/// [`spawn`], counting the controller loop's wakeups in `wakeups`.
+#[cfg(test)]
+fn spawn_counted(
+    cfg: DrainConfig,
+    origin: Instant,
+    polls: watch::Receiver<Arc<PollState>>,
+    wakeups: Arc<AtomicU64>,
+) -> (DrainHandle, watch::Receiver<Phase>) {
+    let (handle, phase, _task) = spawn_task(cfg, origin, polls, wakeups);
+    (handle, phase)
 }
 
 /// [`spawn`], counting the controller loop's wakeups in `wakeups`: the tests use it to check
 /// that the task parks instead of spinning.
-fn spawn_counted(
+fn spawn_task(
     cfg: DrainConfig,
     origin: Instant,
     mut polls: watch::Receiver<Arc<PollState>>,
     wakeups: Arc<AtomicU64>,
-) -> (DrainHandle, watch::Receiver<Phase>) {
+) -> (DrainHandle, watch::Receiver<Phase>, JoinHandle<()>) {
     let mut m = DrainMachine::new(cfg);
     let mut counts: BTreeMap<(Trigger, DrainResult), u64> = BTreeMap::new();
     let (view_tx, view_rx) = watch::channel(Arc::new(view_of(&m, &counts)));
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let (tx, mut rx) = mpsc::channel::<Command>(256);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         // Polls stop once the poller has ended (shutdown, or a failure the agent is about to
         // report). The controller then stops listening for them, and keeps answering commands
         // and firing the drain timeout. (Listening to a closed channel, or to a replacement
@@ -348,12 +398,44 @@ fn spawn_counted(
             origin,
         },
         phase_rx,
+        task,
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's admin endpoint table names exactly the keys `/drain/status` serves.
+    #[test]
+    fn the_readme_lists_every_drain_status_field() {
+        let readme = include_str!("../../README.md");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with("| `GET /drain/status` |"))
+            .expect("the README documents /drain/status");
+        let cell = row.split('|').nth(2).expect("a description column");
+        let documented: std::collections::BTreeSet<&str> =
+            cell.split('`').skip(1).step_by(2).collect();
+        let status = DrainStatus {
+            elapsed_ms: 0,
+            pending: 0.0,
+            quiet_ms: 0,
+            result: None,
+            state: "serving",
+            terminating: false,
+            timeout_ms: 0,
+            trigger: None,
+        };
+        let value = serde_json::to_value(&status).expect("serialisable");
+        let served: std::collections::BTreeSet<&str> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(documented, served);
+    }
 
     fn cfg(timeout: Duration) -> DrainConfig {
         DrainConfig {

@@ -114,7 +114,7 @@ pub fn spawn_nvml_poller(
     let thread = std::thread::Builder::new()
         .name("nvml-poller".into())
         .spawn(move || {
-            let mut state = PollState::new(cfg.clone());
+            let mut state = NvmlSession::new(cfg.clone());
             let step = Duration::from_millis(50);
             while !stop.load(Ordering::Relaxed) {
                 let w = wanted.borrow_and_update().clone();
@@ -147,7 +147,7 @@ pub fn spawn_nvml_poller(
 /// Initialises NVML, reads `wanted` once and shuts NVML down again: the `check` command's path.
 /// `Err` says why NVML is unavailable.
 pub fn read_once(cfg: &NvmlConfig, wanted: &Wanted) -> Result<Vec<GpuReading>, String> {
-    let mut state = PollState::new(cfg.clone());
+    let mut state = NvmlSession::new(cfg.clone());
     let report = state.tick(wanted, Instant::now());
     state.close();
     if report.nvml_up {
@@ -187,8 +187,9 @@ fn drop_guarded(nvml: Nvml) {
     }
 }
 
-/// The poller's state between ticks. Owned by the poller thread only.
-struct PollState {
+/// One NVML session and its retry state between ticks: the handle, the back-off, what was
+/// logged. Owned by the NVML thread only (or by one `read_once`).
+struct NvmlSession {
     cfg: NvmlConfig,
     nvml: Option<Nvml>,
     /// Earliest time of the next init attempt, and the delay after the next failure.
@@ -214,10 +215,10 @@ struct Pass {
     fatal: Option<String>,
 }
 
-impl PollState {
+impl NvmlSession {
     fn new(cfg: NvmlConfig) -> Self {
         let now = Instant::now();
-        PollState {
+        NvmlSession {
             init_backoff: cfg.interval,
             lost_backoff: Duration::ZERO,
             cfg,
@@ -544,7 +545,7 @@ mod tests {
             let mut cfg =
                 NvmlConfig::new(Some("/nonexistent/lib.so".into()), Duration::from_secs(1));
             cfg.max_backoff = Duration::from_secs(30);
-            let mut s = PollState::new(cfg.clone());
+            let mut s = NvmlSession::new(cfg.clone());
             let mut waits = Vec::new();
             let mut now = Instant::now();
             for _ in 0..8 {

@@ -13,6 +13,7 @@ use super::nvml::{read_once, spawn_nvml_poller, NvmlConfig, NvmlPoller, NvmlRepo
 use super::select::{select, wanted, GpuSelection, NO_GPU_CHOSEN};
 use super::{format_gpu_line, triton_fallback, GpuReading, GpuState};
 use crate::config::{GpuChoice, GpuConfig};
+use tokio::task::JoinHandle;
 use crate::poller::PollState;
 use crate::triton::snapshot::TritonGpuSample;
 
@@ -50,6 +51,16 @@ pub fn spawn(
     spawn_with(cfg, polls, stop, spawn_nvml_poller)
 }
 
+/// [`spawn`], also returning the GPU task (`None` with `--no-gpu`: nothing runs), so the agent
+/// can notice it ending.
+pub fn spawn_supervised(
+    cfg: &GpuConfig,
+    polls: watch::Receiver<Arc<PollState>>,
+    stop: watch::Receiver<bool>,
+) -> (watch::Receiver<GpuState>, Option<JoinHandle<()>>) {
+    spawn_task(cfg, polls, stop, spawn_nvml_poller)
+}
+
 /// [`spawn`] with the NVML thread's start passed in, so tests can stand in for the thread (a
 /// report channel they drive) or make its start fail.
 fn spawn_with<F>(
@@ -61,10 +72,23 @@ fn spawn_with<F>(
 where
     F: FnOnce(NvmlConfig, watch::Receiver<Wanted>, Arc<AtomicBool>) -> std::io::Result<NvmlPoller>,
 {
+    spawn_task(cfg, polls, stop, start_nvml).0
+}
+
+/// [`spawn_with`], also returning the task.
+fn spawn_task<F>(
+    cfg: &GpuConfig,
+    polls: watch::Receiver<Arc<PollState>>,
+    stop: watch::Receiver<bool>,
+    start_nvml: F,
+) -> (watch::Receiver<GpuState>, Option<JoinHandle<()>>)
+where
+    F: FnOnce(NvmlConfig, watch::Receiver<Wanted>, Arc<AtomicBool>) -> std::io::Result<NvmlPoller>,
+{
     let sel = selection(&cfg.choice);
     let (tx, rx) = watch::channel(select(&sel, None, None).state);
     let Some(first) = wanted(&sel, None) else {
-        return rx; // --no-gpu: nothing to run
+        return (rx, None); // --no-gpu: nothing to run
     };
     let (wanted_tx, wanted_rx) = watch::channel(first);
     let stop_flag = Arc::new(AtomicBool::new(false));
@@ -90,11 +114,11 @@ where
         fresh,
         stop,
     };
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         task.run().await;
         stop_flag.store(true, Ordering::Relaxed);
     });
-    rx
+    (rx, Some(task))
 }
 
 /// The GPU task's inputs and outputs.

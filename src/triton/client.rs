@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use crate::config::Config;
 
+/// The HTTP client could not be built (no TLS backend, an unreadable system configuration).
+#[derive(Debug, thiserror::Error)]
+#[error("building the HTTP client failed: {0}")]
+pub struct ClientBuildError(#[source] pub reqwest::Error);
+
 /// Why a request to Triton failed. `reason()` is the `reason` label of
 /// `triton_sidecar_scrape_errors_total`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,28 +51,70 @@ pub enum ScrapeError {
 
 impl ScrapeError {
     /// The `reason` label value.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ScrapeError::Refused => "refused",
-            ScrapeError::Timeout => "timeout",
-            ScrapeError::Connect(_) => "connect",
-            ScrapeError::Status(_) => "http_status",
-            ScrapeError::TooLarge { .. } => "too_large",
-            ScrapeError::Body(_) => "body",
-            ScrapeError::NotUtf8 | ScrapeError::Parse(_) => "parse",
+            ScrapeError::Refused => Reason::Refused,
+            ScrapeError::Timeout => Reason::Timeout,
+            ScrapeError::Connect(_) => Reason::Connect,
+            ScrapeError::Status(_) => Reason::HttpStatus,
+            ScrapeError::TooLarge { .. } => Reason::TooLarge,
+            ScrapeError::Body(_) => Reason::Body,
+            ScrapeError::NotUtf8 | ScrapeError::Parse(_) => Reason::Parse,
         }
     }
+}
 
-    /// Every reason label, so the counter family exists at 0 from start-up.
-    pub const REASONS: [&'static str; 7] = [
-        "refused",
-        "timeout",
-        "connect",
-        "http_status",
-        "too_large",
-        "body",
-        "parse",
+/// The `reason` label of `triton_sidecar_scrape_errors_total`: one per kind of
+/// [`ScrapeError`]. The label strings live only in [`Reason::as_str`], so the metric and the
+/// log cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// [`ScrapeError::Refused`].
+    Refused,
+    /// [`ScrapeError::Timeout`].
+    Timeout,
+    /// [`ScrapeError::Connect`].
+    Connect,
+    /// [`ScrapeError::Status`].
+    HttpStatus,
+    /// [`ScrapeError::TooLarge`].
+    TooLarge,
+    /// [`ScrapeError::Body`].
+    Body,
+    /// [`ScrapeError::NotUtf8`] and [`ScrapeError::Parse`].
+    Parse,
+}
+
+impl Reason {
+    /// Every reason, so the counter family exists at 0 from start-up.
+    pub const ALL: [Reason; 7] = [
+        Reason::Refused,
+        Reason::Timeout,
+        Reason::Connect,
+        Reason::HttpStatus,
+        Reason::TooLarge,
+        Reason::Body,
+        Reason::Parse,
     ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Refused => "refused",
+            Reason::Timeout => "timeout",
+            Reason::Connect => "connect",
+            Reason::HttpStatus => "http_status",
+            Reason::TooLarge => "too_large",
+            Reason::Body => "body",
+            Reason::Parse => "parse",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn classify(e: &reqwest::Error) -> ScrapeError {
@@ -114,7 +161,7 @@ pub struct TritonClient {
 impl TritonClient {
     /// A client with the configured timeout and body cap. Proxies are ignored: Triton is on
     /// localhost, and an `HTTP_PROXY` inherited from the pod must not reroute the scrape.
-    pub fn new(cfg: &Config) -> Result<Self, String> {
+    pub fn new(cfg: &Config) -> Result<Self, ClientBuildError> {
         Self::with(
             &cfg.triton_url,
             &cfg.triton_metrics_url,
@@ -129,7 +176,7 @@ impl TritonClient {
         metrics_url: &str,
         timeout: Duration,
         max_body: u64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientBuildError> {
         // Proxies are ignored and every request is bounded by the scrape timeout.
         let builder = || {
             reqwest::Client::builder()
@@ -137,9 +184,7 @@ impl TritonClient {
                 .timeout(timeout)
                 .connect_timeout(timeout)
         };
-        let built = |r: reqwest::Result<reqwest::Client>| {
-            r.map_err(|e| format!("building the HTTP client failed: {e}"))
-        };
+        let built = |r: reqwest::Result<reqwest::Client>| r.map_err(ClientBuildError);
         let http = built(builder().pool_max_idle_per_host(4).build())?;
         let mut close = reqwest::header::HeaderMap::new();
         close.insert(
@@ -265,4 +310,16 @@ pub fn ensemble_steps_from_config(body: &[u8]) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_label() {
+        let labels: std::collections::HashSet<&str> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), Reason::ALL.len());
+    }
 }
