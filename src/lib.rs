@@ -158,15 +158,18 @@ impl Agent {
             &mut gpu_rx.clone(),
         );
         let (page_tx, page_rx) = watch::channel(Some(first));
-        tasks.spawn("publisher", publish(
-            origin,
-            registry,
-            poll_rx.clone(),
-            drain.subscribe(),
-            gpu_rx,
-            page_tx,
-            stop_rx.clone(),
-        ));
+        tasks.spawn(
+            "publisher",
+            publish(
+                origin,
+                registry,
+                poll_rx.clone(),
+                drain.subscribe(),
+                gpu_rx,
+                page_tx,
+                stop_rx.clone(),
+            ),
+        );
 
         let waiters = Arc::new(AtomicUsize::new(0));
         let limits = http::server::Limits::default();

@@ -334,7 +334,8 @@ impl Metrics {
         for (model, m) in &d.models {
             // Not `entry`: that would clone the name on every poll, not once per model.
             if !self.per_model.contains_key(model) {
-                self.per_model.insert(model.clone(), families.handles(model));
+                self.per_model
+                    .insert(model.clone(), families.handles(model));
             }
             if let Some(g) = self.per_model.get(model) {
                 g.set(m);
@@ -372,7 +373,9 @@ impl Metrics {
         });
         self.scrape_duration.set(clean(poll.scrape_seconds));
         for (reason, n) in &poll.scrape_errors {
-            let c = self.scrape_errors.get_or_create(&lbl("reason", reason.as_str()));
+            let c = self
+                .scrape_errors
+                .get_or_create(&lbl("reason", reason.as_str()));
             let cur = c.get();
             if *n > cur {
                 c.inc_by(n - cur);

@@ -183,7 +183,10 @@ fn poll(d: Derived, scrape_seconds: f64, errors: &[(&'static str, u64)]) -> Poll
         ..Default::default()
     };
     for (r, n) in errors {
-        let r = Reason::ALL.into_iter().find(|x| x.as_str() == *r).expect("a known reason");
+        let r = Reason::ALL
+            .into_iter()
+            .find(|x| x.as_str() == *r)
+            .expect("a known reason");
         p.scrape_errors.insert(r, *n);
     }
     p

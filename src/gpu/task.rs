@@ -13,9 +13,9 @@ use super::nvml::{read_once, spawn_nvml_poller, NvmlConfig, NvmlPoller, NvmlRepo
 use super::select::{select, wanted, GpuSelection, NO_GPU_CHOSEN};
 use super::{format_gpu_line, triton_fallback, GpuReading, GpuState};
 use crate::config::{GpuChoice, GpuConfig};
-use tokio::task::JoinHandle;
 use crate::poller::PollState;
 use crate::triton::snapshot::TritonGpuSample;
+use tokio::task::JoinHandle;
 
 /// The selection rules' view of the `--gpu`/`--no-gpu` choice.
 pub fn selection(choice: &GpuChoice) -> GpuSelection {

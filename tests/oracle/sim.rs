@@ -626,129 +626,44 @@ impl Sim {
 
     /// The page Triton serves at `t`, in Triton 2.51's format (`tests/fixtures/*.prom`).
     pub fn page(&self, t: f64) -> String {
-        let loaded: Vec<usize> = (0..self.trace.models.len())
+        let cs: Vec<(&str, Counters)> = (0..self.trace.models.len())
             .filter(|&m| self.trace.loaded(m, t))
+            .map(|m| (self.trace.models[m].name.as_str(), self.counters(m, t)))
             .collect();
-        let cs: Vec<(usize, Counters)> = loaded.iter().map(|&m| (m, self.counters(m, t))).collect();
-        let cache = self.trace.models.iter().enumerate().any(|(m, _)| {
-            self.trace
-                .requests
-                .iter()
-                .any(|r| r.model == m && r.cache_hit)
-        });
+        let cache = self.trace.requests.iter().any(|r| r.cache_hit);
+        // (family, type, help, value per model); failures carry a `reason` label of their own.
+        type Value = fn(&Counters) -> u64;
+        let families: [(&str, &str, &str, Value); 7] = [
+            ("nv_inference_request_success", "counter", "Number of successful inference requests, all batch sizes", |c| c.success),
+            ("nv_inference_count", "counter", "Number of inferences performed (does not include cached requests)", |c| c.success - c.cache_hits),
+            ("nv_inference_exec_count", "counter", "Number of model executions performed (does not include cached requests)", |c| c.exec_count),
+            ("nv_inference_queue_duration_us", "counter", "Cumulative inference queuing duration in microseconds (includes cached requests)", |c| c.queue_us),
+            ("nv_inference_compute_infer_duration_us", "counter", "Cumulative compute inference duration in microseconds (does not include cached requests)", |c| c.compute_us),
+            ("nv_inference_pending_request_count", "gauge", "Instantaneous number of pending requests awaiting execution per-model.", |c| c.pending),
+            ("nv_cache_num_hits_per_model", "counter", "Number of cache hits per model", |c| c.cache_hits),
+        ];
         let mut out = String::with_capacity(4096);
-        let name = |m: usize| self.trace.models[m].name.as_str();
-        let fam = |out: &mut String, fam: &str, ty: &str, help: &str| {
+        for (fam, ty, help, value) in families {
+            if fam == "nv_cache_num_hits_per_model" && !cache {
+                continue;
+            }
             let _ = writeln!(out, "# HELP {fam} {help}\n# TYPE {fam} {ty}");
-        };
-        fam(
-            &mut out,
-            "nv_inference_request_success",
-            "counter",
-            "Number of successful inference requests, all batch sizes",
-        );
-        for (m, c) in &cs {
-            let _ = writeln!(
-                out,
-                "nv_inference_request_success{{model=\"{}\",version=\"1\"}} {}",
-                name(*m),
-                c.success
-            );
+            for (name, c) in &cs {
+                let _ = writeln!(out, "{fam}{{model=\"{name}\",version=\"1\"}} {}", value(c));
+            }
         }
-        fam(
-            &mut out,
-            "nv_inference_request_failure",
-            "counter",
-            "Number of failed inference requests, all batch sizes",
-        );
-        for (m, c) in &cs {
+        let fam = "nv_inference_request_failure";
+        let _ = writeln!(out, "# HELP {fam} Number of failed inference requests, all batch sizes\n# TYPE {fam} counter");
+        for (name, c) in &cs {
             for (reason, v) in [
                 ("OTHER", 0),
                 ("BACKEND", c.failure_backend),
                 ("CANCELED", 0),
                 ("REJECTED", c.failure_rejected),
             ] {
-                let _ = writeln!(out, "nv_inference_request_failure{{model=\"{}\",reason=\"{reason}\",version=\"1\"}} {v}", name(*m));
-            }
-        }
-        fam(
-            &mut out,
-            "nv_inference_count",
-            "counter",
-            "Number of inferences performed (does not include cached requests)",
-        );
-        for (m, c) in &cs {
-            let _ = writeln!(
-                out,
-                "nv_inference_count{{model=\"{}\",version=\"1\"}} {}",
-                name(*m),
-                c.success - c.cache_hits
-            );
-        }
-        fam(
-            &mut out,
-            "nv_inference_exec_count",
-            "counter",
-            "Number of model executions performed (does not include cached requests)",
-        );
-        for (m, c) in &cs {
-            let _ = writeln!(
-                out,
-                "nv_inference_exec_count{{model=\"{}\",version=\"1\"}} {}",
-                name(*m),
-                c.exec_count
-            );
-        }
-        fam(
-            &mut out,
-            "nv_inference_queue_duration_us",
-            "counter",
-            "Cumulative inference queuing duration in microseconds (includes cached requests)",
-        );
-        for (m, c) in &cs {
-            let _ = writeln!(
-                out,
-                "nv_inference_queue_duration_us{{model=\"{}\",version=\"1\"}} {}",
-                name(*m),
-                c.queue_us
-            );
-        }
-        fam(&mut out, "nv_inference_compute_infer_duration_us", "counter", "Cumulative compute inference duration in microseconds (does not include cached requests)");
-        for (m, c) in &cs {
-            let _ = writeln!(
-                out,
-                "nv_inference_compute_infer_duration_us{{model=\"{}\",version=\"1\"}} {}",
-                name(*m),
-                c.compute_us
-            );
-        }
-        fam(
-            &mut out,
-            "nv_inference_pending_request_count",
-            "gauge",
-            "Instantaneous number of pending requests awaiting execution per-model.",
-        );
-        for (m, c) in &cs {
-            let _ = writeln!(
-                out,
-                "nv_inference_pending_request_count{{model=\"{}\",version=\"1\"}} {}",
-                name(*m),
-                c.pending
-            );
-        }
-        if cache {
-            fam(
-                &mut out,
-                "nv_cache_num_hits_per_model",
-                "counter",
-                "Number of cache hits per model",
-            );
-            for (m, c) in &cs {
                 let _ = writeln!(
                     out,
-                    "nv_cache_num_hits_per_model{{model=\"{}\",version=\"1\"}} {}",
-                    name(*m),
-                    c.cache_hits
+                    "{fam}{{model=\"{name}\",reason=\"{reason}\",version=\"1\"}} {v}"
                 );
             }
         }
