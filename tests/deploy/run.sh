@@ -8,10 +8,12 @@
 #      Deployment and StatefulSet and an unlabelled Deployment), and the Helm post-renderer.
 #   2. Built-in kinds pass `kubernetes-validate --strict` at Kubernetes 1.33 and at the oldest
 #      supported version: 1.27, or 1.29 where a native sidecar is rendered. KServe kinds are
-#      validated strictly against KServe's API types (validate_crds.py, pinned in
-#      crd-requirements.txt), with negative cases that must be rejected; other CRD kinds
-#      (ScaledObject, ServiceMonitor, PodMonitor, PrometheusRule, NodePool) get the field checks
-#      of check_manifests.py, which also asserts the preStop port is the number 8004 with path
+#      validated strictly against KServe's API types, and KEDA and Prometheus Operator kinds
+#      (ScaledObject, ServiceMonitor, PodMonitor, PrometheusRule) against models generated from
+#      their upstream CRDs (validate_crds.py; wheels pinned by hash in crd-requirements.txt, with
+#      the upstream releases), in every render, with negative cases (fixtures/crd-negative.yaml)
+#      that must each be rejected with their expected error; every CRD kind also gets the field
+#      checks of check_manifests.py (NodePool only those), which also asserts the preStop port is the number 8004 with path
 #      /wait-for-drain. yamllint on deploy/ and tests/deploy/.
 #   3. `promtool check rules` and `promtool test rules` on the rules extracted from the rendered
 #      PrometheusRule; every alert must have a firing and a not-firing case.
@@ -88,11 +90,16 @@ PY="$TOOLS/bin/python"
 CRD="$TOOLS/crd"
 if ! cmp -s "$HERE/crd-requirements.txt" "$CRD/.requirements.installed" 2>/dev/null; then
   rm -rf "$CRD"; mkdir -p "$CRD"
+  # --ignore-requires-python: the cloudcoil wheels declare Python >=3.14 and KServe's <3.13;
+  # all are pure-Python wheels that are only read here, never installed or imported.
   "$TOOLS/bin/pip" download -q --disable-pip-version-check --no-deps --require-hashes \
+    --ignore-requires-python \
     -r "$HERE/crd-requirements.txt" -d "$CRD" || { echo "cannot download the CRD API types"; exit 1; }
   cp "$HERE/crd-requirements.txt" "$CRD/.requirements.installed"
 fi
 KSERVE_WHEEL="$(ls "$CRD"/kserve-*.whl)"
+CC_WHEELS=(--cloudcoil-wheel "$(ls "$CRD"/cloudcoil_models_keda-*.whl)"
+           --cloudcoil-wheel "$(ls "$CRD"/cloudcoil_models_prometheus_operator-*.whl)")
 K8S_SCHEMAS="$("$PY" -c 'import kubernetes_validate, os; print(os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema"))')"
 
 # kubectl (with its built-in kustomize, which must support Components: kustomize >= 3.7).
@@ -161,7 +168,11 @@ section "2. schemas and required fields"
 # Which check covers which kind, from what was rendered.
 "$PY" - "$R" <<'EOF'
 import os, sys, yaml
-crd = {"ScaledObject", "ServiceMonitor", "PodMonitor", "PrometheusRule", "NodePool"}
+crd = {"ScaledObject", "ServiceMonitor", "PodMonitor", "PrometheusRule", "NodePool",
+       "ServingRuntime", "InferenceService"}
+upstream = {"ScaledObject": "cloudcoil-models-keda", "ServiceMonitor": "cloudcoil-models-prometheus-operator",
+            "PodMonitor": "cloudcoil-models-prometheus-operator", "PrometheusRule": "cloudcoil-models-prometheus-operator",
+            "ServingRuntime": "kserve's API types", "InferenceService": "kserve's API types"}
 kinds = {}
 for f in sorted(os.listdir(sys.argv[1])):
     for d in yaml.safe_load_all(open(os.path.join(sys.argv[1], f))):
@@ -169,7 +180,7 @@ for f in sorted(os.listdir(sys.argv[1])):
             kinds.setdefault((d["apiVersion"], d["kind"]), 0)
             kinds[(d["apiVersion"], d["kind"])] += 1
 for (api, kind), n in sorted(kinds.items(), key=lambda k: k[0][1]):
-    how = "check_manifests.py (CRD: required fields)" if kind in crd else "kubernetes-validate --strict (1.29, 1.33) + check_manifests.py"
+    how = (f"validate_crds.py strict ({upstream[kind]}) + " if kind in upstream else "") + "check_manifests.py (CRD: required fields)" if kind in crd else "kubernetes-validate --strict (1.29, 1.33) + check_manifests.py"
     print(f"  {kind:26} {api:32} x{n:<3} -> {how}")
 EOF
 for f in "$R"/*.yaml; do
@@ -188,13 +199,14 @@ EOF
       "$TOOLS/bin/kubernetes-validate" --quiet --strict -k "$v" "$f"
   done
 done
-run "KServe kinds validate strictly against KServe's API types (validate_crds.py)" \
-  "$PY" "$HERE/validate_crds.py" --kserve-wheel "$KSERVE_WHEEL" \
-    --k8s-schemas "$K8S_SCHEMAS/v1.33.0-local-strict" "$R"/example-kserve.yaml
+run "KServe, KEDA and Prometheus Operator kinds in every render validate strictly against upstream (validate_crds.py)" \
+  "$PY" "$HERE/validate_crds.py" --kserve-wheel "$KSERVE_WHEEL" "${CC_WHEELS[@]}" \
+    --k8s-schemas "$K8S_SCHEMAS/v1.33.0-local-strict" "$R"/*.yaml
 grep -h '^crd-schemas: ' "$OUT"/log.* 2>/dev/null | tail -1 | sed 's/^/     /'
-run "validate_crds.py rejects a misplaced agent and a mistyped hook (negative cases)" \
-  "$PY" "$HERE/validate_crds.py" --expect-invalid --kserve-wheel "$KSERVE_WHEEL" \
+run "validate_crds.py rejects each mistake in fixtures/crd-negative.yaml with its expected error" \
+  "$PY" "$HERE/validate_crds.py" --expect-invalid --kserve-wheel "$KSERVE_WHEEL" "${CC_WHEELS[@]}" \
     --k8s-schemas "$K8S_SCHEMAS/v1.33.0-local-strict" "$HERE/fixtures/crd-negative.yaml"
+grep -h '^crd-schemas: 0 valid' "$OUT"/log.* 2>/dev/null | tail -1 | sed 's/^/     negatives: /'
 # Negative control: strict validation must reject an unknown field.
 cat >"$OUT/bad.yaml" <<'EOF'
 apiVersion: v1
