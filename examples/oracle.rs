@@ -72,17 +72,7 @@ fn replay_trace(seed: u64) -> Trace {
         models: specs,
         requests,
         events: Vec::new(),
-        polls: (1..=duration as usize)
-            .map(|k| {
-                (
-                    k as f64,
-                    Net::Ok {
-                        latency: 0.0,
-                        health: 0.0,
-                    },
-                )
-            })
-            .collect(),
+        polls: oracle::sim::clean_polls(duration as usize),
         poll_interval: 1.0,
         window: 10.0,
         scrape_timeout: 1.0,

@@ -154,8 +154,9 @@ async fn late_request_restarts_quiet() {
     assert!(body.contains("requests_during_drain=1"), "{body}");
 }
 
-#[tokio::test]
-async fn timeout_path() {
+/// A ready agent in front of a Triton whose 3 pending requests never go, so a drain runs to its
+/// 2 s timeout.
+async fn ready_agent_that_never_idles() -> (FakeTriton, RunningAgent) {
     let t = FakeTriton::start(Script {
         metrics: page("m", 10, 0, 0, 3),
         ..Default::default()
@@ -168,6 +169,12 @@ async fn timeout_path() {
         get(a.admin, "/readyz").await.0 == 200
     })
     .await;
+    (t, a)
+}
+
+#[tokio::test]
+async fn timeout_path() {
+    let (_t, a) = ready_agent_that_never_idles().await;
     let start = Instant::now();
     let (code, body) = get(a.admin, "/wait-for-drain").await;
     let took = start.elapsed();
@@ -368,19 +375,7 @@ async fn triton_restart_returns_to_serving() {
 /// 0 when serving, growing with the drain, back to 0 once it ended; the timeout beside it.
 #[tokio::test]
 async fn drain_elapsed_gauge_grows_while_draining() {
-    let t = FakeTriton::start(Script {
-        // Pending 3 never goes: the drain runs to its timeout.
-        metrics: page("m", 10, 0, 0, 3),
-        ..Default::default()
-    })
-    .await;
-    let mut cfg = fast_config(&t);
-    cfg.drain.timeout = Duration::from_secs(2);
-    let a = start_agent(cfg).await;
-    eventually(Duration::from_secs(5), "ready", || async {
-        get(a.admin, "/readyz").await.0 == 200
-    })
-    .await;
+    let (_t, a) = ready_agent_that_never_idles().await;
     let p = get(a.metrics, "/metrics").await.1;
     assert_eq!(
         value(&p, "triton_sidecar_drain_elapsed_seconds"),

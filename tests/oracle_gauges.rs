@@ -151,17 +151,7 @@ fn trace(
         models,
         requests,
         events: Vec::new(),
-        polls: (1..=polls)
-            .map(|k| {
-                (
-                    k as f64,
-                    Net::Ok {
-                        latency: 0.0,
-                        health: 0.0,
-                    },
-                )
-            })
-            .collect(),
+        polls: oracle::sim::clean_polls(polls),
         poll_interval: 1.0,
         window,
         scrape_timeout: 0.8,

@@ -126,6 +126,21 @@ pub enum Event {
     },
 }
 
+/// `n` poll attempts one second apart (t = 1, 2, ... n s), each answered at once.
+pub fn clean_polls(n: usize) -> Vec<(f64, Net)> {
+    (1..=n)
+        .map(|k| {
+            (
+                k as f64,
+                Net::Ok {
+                    latency: 0.0,
+                    health: 0.0,
+                },
+            )
+        })
+        .collect()
+}
+
 /// How one poll attempt goes, apart from Triton being down.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Net {
