@@ -204,7 +204,11 @@ fn main() {
         ),
     };
     match out {
-        Ok(v) => println!("{v}"),
+        Ok(v) => {
+            use std::io::Write;
+            // A reader that stops early (`| head`) closes the pipe: not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{v}");
+        }
         Err(e) => {
             eprintln!("oracle: {e}");
             std::process::exit(2);
