@@ -201,17 +201,57 @@ pub struct Args {
     pub gpu_poll_interval: Duration,
 }
 
-/// Which GPUs to report.
+/// Which GPUs to report: the one model of `--gpu`/`--no-gpu`, parsed by
+/// [`GpuChoice::from_flags`] and read by `gpu::select`'s rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GpuChoice {
-    /// GPU gauges are off.
+    /// `--no-gpu` (or `--gpu none`): no NVML, no GPU gauges.
     Off,
-    /// Every GPU NVML can see.
+    /// `--gpu all`: every GPU NVML can see.
     All,
-    /// These UUIDs.
+    /// `--gpu UUID,...`: these UUIDs, in the order given.
     Uuids(Vec<String>),
-    /// The GPUs Triton's own page names.
+    /// `--gpu` not set: the GPUs Triton's own page names.
     FromTriton,
+}
+
+impl GpuChoice {
+    /// The choice from `--no-gpu` and `--gpu`. `--no-gpu` wins, so that a deployment can turn
+    /// gauges off without removing `--gpu`. The error names `--gpu`.
+    pub fn from_flags(no_gpu: bool, gpu: Option<&str>) -> Result<Self, ConfigError> {
+        if no_gpu {
+            return Ok(GpuChoice::Off);
+        }
+        let list = match gpu.map(str::trim) {
+            // An empty value stays "not set" (an env var set to "" in a manifest).
+            None | Some("") => return Ok(GpuChoice::FromTriton),
+            Some("all") => return Ok(GpuChoice::All),
+            Some("none") => return Ok(GpuChoice::Off),
+            Some(list) => list,
+        };
+        let uuids: Vec<String> = list.split(',').map(|u| u.trim().to_string()).collect();
+        // `,` once meant "no GPUs", and `GPU-a,,GPU-b` dropped a GPU silently (an unset
+        // template variable, say): refuse both. `--no-gpu` turns gauges off.
+        if uuids.iter().any(String::is_empty) {
+            return Err(err(
+                "--gpu",
+                format!(
+                    "'{list}' holds an empty UUID; expected 'all' or UUIDs like \
+                     GPU-xxxxxxxx separated by commas (--no-gpu turns GPU gauges off)"
+                ),
+            ));
+        }
+        if uuids
+            .iter()
+            .any(|u| !u.starts_with("GPU-") && !u.starts_with("MIG-"))
+        {
+            return Err(err(
+                "--gpu",
+                format!("'{list}': expected 'all' or UUIDs like GPU-xxxxxxxx"),
+            ));
+        }
+        Ok(GpuChoice::Uuids(uuids))
+    }
 }
 
 /// Validated agent configuration.
@@ -359,40 +399,7 @@ impl Config {
                 ),
             ));
         }
-        let choice = if a.no_gpu {
-            GpuChoice::Off
-        } else {
-            match a.gpu.as_deref().map(str::trim) {
-                None | Some("") => GpuChoice::FromTriton,
-                Some("all") => GpuChoice::All,
-                Some("none") => GpuChoice::Off,
-                Some(list) => {
-                    let uuids: Vec<String> =
-                        list.split(',').map(|u| u.trim().to_string()).collect();
-                    // `,` once meant "no GPUs", and `GPU-a,,GPU-b` dropped a GPU silently (an
-                    // unset template variable, say): refuse both. `--no-gpu` turns gauges off.
-                    if uuids.iter().any(String::is_empty) {
-                        return Err(err(
-                            "--gpu",
-                            format!(
-                                "'{list}' holds an empty UUID; expected 'all' or UUIDs like \
-                                 GPU-xxxxxxxx separated by commas (--no-gpu turns GPU gauges off)"
-                            ),
-                        ));
-                    }
-                    if uuids
-                        .iter()
-                        .any(|u| !u.starts_with("GPU-") && !u.starts_with("MIG-"))
-                    {
-                        return Err(err(
-                            "--gpu",
-                            format!("'{list}': expected 'all' or UUIDs like GPU-xxxxxxxx"),
-                        ));
-                    }
-                    GpuChoice::Uuids(uuids)
-                }
-            }
-        };
+        let choice = GpuChoice::from_flags(a.no_gpu, a.gpu.as_deref())?;
         Ok(Config {
             triton_url: check_url("--triton-url", &a.triton_url)?,
             triton_metrics_url: check_url("--triton-metrics-url", &a.triton_metrics_url)?,

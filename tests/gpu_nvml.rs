@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use triton_sidecar::config::GpuChoice;
 use triton_sidecar::gpu::nvml::{
     read_once, spawn_nvml_poller, NvmlConfig, NvmlPoller, NvmlReport, Wanted,
 };
-use triton_sidecar::gpu::select::{self, GpuSelection};
+use triton_sidecar::gpu::select;
 use triton_sidecar::gpu::{triton_fallback, GpuReading, GpuSource};
 
 mod support;
@@ -171,7 +172,7 @@ fn gpu_all_reports_both_gpus_with_every_value() {
     assert_eq!(get(&r, B).utilization_ratio, Some(0.05));
 
     // Through selection, `--gpu all` publishes both from NVML.
-    let s = select::select(&GpuSelection::All, Some(&r), None);
+    let s = select::select(&GpuChoice::All, Some(&r), None);
     assert_eq!(s.state.sources(), [GpuSource::Nvml]);
     assert_eq!(s.state.readings.len(), 2);
 
@@ -186,7 +187,7 @@ fn gpu_all_reports_both_gpus_with_every_value() {
 #[test]
 fn only_the_gpu_tritons_page_names_is_reported() {
     let fake = Fake::new("filter", false, two_gpus());
-    let sel = GpuSelection::Auto;
+    let sel = GpuChoice::FromTriton;
     // Before Triton's page was read: NVML is up, nothing is read or published.
     let wanted = select::wanted(&sel, None).expect("a poller runs");
     assert_eq!(wanted, Wanted::Unknown);
@@ -217,8 +218,7 @@ fn only_the_gpu_tritons_page_names_is_reported() {
 #[test]
 fn explicit_uuid_list_and_unknown_uuid() {
     let fake = Fake::new("explicit", false, two_gpus());
-    let sel =
-        GpuSelection::from_flags(false, Some(&format!("{A},GPU-not-here"))).expect("valid flag");
+    let sel = GpuChoice::from_flags(false, Some(&format!("{A},GPU-not-here"))).expect("valid flag");
     let run = Running::start(fake.config(), select::wanted(&sel, None).expect("poller"));
     let r = run.wait_for("A", |r| !r.readings.is_empty());
     assert_eq!(uuids(&r), [A]);
@@ -314,7 +314,7 @@ fn missing_library_keeps_polling_with_nvml_down() {
         ("nv_gpu_memory_used_bytes", labels, 1e9),
         ("nv_gpu_memory_total_bytes", labels, 4e10),
     ]);
-    let s = select::select(&GpuSelection::Auto, Some(&r), Some(&triton));
+    let s = select::select(&GpuChoice::FromTriton, Some(&r), Some(&triton));
     assert_eq!(s.state.sources(), [GpuSource::Triton]);
     assert!(!s.state.nvml_up);
     assert_eq!(s.state.readings, triton);

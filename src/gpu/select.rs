@@ -17,67 +17,21 @@
 
 use super::nvml::{NvmlReport, Wanted};
 use super::{triton_fallback, GpuReading, GpuSource, GpuState};
+use crate::config::GpuChoice;
 
 /// The warning the caller logs once when no GPU could be chosen.
 pub const NO_GPU_CHOSEN: &str = "no GPU gauges: Triton's page carries no nv_gpu_* series with a \
     gpu_uuid label (GPU metrics off, or no GPU), and --gpu is not set. Pass --gpu UUID,... or \
     --gpu all (only when the sidecar sees exactly Triton's GPUs), or --no-gpu to silence this";
 
-/// The GPU choice from the command line.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum GpuSelection {
-    /// `--no-gpu`: no NVML, no GPU gauges.
-    Off,
-    /// `--gpu` not given: follow Triton's `gpu_uuid` labels.
-    #[default]
-    Auto,
-    /// `--gpu all`.
-    All,
-    /// `--gpu UUID,...`, without duplicates, in the order given.
-    Uuids(Vec<String>),
-}
-
-impl GpuSelection {
-    /// Builds the choice from `--no-gpu` and `--gpu`. `--no-gpu` wins, so that a deployment can
-    /// turn gauges off without removing `--gpu`. The error text names the flag.
-    pub fn from_flags(no_gpu: bool, gpu: Option<&str>) -> Result<Self, String> {
-        if no_gpu {
-            return Ok(GpuSelection::Off);
-        }
-        let Some(raw) = gpu else {
-            return Ok(GpuSelection::Auto);
-        };
-        let raw = raw.trim();
-        if raw.eq_ignore_ascii_case("all") {
-            return Ok(GpuSelection::All);
-        }
-        let mut uuids: Vec<String> = Vec::new();
-        for part in raw.split(',') {
-            let u = part.trim();
-            if u.is_empty() {
-                return Err(format!(
-                    "--gpu: empty UUID in {raw:?}; expected UUID,... or all"
-                ));
-            }
-            if u.chars().any(|c| c.is_whitespace() || c == '"') {
-                return Err(format!("--gpu: {u:?} is not a GPU UUID"));
-            }
-            if !uuids.iter().any(|x| x == u) {
-                uuids.push(u.to_owned());
-            }
-        }
-        Ok(GpuSelection::Uuids(uuids))
-    }
-}
-
 /// What the NVML poller should read, or `None` when no poller should run (`--no-gpu`).
 /// `triton` is the readings from Triton's page, `None` until the page was read once.
-pub fn wanted(sel: &GpuSelection, triton: Option<&[GpuReading]>) -> Option<Wanted> {
+pub fn wanted(sel: &GpuChoice, triton: Option<&[GpuReading]>) -> Option<Wanted> {
     Some(match sel {
-        GpuSelection::Off => return None,
-        GpuSelection::All => Wanted::All,
-        GpuSelection::Uuids(u) => Wanted::Uuids(u.clone()),
-        GpuSelection::Auto => match triton {
+        GpuChoice::Off => return None,
+        GpuChoice::All => Wanted::All,
+        GpuChoice::Uuids(u) => Wanted::Uuids(u.clone()),
+        GpuChoice::FromTriton => match triton {
             Some(r) if !r.is_empty() => Wanted::Uuids(r.iter().map(|g| g.uuid.clone()).collect()),
             _ => Wanted::Unknown,
         },
@@ -97,7 +51,7 @@ pub struct Selection {
 /// runs); `triton` is [`triton_fallback::readings`] of Triton's latest page, `None` until the page
 /// was read once.
 pub fn select(
-    sel: &GpuSelection,
+    sel: &GpuChoice,
     nvml: Option<&NvmlReport>,
     triton: Option<&[GpuReading]>,
 ) -> Selection {
@@ -111,15 +65,15 @@ pub fn select(
     };
     // `None` = every GPU.
     let set: Option<Vec<&str>> = match sel {
-        GpuSelection::Off => {
+        GpuChoice::Off => {
             return Selection {
                 state: GpuState::default(),
                 no_gpu_chosen: false,
             };
         }
-        GpuSelection::All => None,
-        GpuSelection::Uuids(u) => Some(u.iter().map(String::as_str).collect()),
-        GpuSelection::Auto => match triton {
+        GpuChoice::All => None,
+        GpuChoice::Uuids(u) => Some(u.iter().map(String::as_str).collect()),
+        GpuChoice::FromTriton => match triton {
             None => return none(false),
             Some([]) => return none(true),
             Some(r) => Some(r.iter().map(|g| g.uuid.as_str()).collect()),
@@ -193,43 +147,20 @@ mod tests {
     }
 
     #[test]
-    fn flags() {
-        assert_eq!(
-            GpuSelection::from_flags(false, None),
-            Ok(GpuSelection::Auto)
-        );
-        assert_eq!(
-            GpuSelection::from_flags(true, Some("all")),
-            Ok(GpuSelection::Off)
-        );
-        assert_eq!(
-            GpuSelection::from_flags(false, Some("ALL")),
-            Ok(GpuSelection::All)
-        );
-        assert_eq!(
-            GpuSelection::from_flags(false, Some("GPU-a, GPU-b,GPU-a")),
-            Ok(GpuSelection::Uuids(vec!["GPU-a".into(), "GPU-b".into()]))
-        );
-        let e = GpuSelection::from_flags(false, Some("GPU-a,,")).unwrap_err();
-        assert!(e.starts_with("--gpu"), "{e}");
-        assert!(GpuSelection::from_flags(false, Some("")).is_err());
-    }
-
-    #[test]
     fn wanted_follows_the_rules() {
         let t = [g("GPU-b", 0.1)];
-        assert_eq!(wanted(&GpuSelection::Off, Some(&t)), None);
-        assert_eq!(wanted(&GpuSelection::All, None), Some(Wanted::All));
-        assert_eq!(wanted(&GpuSelection::Auto, None), Some(Wanted::Unknown));
+        assert_eq!(wanted(&GpuChoice::Off, Some(&t)), None);
+        assert_eq!(wanted(&GpuChoice::All, None), Some(Wanted::All));
+        assert_eq!(wanted(&GpuChoice::FromTriton, None), Some(Wanted::Unknown));
         assert_eq!(
-            wanted(&GpuSelection::Auto, Some(&[])),
+            wanted(&GpuChoice::FromTriton, Some(&[])),
             Some(Wanted::Unknown)
         );
         assert_eq!(
-            wanted(&GpuSelection::Auto, Some(&t)),
+            wanted(&GpuChoice::FromTriton, Some(&t)),
             Some(Wanted::Uuids(vec!["GPU-b".into()]))
         );
-        let explicit = GpuSelection::Uuids(vec!["GPU-a".into()]);
+        let explicit = GpuChoice::Uuids(vec!["GPU-a".into()]);
         assert_eq!(
             wanted(&explicit, Some(&t)),
             Some(Wanted::Uuids(vec!["GPU-a".into()]))
@@ -238,14 +169,14 @@ mod tests {
 
     #[test]
     fn off_reports_nothing() {
-        let s = select(&GpuSelection::Off, Some(&up(vec![g("GPU-a", 0.1)])), None);
+        let s = select(&GpuChoice::Off, Some(&up(vec![g("GPU-a", 0.1)])), None);
         assert_eq!(s, Selection::default());
     }
 
     #[test]
     fn all_reports_every_nvml_gpu() {
         let s = select(
-            &GpuSelection::All,
+            &GpuChoice::All,
             Some(&up(vec![g("GPU-b", 0.2), g("GPU-a", 0.1)])),
             None,
         );
@@ -256,7 +187,7 @@ mod tests {
 
     #[test]
     fn explicit_list_filters_nvml() {
-        let sel = GpuSelection::Uuids(vec!["GPU-b".into()]);
+        let sel = GpuChoice::Uuids(vec!["GPU-b".into()]);
         let s = select(
             &sel,
             Some(&up(vec![g("GPU-a", 0.1), g("GPU-b", 0.2)])),
@@ -268,7 +199,11 @@ mod tests {
 
     #[test]
     fn auto_waits_for_tritons_page() {
-        let s = select(&GpuSelection::Auto, Some(&up(vec![g("GPU-a", 0.1)])), None);
+        let s = select(
+            &GpuChoice::FromTriton,
+            Some(&up(vec![g("GPU-a", 0.1)])),
+            None,
+        );
         assert_eq!(s.state.sources(), [GpuSource::None]);
         assert!(s.state.readings.is_empty());
         assert!(s.state.nvml_up);
@@ -280,7 +215,7 @@ mod tests {
         // NVML sees the whole node; Triton names one GPU.
         let nvml = up(vec![g("GPU-a", 0.1), g("GPU-b", 0.2)]);
         let triton = [GpuReading::new("GPU-b", "")];
-        let s = select(&GpuSelection::Auto, Some(&nvml), Some(&triton));
+        let s = select(&GpuChoice::FromTriton, Some(&nvml), Some(&triton));
         assert_eq!(s.state.sources(), [GpuSource::Nvml]);
         assert_eq!(uuids(&s), ["GPU-b"]);
         assert_eq!(s.state.readings[0].name, "NVIDIA T");
@@ -289,7 +224,7 @@ mod tests {
     #[test]
     fn auto_without_triton_gpus_warns() {
         let s = select(
-            &GpuSelection::Auto,
+            &GpuChoice::FromTriton,
             Some(&up(vec![g("GPU-a", 0.1)])),
             Some(&[]),
         );
@@ -301,7 +236,7 @@ mod tests {
     #[test]
     fn falls_back_to_triton_when_nvml_is_down() {
         let triton = [g("GPU-b", 0.3)];
-        let s = select(&GpuSelection::Auto, Some(&down()), Some(&triton));
+        let s = select(&GpuChoice::FromTriton, Some(&down()), Some(&triton));
         assert_eq!(s.state.sources(), [GpuSource::Triton]);
         assert!(!s.state.nvml_up);
         let want: Vec<GpuReading> = triton
@@ -313,7 +248,7 @@ mod tests {
             .collect();
         assert_eq!(s.state.readings, want);
         // Also with no poller at all, and with --gpu all.
-        let s = select(&GpuSelection::All, None, Some(&triton));
+        let s = select(&GpuChoice::All, None, Some(&triton));
         assert_eq!(s.state.sources(), [GpuSource::Triton]);
     }
 
@@ -321,7 +256,7 @@ mod tests {
     fn falls_back_when_nvml_sees_none_of_the_set() {
         let triton = [g("GPU-b", 0.3)];
         let s = select(
-            &GpuSelection::Auto,
+            &GpuChoice::FromTriton,
             Some(&up(vec![g("GPU-a", 0.1)])),
             Some(&triton),
         );
@@ -334,7 +269,7 @@ mod tests {
     fn fallback_needs_utilization_and_memory() {
         let mut partial = g("GPU-b", 0.3);
         partial.memory_total_bytes = None;
-        let s = select(&GpuSelection::Auto, Some(&down()), Some(&[partial]));
+        let s = select(&GpuChoice::FromTriton, Some(&down()), Some(&[partial]));
         assert_eq!(s.state.sources(), [GpuSource::None]);
         assert!(s.state.readings.is_empty());
         assert!(!s.no_gpu_chosen);
@@ -342,7 +277,7 @@ mod tests {
 
     #[test]
     fn explicit_list_filters_the_fallback_too() {
-        let sel = GpuSelection::Uuids(vec!["GPU-a".into()]);
+        let sel = GpuChoice::Uuids(vec!["GPU-a".into()]);
         let s = select(
             &sel,
             Some(&down()),
@@ -359,7 +294,7 @@ mod tests {
         c.memory_total_bytes = None;
         let triton = [g("GPU-a", 0.9), g("GPU-b", 0.3), c];
         let s = select(
-            &GpuSelection::Auto,
+            &GpuChoice::FromTriton,
             Some(&up(vec![g("GPU-a", 0.1)])),
             Some(&triton),
         );
@@ -376,11 +311,11 @@ mod tests {
         );
         assert_eq!(s.state.sources(), [GpuSource::Nvml, GpuSource::Triton]);
         // The same with an explicit list and with --gpu all.
-        let sel = GpuSelection::Uuids(vec!["GPU-a".into(), "GPU-b".into()]);
+        let sel = GpuChoice::Uuids(vec!["GPU-a".into(), "GPU-b".into()]);
         let s = select(&sel, Some(&up(vec![g("GPU-a", 0.1)])), Some(&triton));
         assert_eq!(uuids(&s), ["GPU-a", "GPU-b"]);
         let s = select(
-            &GpuSelection::All,
+            &GpuChoice::All,
             Some(&up(vec![g("GPU-a", 0.1)])),
             Some(&triton),
         );
@@ -392,14 +327,14 @@ mod tests {
         let triton = triton_fallback::labels_only(&[g("GPU-a", 0.9), g("GPU-b", 0.3)]);
         // NVML answers for A: A stays; B has nothing fresh and goes.
         let s = select(
-            &GpuSelection::Auto,
+            &GpuChoice::FromTriton,
             Some(&up(vec![g("GPU-a", 0.1), g("GPU-z", 0.2)])),
             Some(&triton),
         );
         assert_eq!(uuids(&s), ["GPU-a"]);
         assert_eq!(s.state.sources(), [GpuSource::Nvml]);
         // NVML down too: nothing, and no "no GPU chosen" warning (the set is known).
-        let s = select(&GpuSelection::Auto, Some(&down()), Some(&triton));
+        let s = select(&GpuChoice::FromTriton, Some(&down()), Some(&triton));
         assert!(s.state.readings.is_empty());
         assert!(!s.no_gpu_chosen);
     }

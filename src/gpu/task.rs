@@ -10,22 +10,12 @@ use tokio::time::Instant;
 
 use super::fresh::{self, stale_nvml_report, NvmlFreshness};
 use super::nvml::{read_once, spawn_nvml_poller, NvmlConfig, NvmlPoller, NvmlReport, Wanted};
-use super::select::{select, wanted, GpuSelection, NO_GPU_CHOSEN};
+use super::select::{select, wanted, NO_GPU_CHOSEN};
 use super::{format_gpu_line, triton_fallback, GpuReading, GpuState};
 use crate::config::{GpuChoice, GpuConfig};
 use crate::poller::PollState;
 use crate::triton::snapshot::TritonGpuSample;
 use tokio::task::JoinHandle;
-
-/// The selection rules' view of the `--gpu`/`--no-gpu` choice.
-pub fn selection(choice: &GpuChoice) -> GpuSelection {
-    match choice {
-        GpuChoice::Off => GpuSelection::Off,
-        GpuChoice::All => GpuSelection::All,
-        GpuChoice::Uuids(u) => GpuSelection::Uuids(u.clone()),
-        GpuChoice::FromTriton => GpuSelection::Auto,
-    }
-}
 
 /// Triton's `nv_gpu_*` samples as GPU readings (utilization, memory, power; no name, no
 /// temperature: Triton does not publish them).
@@ -85,7 +75,7 @@ fn spawn_task<F>(
 where
     F: FnOnce(NvmlConfig, watch::Receiver<Wanted>, Arc<AtomicBool>) -> std::io::Result<NvmlPoller>,
 {
-    let sel = selection(&cfg.choice);
+    let sel = cfg.choice.clone();
     let (tx, rx) = watch::channel(select(&sel, None, None).state);
     let Some(first) = wanted(&sel, None) else {
         return (rx, None); // --no-gpu: nothing to run
@@ -124,7 +114,7 @@ where
 /// The GPU task's inputs and outputs.
 struct GpuTask {
     /// The `--gpu`/`--no-gpu` choice.
-    sel: GpuSelection,
+    sel: GpuChoice,
     /// The poller's states: Triton's `nv_gpu_*` samples, and whether their page is still held.
     polls: watch::Receiver<Arc<PollState>>,
     /// The NVML thread's reports; `None` when the thread could not be started.
@@ -232,9 +222,9 @@ impl GpuTask {
 /// `nv_gpu_*` series when `check` read the page. Returns an exit code: 1 when GPUs were asked
 /// for explicitly and none could be read.
 pub async fn check_report(cfg: &GpuConfig, triton: Option<&[TritonGpuSample]>) -> i32 {
-    let sel = selection(&cfg.choice);
+    let sel = &cfg.choice;
     let triton = triton.map(triton_readings);
-    let Some(w) = wanted(&sel, triton.as_deref()) else {
+    let Some(w) = wanted(sel, triton.as_deref()) else {
         println!("gpu source: none (--no-gpu)");
         return 0;
     };
@@ -264,7 +254,7 @@ pub async fn check_report(cfg: &GpuConfig, triton: Option<&[TritonGpuSample]>) -
             },
         }
     };
-    let s = select(&sel, Some(&report), triton.as_deref());
+    let s = select(sel, Some(&report), triton.as_deref());
     let why = match (&report.error, s.no_gpu_chosen) {
         (Some(e), _) => format!(" (NVML: {e})"),
         (None, true) => format!(" ({NO_GPU_CHOSEN})"),
@@ -274,7 +264,7 @@ pub async fn check_report(cfg: &GpuConfig, triton: Option<&[TritonGpuSample]>) -
     for g in &s.state.readings {
         println!("{}", format_gpu_line(g));
     }
-    let explicit = matches!(sel, GpuSelection::All | GpuSelection::Uuids(_));
+    let explicit = matches!(sel, GpuChoice::All | GpuChoice::Uuids(_));
     if explicit && s.state.readings.is_empty() {
         eprintln!("error: no GPU could be read{why}");
         return 1;
