@@ -297,14 +297,19 @@ fn missing_library_keeps_polling_with_nvml_down() {
     );
     cfg.max_backoff = Duration::from_millis(40);
     let err = read_once(&cfg, &Wanted::All).expect_err("no library there");
-    assert!(err.contains("cannot load the NVML library"), "{err}");
+    assert!(
+        err.to_string().contains("cannot load the NVML library"),
+        "{err}"
+    );
 
     let mut run = Running::start(cfg, Wanted::All);
     let r = run.wait_for("several polls", |r| r.polls >= 5);
     assert!(!r.nvml_up);
     assert!(r.readings.is_empty());
     assert!(
-        r.error.as_deref().unwrap_or("").contains("cannot load"),
+        r.error
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("cannot load")),
         "{r:?}"
     );
     // With NVML down, Triton's series are the fallback.
@@ -335,10 +340,8 @@ fn init_failure_is_retried_until_it_succeeds() {
     assert!(!r.nvml_up);
     assert!(
         r.error
-            .as_deref()
-            .unwrap_or("")
-            .to_lowercase()
-            .contains("driver"),
+            .as_ref()
+            .is_some_and(|e| e.to_string().to_lowercase().contains("driver")),
         "{r:?}"
     );
     fake.write(serde_json::json!({ "devices": [device(A, "NVIDIA L4", 20)] }));

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::nvml::NvmlReport;
+use super::nvml::{NvmlFailure, NvmlReport};
 
 /// No NVML bound is shorter than this: thread scheduling on a loaded node must not flap
 /// `nvml_up` at a short `--gpu-poll-interval`.
@@ -82,10 +82,7 @@ pub fn stale_nvml_report(report: &NvmlReport, age: Duration) -> NvmlReport {
     NvmlReport {
         nvml_up: false,
         readings: Vec::new(),
-        error: Some(format!(
-            "no answer from NVML for {:.1}s (a call hangs?)",
-            age.as_secs_f64()
-        )),
+        error: Some(NvmlFailure::Stale(age)),
         polls: report.polls,
     }
 }
@@ -140,7 +137,9 @@ mod tests {
         assert!(r.readings.is_empty());
         assert_eq!(r.polls, 7);
         assert!(
-            r.error.as_deref().unwrap_or("").contains("3.2s"),
+            r.error
+                .as_ref()
+                .is_some_and(|e| e.to_string().contains("3.2s")),
             "{:?}",
             r.error
         );

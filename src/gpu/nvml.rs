@@ -80,6 +80,49 @@ pub enum Wanted {
     Uuids(Vec<String>),
 }
 
+/// Why NVML is not up: what a report carries and `check` prints. Every report is a clone, and
+/// `NvmlError` is neither `Clone` nor `PartialEq`, so NVML's own errors are kept as its words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NvmlFailure {
+    /// The library could not be loaded (not mounted, wrong `--nvml-lib`, wrong architecture).
+    #[error("cannot load the NVML library: {0}")]
+    Load(String),
+    /// The library lacks a symbol the call needs (a driver older than `nvml-wrapper` expects).
+    #[error("NVML library lacks a symbol: {0}")]
+    MissingSymbol(String),
+    /// Any other error NVML answered, as `nvml-wrapper` words it.
+    #[error("{0}")]
+    Nvml(String),
+    /// NVML was up but could not count its devices: it stopped answering.
+    #[error("nvmlDeviceGetCount failed: {0}")]
+    DeviceCount(Box<NvmlFailure>),
+    /// `nvmlInit` panicked inside `nvml-wrapper`.
+    #[error("NVML init panicked")]
+    InitPanicked,
+    /// A call into NVML panicked.
+    #[error("a call into NVML panicked")]
+    CallPanicked,
+    /// The newest report is this old ([`super::fresh`]): a call hangs.
+    #[error("no answer from NVML for {:.1}s (a call hangs?)", .0.as_secs_f64())]
+    Stale(Duration),
+    /// Not up, with no reason recorded (the session never tried to initialise).
+    #[error("NVML is not available")]
+    Unavailable,
+    /// `check`'s blocking read task did not finish (it panicked or was cancelled).
+    #[error("{0}")]
+    ReadTask(String),
+}
+
+impl From<&NvmlError> for NvmlFailure {
+    fn from(e: &NvmlError) -> Self {
+        match e {
+            NvmlError::LibloadingError(inner) => NvmlFailure::Load(inner.to_string()),
+            NvmlError::FailedToLoadSymbol(s) => NvmlFailure::MissingSymbol(s.clone()),
+            other => NvmlFailure::Nvml(other.to_string()),
+        }
+    }
+}
+
 /// What one poll found.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NvmlReport {
@@ -88,7 +131,7 @@ pub struct NvmlReport {
     /// The wanted GPUs that answered, sorted by UUID. A lost GPU is left out until it is back.
     pub readings: Vec<GpuReading>,
     /// Why NVML is not up, for `check` to print; `None` while it is up.
-    pub error: Option<String>,
+    pub error: Option<NvmlFailure>,
     /// Number of polls so far, so a reader can tell a fresh report from an old one.
     pub polls: u64,
 }
@@ -146,16 +189,14 @@ pub fn spawn_nvml_poller(
 
 /// Initialises NVML, reads `wanted` once and shuts NVML down again: the `check` command's path.
 /// `Err` says why NVML is unavailable.
-pub fn read_once(cfg: &NvmlConfig, wanted: &Wanted) -> Result<Vec<GpuReading>, String> {
+pub fn read_once(cfg: &NvmlConfig, wanted: &Wanted) -> Result<Vec<GpuReading>, NvmlFailure> {
     let mut state = NvmlSession::new(cfg.clone());
     let report = state.tick(wanted, Instant::now());
     state.close();
     if report.nvml_up {
         Ok(report.readings)
     } else {
-        Err(report
-            .error
-            .unwrap_or_else(|| "NVML is not available".to_owned()))
+        Err(report.error.unwrap_or(NvmlFailure::Unavailable))
     }
 }
 
@@ -197,7 +238,8 @@ struct NvmlSession {
     init_backoff: Duration,
     /// The one warning per outage was logged.
     warned: bool,
-    last_error: Option<String>,
+    /// Why the last init failed; `None` while NVML is up.
+    last_error: Option<NvmlFailure>,
     /// Earliest time of the next re-init because of a lost GPU, and its growing delay.
     next_reinit: Instant,
     lost_backoff: Duration,
@@ -212,7 +254,7 @@ struct Pass {
     /// Some GPU was lost; re-initialise.
     lost: bool,
     /// NVML as a whole failed (device count); re-initialise with the init backoff.
-    fatal: Option<String>,
+    fatal: Option<NvmlFailure>,
 }
 
 impl NvmlSession {
@@ -255,7 +297,7 @@ impl NvmlSession {
         }
     }
 
-    fn init_failed(&mut self, why: String, now: Instant) {
+    fn init_failed(&mut self, why: NvmlFailure, now: Instant) {
         if !self.warned {
             tracing::warn!(
                 lib = %self.cfg.lib().to_string_lossy(),
@@ -295,11 +337,11 @@ impl NvmlSession {
                     self.init_backoff = self.cfg.interval;
                 }
                 Ok(Err(e)) => {
-                    self.init_failed(describe(&e), now);
+                    self.init_failed(NvmlFailure::from(&e), now);
                     return self.report(Vec::new());
                 }
                 Err(_) => {
-                    self.init_failed("NVML init panicked".to_owned(), now);
+                    self.init_failed(NvmlFailure::InitPanicked, now);
                     return self.report(Vec::new());
                 }
             }
@@ -347,18 +389,10 @@ impl NvmlSession {
             Err(_) => {
                 tracing::error!("a call into NVML panicked; re-initialising");
                 self.close();
-                self.init_failed("a call into NVML panicked".to_owned(), now);
+                self.init_failed(NvmlFailure::CallPanicked, now);
                 self.report(Vec::new())
             }
         }
-    }
-}
-
-fn describe(e: &NvmlError) -> String {
-    match e {
-        NvmlError::LibloadingError(inner) => format!("cannot load the NVML library: {inner}"),
-        NvmlError::FailedToLoadSymbol(s) => format!("NVML library lacks a symbol: {s}"),
-        other => other.to_string(),
     }
 }
 
@@ -404,7 +438,7 @@ fn read_devices(
             let count = match nvml.device_count() {
                 Ok(c) => c,
                 Err(e) => {
-                    pass.fatal = Some(format!("nvmlDeviceGetCount failed: {}", describe(&e)));
+                    pass.fatal = Some(NvmlFailure::DeviceCount(Box::new(NvmlFailure::from(&e))));
                     return pass;
                 }
             };
@@ -551,10 +585,7 @@ mod tests {
             for _ in 0..8 {
                 let r = s.tick(&Wanted::All, now);
                 assert!(!r.nvml_up);
-                assert!(
-                    r.error.as_deref().unwrap_or("").contains("cannot load"),
-                    "{r:?}"
-                );
+                assert!(matches!(r.error, Some(NvmlFailure::Load(_))), "{r:?}");
                 waits.push((s.next_init - now).as_secs());
                 // A tick before next_init does not try again.
                 let before = s.next_init;
@@ -565,7 +596,10 @@ mod tests {
             assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30, 30]);
 
             let err = read_once(&cfg, &Wanted::All).unwrap_err();
-            assert!(err.contains("cannot load the NVML library"), "{err}");
+            assert!(
+                err.to_string().contains("cannot load the NVML library"),
+                "{err}"
+            );
         });
         let text =
             String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();

@@ -114,6 +114,7 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::nvml::NvmlFailure;
 
     fn g(uuid: &str, util: f64) -> GpuReading {
         GpuReading {
@@ -137,7 +138,7 @@ mod tests {
         NvmlReport {
             nvml_up: false,
             readings: vec![],
-            error: Some("x".into()),
+            error: Some(NvmlFailure::Unavailable),
             polls: 1,
         }
     }

@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::fresh::{self, stale_nvml_report, NvmlFreshness};
-use super::nvml::{read_once, spawn_nvml_poller, NvmlConfig, NvmlPoller, NvmlReport, Wanted};
+use super::nvml::{
+    read_once, spawn_nvml_poller, NvmlConfig, NvmlFailure, NvmlPoller, NvmlReport, Wanted,
+};
 use super::select::{select, wanted, NO_GPU_CHOSEN};
 use super::{format_gpu_line, triton_fallback, GpuReading, GpuState};
 use crate::config::{GpuChoice, GpuConfig};
@@ -249,7 +251,7 @@ pub async fn check_report(cfg: &GpuConfig, triton: Option<&[TritonGpuSample]>) -
             Err(e) => NvmlReport {
                 nvml_up: false,
                 readings: Vec::new(),
-                error: Some(e.to_string()),
+                error: Some(NvmlFailure::ReadTask(e.to_string())),
                 polls: 1,
             },
         }
