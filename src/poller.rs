@@ -91,54 +91,65 @@ pub fn readiness(poll: &PollState, drain: Phase) -> (bool, String) {
     }
 }
 
-/// What the config worker has learned. `requested` holds every model asked about (or being
-/// asked about); a transport error removes it so the next poll asks again.
-#[derive(Debug, Default)]
-struct Learn {
-    /// Steps per ensemble, as its config last said. An ensemble asked again keeps its old
-    /// steps until the new answer arrives, so the pod rate does not jump in between.
-    steps_of: HashMap<String, Vec<String>>,
-    requested: HashSet<String>,
-}
+/// The models whose configs the poller wants read: every model on the newest good page, each
+/// with the generation of its load. A model gets a new generation when its counters restart or it
+/// comes back to the page (a reload may have changed its config), so the worker asks about it
+/// again. Generations are never reused, so a model that left and came back is never mistaken
+/// for the load already asked about. Swapped whole when it changes; the worker may skip
+/// intermediate values, since only the newest generation of each model matters.
+type ConfigAsks = Arc<BTreeMap<String, u64>>;
 
-impl Learn {
-    fn steps(&self) -> HashSet<String> {
-        self.steps_of.values().flatten().cloned().collect()
-    }
-}
+/// The step models of every ensemble, as their configs last said: what [`derive`] leaves out of
+/// the pod request rate.
+type EnsembleSteps = Arc<HashSet<String>>;
 
-/// Reads model configs one at a time, off the poll path. Ends when the poller is dropped.
-async fn learn_worker<T: Transport>(
+/// Reads model configs one at a time, off the poll path, and publishes the ensemble steps when
+/// they change. Woken by every good page (see [`Poller::ask_for_configs`]), so a config that
+/// could not be read is asked again at the next one. Ends when the poller is dropped.
+async fn config_worker<T: Transport>(
     client: T,
-    learn: Arc<std::sync::Mutex<Learn>>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    mut asks: watch::Receiver<ConfigAsks>,
+    steps_tx: watch::Sender<EnsembleSteps>,
 ) {
-    while let Some(m) = rx.recv().await {
-        let r = client.ensemble_steps(&m).await;
-        let mut l = match learn.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
-        match r {
-            Ok(steps) => {
-                if !steps.is_empty() {
-                    tracing::info!(ensemble = %m, steps = ?steps, "ensemble found; its steps are left out of the pod request rate");
-                }
-                if steps.is_empty() {
-                    l.steps_of.remove(&m);
-                } else {
-                    l.steps_of.insert(m, steps);
-                }
+    // Steps per ensemble. An ensemble asked again keeps its old steps until the new answer
+    // arrives, so the pod rate does not jump in between.
+    let mut steps_of: HashMap<String, Vec<String>> = HashMap::new();
+    // The generation of each model's last answer: a model is asked once per load.
+    let mut answered: HashMap<String, u64> = HashMap::new();
+    while asks.changed().await.is_ok() {
+        let models = asks.borrow_and_update().clone();
+        for (m, &generation) in models.iter() {
+            if answered.get(m) == Some(&generation) {
+                continue;
             }
-            // An HTTP error answer will not change: the model counts as client-facing and is
-            // not asked about again (until it is reloaded).
-            Err(e @ ScrapeError::Status(_)) => {
-                tracing::debug!(model = %m, error = %e, "model config not available; counted as client-facing")
-            }
-            // A transport error: ask again on a later poll; until then the old answer stands.
-            Err(e) => {
-                tracing::debug!(model = %m, error = %e, "model config not readable yet");
-                l.requested.remove(&m);
+            match client.ensemble_steps(m).await {
+                Ok(steps) => {
+                    if steps.is_empty() {
+                        steps_of.remove(m);
+                    } else {
+                        tracing::info!(ensemble = %m, steps = ?steps, "ensemble found; its steps are left out of the pod request rate");
+                        steps_of.insert(m.clone(), steps);
+                    }
+                    answered.insert(m.clone(), generation);
+                    let steps: HashSet<String> = steps_of.values().flatten().cloned().collect();
+                    steps_tx.send_if_modified(|old| {
+                        let changed = **old != steps;
+                        if changed {
+                            *old = Arc::new(steps);
+                        }
+                        changed
+                    });
+                }
+                // An HTTP error answer will not change: the model counts as client-facing and is
+                // not asked about again (until it is reloaded).
+                Err(e @ ScrapeError::Status(_)) => {
+                    tracing::debug!(model = %m, error = %e, "model config not available; counted as client-facing");
+                    answered.insert(m.clone(), generation);
+                }
+                // A transport error: ask again at the next page; until then the old answer stands.
+                Err(e) => {
+                    tracing::debug!(model = %m, error = %e, "model config not readable yet");
+                }
             }
         }
     }
@@ -159,15 +170,18 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     client: T,
     clock: C,
     window: Window,
-    steps: HashSet<String>,
-    learn: Arc<std::sync::Mutex<Learn>>,
-    learn_tx: tokio::sync::mpsc::UnboundedSender<String>,
+    /// The ensemble steps in use, taken from `steps_rx` at each good page.
+    steps: EnsembleSteps,
+    /// The ensemble steps as the config worker last published them.
+    steps_rx: watch::Receiver<EnsembleSteps>,
+    /// The models whose configs the worker should read; see [`ConfigAsks`].
+    config_asks: watch::Sender<ConfigAsks>,
+    /// The next load generation to hand out; see [`ConfigAsks`].
+    next_generation: u64,
     state: PollState,
     reachable: Option<bool>,
     /// The previous page had NaN/Inf samples: log the onset once, not every poll.
     non_finite_seen: bool,
-    /// Models on the previous good page: one that comes back is asked for its config again.
-    on_page: HashSet<String>,
     /// Health probe timeouts in a row while the verdict stayed ready.
     health_timeouts: u32,
 }
@@ -183,9 +197,9 @@ impl Poller<TritonClient, MonotonicClock> {
 impl<T: Transport, C: Clock> Poller<T, C> {
     /// A poller over any transport and clock. Must be called inside a Tokio runtime.
     pub fn with(cfg: Config, client: T, clock: C) -> Self {
-        let learn = Arc::new(std::sync::Mutex::new(Learn::default()));
-        let (learn_tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(learn_worker(client.clone(), learn.clone(), rx));
+        let (config_asks, asks) = watch::channel(ConfigAsks::default());
+        let (steps_tx, steps_rx) = watch::channel(EnsembleSteps::default());
+        tokio::spawn(config_worker(client.clone(), asks, steps_tx));
         let window = Window::new(cfg.window);
         let mut state = PollState::default();
         for r in Reason::ALL {
@@ -196,13 +210,13 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             client,
             clock,
             window,
-            steps: HashSet::new(),
-            learn,
-            learn_tx,
+            steps: EnsembleSteps::default(),
+            steps_rx,
+            config_asks,
+            next_generation: 0,
             state,
             reachable: None,
             non_finite_seen: false,
-            on_page: HashSet::new(),
             health_timeouts: 0,
         }
     }
@@ -264,7 +278,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
                     st.counter_reset = true;
                 }
                 let resets: Vec<String> = self.window.last_resets().to_vec();
-                self.learn_steps(&snap, &resets);
+                self.ask_for_configs(&snap, &resets);
             }
             Err(e) => {
                 self.log_reachable(false, Some(&e));
@@ -324,25 +338,35 @@ impl<T: Transport, C: Clock> Poller<T, C> {
     /// counters restarted or it came back to the page: a reload may have changed its config.
     /// The answers come from a background worker: a slow or hanging config endpoint must never
     /// hold up the poll (with N models and a 1 s timeout, a poll could otherwise take N seconds).
-    fn learn_steps(&mut self, snap: &Snapshot, resets: &[String]) {
-        let mut l = match self.learn.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
-        for m in snap.models.keys() {
-            let reloaded = resets.contains(m) || !self.on_page.contains(m);
-            if reloaded {
-                l.requested.remove(m);
+    fn ask_for_configs(&mut self, snap: &Snapshot, resets: &[String]) {
+        let next_generation = &mut self.next_generation;
+        self.config_asks.send_modify(|asks| {
+            let reloaded = |m: &String| resets.contains(m) || !asks.contains_key(m);
+            let same = asks.len() == snap.models.len() && !snap.models.keys().any(reloaded);
+            // Unchanged, the value is left as it is; the send still wakes the worker, which asks
+            // again about a config it could not read.
+            if !same {
+                let models: BTreeMap<String, u64> = snap
+                    .models
+                    .keys()
+                    .map(|m| {
+                        let generation = match asks.get(m) {
+                            Some(&g) if !resets.contains(m) => g,
+                            _ => {
+                                *next_generation += 1;
+                                *next_generation
+                            }
+                        };
+                        (m.clone(), generation)
+                    })
+                    .collect();
+                *asks = Arc::new(models);
             }
-            if !l.requested.contains(m) {
-                l.requested.insert(m.clone());
-                let _ = self.learn_tx.send(m.clone());
-            }
-        }
-        self.on_page = snap.models.keys().cloned().collect();
-        let steps = l.steps();
-        if steps != self.steps {
-            self.steps = steps;
+        });
+        // `Err`: the worker has ended (it never does while the poller lives); its last answer
+        // still stands.
+        if self.steps_rx.has_changed().unwrap_or(true) {
+            self.steps = self.steps_rx.borrow_and_update().clone();
         }
     }
 
