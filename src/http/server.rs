@@ -12,6 +12,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -78,6 +79,10 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Tells every open connection to finish its response and close, and says when all have.
+    let graceful = GracefulShutdown::new();
+    // Owns the connection tasks, so that one still open after the grace period is aborted when
+    // `serve` returns rather than outliving its server.
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -99,33 +104,24 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let mut stop = stop.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let h = handler.clone();
+            async move { Ok::<_, Infallible>(h(req).await) }
+        });
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_headers(limits.max_headers)
+            .max_buf_size(limits.max_buf_size);
+        // Watched before it is spawned, so that a stop right after the accept reaches it too.
+        let conn = graceful.watch(b.serve_connection(TokioIo::new(stream), svc));
         conns.spawn(async move {
             let _permit = permit;
-            let svc = hyper::service::service_fn(move |req| {
-                let h = handler.clone();
-                async move { Ok::<_, Infallible>(h(req).await) }
-            });
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_headers(limits.max_headers)
-                .max_buf_size(limits.max_buf_size);
-            let conn = b.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = crate::stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
-                }
-            }
+            let _ = conn.await;
         });
         // Reap finished connection tasks so the set does not grow.
         while conns.try_join_next().is_some() {}
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    // A request under way gets 1 s to finish; an idle keep-alive connection closes at once.
+    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
 }
