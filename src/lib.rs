@@ -173,29 +173,20 @@ impl Agent {
 
         let waiters = Arc::new(AtomicUsize::new(0));
         let limits = http::server::Limits::default();
-        tasks.spawn(
-            "metrics server",
-            http::server::serve(
-                metrics,
-                limits,
-                http::metrics::handler(page_rx),
-                stop_rx.clone(),
-            ),
-        );
         let admin_state = http::admin::AdminState {
             drain: drain.clone(),
             polls: poll_rx.clone(),
             waiters: waiters.clone(),
         };
-        tasks.spawn(
-            "admin server",
-            http::server::serve(
-                admin,
-                limits,
-                http::admin::handler(admin_state),
-                stop_rx.clone(),
-            ),
-        );
+        for (name, listener, handler) in [
+            ("metrics server", metrics, http::metrics::handler(page_rx)),
+            ("admin server", admin, http::admin::handler(admin_state)),
+        ] {
+            tasks.spawn(
+                name,
+                http::server::serve(listener, limits, handler, stop_rx.clone()),
+            );
+        }
         tracing::info!(metrics = %metrics_addr, admin = %admin_addr, triton = %config.triton_url, "triton-sidecar started");
 
         let failed = tokio::select! {

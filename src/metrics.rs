@@ -139,6 +139,15 @@ pub struct Metrics {
     buf: String,
 }
 
+/// Brings counter `c` up to the total `n` the published state holds. The state keeps totals (it
+/// is swapped whole and may skip polls), and a Prometheus counter can only go up.
+fn catch_up(c: &Counter, n: u64) {
+    let cur = c.get();
+    if n > cur {
+        c.inc_by(n - cur);
+    }
+}
+
 fn lbl(k: &'static str, v: &str) -> Labels {
     vec![(k, v.to_string())]
 }
@@ -191,21 +200,16 @@ impl Metrics {
             "triton_sidecar_gpu_source",
             "1 per reported GPU, labelled with the source of its values (nvml or triton); source=none alone when no GPU is reported",
         );
-        let mut fam = |name: &str, help: &str| {
-            let x = FloatGaugeFamily::default();
-            r.register(name, help, x.clone());
-            x
-        };
-        let pod_queue_wait = fam(
+        let pod_queue_wait = gf(
             "triton_pod_queue_wait_ms",
             "Queue wait (ms) a client sees: queue time of every model (ensemble steps included) per client-facing request completed in the window, or the longest stall",
         );
-        let pod_pending = fam(
+        let pod_pending = gf(
             "triton_pod_pending_requests",
             "Requests waiting now, summed over all models",
         );
-        let pod_request_rate = fam("triton_pod_request_rate", "Client-facing successful requests per second, summed over models (ensemble steps left out)");
-        let last_page_age = fam(
+        let pod_request_rate = gf("triton_pod_request_rate", "Client-facing successful requests per second, summed over models (ensemble steps left out)");
+        let last_page_age = gf(
             "triton_sidecar_last_page_age_seconds",
             "Age of the newest good page of Triton's metrics, as of the last poll; absent before the first",
         );
@@ -373,13 +377,12 @@ impl Metrics {
         });
         self.scrape_duration.set(clean(poll.scrape_seconds));
         for (reason, n) in &poll.scrape_errors {
-            let c = self
-                .scrape_errors
-                .get_or_create(&lbl("reason", reason.as_str()));
-            let cur = c.get();
-            if *n > cur {
-                c.inc_by(n - cur);
-            }
+            catch_up(
+                &self
+                    .scrape_errors
+                    .get_or_create(&lbl("reason", reason.as_str())),
+                *n,
+            );
         }
         if let Some(c) = drain.last {
             self.drain_seconds.set(clean(c.duration.as_secs_f64()));
@@ -398,11 +401,7 @@ impl Metrics {
                 ("trigger", t.as_str().to_string()),
                 ("result", r.as_str().to_string()),
             ];
-            let c = self.drains.get_or_create(&l);
-            let cur = c.get();
-            if *n > cur {
-                c.inc_by(n - cur);
-            }
+            catch_up(&self.drains.get_or_create(&l), *n);
         }
         self.update_gpu(gpu);
     }

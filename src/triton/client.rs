@@ -208,17 +208,21 @@ impl TritonClient {
 
     /// The metrics page, as text. Refused above `max_body` without reading it all.
     pub async fn metrics(&self) -> Result<String, ScrapeError> {
-        let resp = self
-            .http
-            .get(&self.metrics_url)
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
+        let buf = self.body_of(&self.http, &self.metrics_url).await?;
+        String::from_utf8(buf).map_err(|_| ScrapeError::NotUtf8)
+    }
+
+    /// `GET url` through `client`: the body of a 2xx answer, up to `max_body` bytes.
+    async fn body_of(
+        &self,
+        client: &reqwest::Client,
+        url: impl reqwest::IntoUrl,
+    ) -> Result<Vec<u8>, ScrapeError> {
+        let resp = client.get(url).send().await.map_err(|e| classify(&e))?;
         if !resp.status().is_success() {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
-        let buf = read_limited(resp, self.max_body).await?;
-        String::from_utf8(buf).map_err(|_| ScrapeError::NotUtf8)
+        read_limited(resp, self.max_body).await
     }
 
     /// `{base}/v2/models/<model>/<leaf>`, with the model name percent-encoded: names come from
@@ -258,16 +262,9 @@ impl TritonClient {
 
     /// The ensemble steps named by `/v2/models/<m>/config` (`ensemble_scheduling.step[].model_name`).
     pub async fn ensemble_steps(&self, model: &str) -> Result<Vec<String>, ScrapeError> {
-        let resp = self
-            .health
-            .get(self.model_url(model, "config")?)
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
-        if !resp.status().is_success() {
-            return Err(ScrapeError::Status(resp.status().as_u16()));
-        }
-        let body = read_limited(resp, self.max_body).await?;
+        let body = self
+            .body_of(&self.health, self.model_url(model, "config")?)
+            .await?;
         Ok(ensemble_steps_from_config(&body))
     }
 }
