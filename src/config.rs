@@ -27,20 +27,47 @@ fn err(flag: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A flag value that is not a duration or a size. clap prints it after the flag's name.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a duration.
+    #[error("'{input}' is not a duration like 250ms, 1s or 2m ({reason})")]
+    Duration {
+        /// The value as given.
+        input: String,
+        /// What `humantime` found wrong with it.
+        reason: humantime::DurationError,
+    },
+    /// No number where a size starts.
+    #[error("'{0}' is not a size like 8MiB, 512KiB or 1048576")]
+    Size(String),
+    /// A size with a unit this parser does not know.
+    #[error("unknown size unit '{unit}' in '{input}' (use B, KiB, MiB, GiB)")]
+    SizeUnit {
+        /// The unit as given.
+        unit: String,
+        /// The value as given.
+        input: String,
+    },
+    /// A size beyond `u64` bytes.
+    #[error("'{0}' is too large")]
+    TooLarge(String),
+}
+
 /// Parse a duration such as `250ms`, `1s` or `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("'{s}' is not a duration like 250ms, 1s or 2m ({e})"))
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
+    humantime::parse_duration(s.trim()).map_err(|reason| ValueError::Duration {
+        input: s.to_owned(),
+        reason,
+    })
 }
 
 /// Parse a size such as `8MiB`, `512KiB`, `1GiB`, `10MB` or a plain number of bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size like 8MiB, 512KiB or 1048576"))?;
+    let n: u64 = num.parse().map_err(|_| ValueError::Size(s.to_owned()))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "Ki" => 1 << 10,
@@ -50,13 +77,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MB" | "M" => 1_000_000,
         "GB" | "G" => 1_000_000_000,
         other => {
-            return Err(format!(
-                "unknown size unit '{other}' in '{s}' (use B, KiB, MiB, GiB)"
-            ))
+            return Err(ValueError::SizeUnit {
+                unit: other.to_owned(),
+                input: s.to_owned(),
+            })
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
+        .ok_or_else(|| ValueError::TooLarge(s.to_owned()))
 }
 
 /// The command line.

@@ -233,7 +233,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         // port, and the page should describe Triton as it is without them.
         let page = async {
             let body = self.client.metrics().await?;
-            Snapshot::parse(&body).map_err(|e| ScrapeError::Parse(e.to_string()))
+            Ok(Snapshot::parse(&body)?)
         }
         .await;
         // The page's time is when its body was read: the health probes that follow can take up

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::triton::text::ParseError;
 
 /// The HTTP client could not be built (no TLS backend, an unreadable system configuration).
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +47,7 @@ pub enum ScrapeError {
     NotUtf8,
     /// The body is not a valid Prometheus text page.
     #[error("bad metrics page: {0}")]
-    Parse(String),
+    Parse(#[from] ParseError),
 }
 
 impl ScrapeError {
