@@ -440,3 +440,90 @@ pub async fn poll_loop<T: Transport, C: Clock>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    type Answer = Result<Vec<String>, ScrapeError>;
+
+    /// A Triton with one page and scripted config answers: model → answers in turn (the last
+    /// repeats); every config request is counted.
+    #[derive(Clone, Default)]
+    struct Configs {
+        answers: Arc<Mutex<HashMap<String, Vec<Answer>>>>,
+        asked: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Transport for Configs {
+        async fn metrics(&self) -> Result<String, ScrapeError> {
+            Ok(
+                "nv_inference_request_success{model=\"ens\",version=\"1\"} 1\n\
+                nv_inference_request_success{model=\"a\",version=\"1\"} 1\n"
+                    .to_owned(),
+            )
+        }
+        async fn server_ready(&self) -> Result<bool, ScrapeError> {
+            Ok(true)
+        }
+        async fn model_ready(&self, _: &str) -> Result<bool, ScrapeError> {
+            Ok(true)
+        }
+        async fn ensemble_steps(&self, m: &str) -> Result<Vec<String>, ScrapeError> {
+            self.asked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(m.to_owned());
+            let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            let queue = answers.entry(m.to_owned()).or_default();
+            match queue.len() {
+                0 => Ok(Vec::new()),
+                1 => queue[0].clone(),
+                _ => queue.remove(0),
+            }
+        }
+    }
+
+    impl Configs {
+        fn asked(&self, m: &str) -> usize {
+            let asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+            asked.iter().filter(|x| *x == m).count()
+        }
+    }
+
+    /// Polls `n` times, letting the config worker run between polls.
+    async fn polls(p: &mut Poller<Configs, MonotonicClock>, n: usize) {
+        for _ in 0..n {
+            p.poll_once().await;
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_config_is_asked_once_per_load_and_again_after_a_transport_error() {
+        let t = Configs::default();
+        t.answers.lock().unwrap_or_else(|p| p.into_inner()).extend([
+            (
+                "ens".to_owned(),
+                vec![Err(ScrapeError::Timeout), Ok(vec!["a".to_owned()])],
+            ),
+            ("a".to_owned(), vec![Err(ScrapeError::Status(404))]),
+        ]);
+        let clock = MonotonicClock {
+            origin: Instant::now(),
+        };
+        let mut p = Poller::with(Config::for_tests("http://127.0.0.1:9"), t.clone(), clock);
+        polls(&mut p, 1).await;
+        // The first answer for ens timed out: asked again at the next page, then learned.
+        assert_eq!(t.asked("ens"), 1);
+        assert!(p.steps.is_empty());
+        polls(&mut p, 3).await;
+        assert_eq!(t.asked("ens"), 2);
+        assert_eq!(*p.steps, HashSet::from(["a".to_owned()]));
+        // An HTTP error is an answer: a is not asked again while it stays loaded.
+        assert_eq!(t.asked("a"), 1);
+    }
+}
