@@ -98,6 +98,20 @@ impl GpuState {
     }
 }
 
+#[cfg(test)]
+impl GpuReading {
+    /// A reading named `NVIDIA T` with utilization `util` and memory (2 of 8 bytes): enough for
+    /// the Triton fallback to use it. The GPU modules' tests start from it.
+    pub(crate) fn for_tests(uuid: &str, util: f64) -> Self {
+        GpuReading {
+            utilization_ratio: Some(util),
+            memory_used_bytes: Some(2.0),
+            memory_total_bytes: Some(8.0),
+            ..GpuReading::new(uuid, "NVIDIA T")
+        }
+    }
+}
+
 impl GpuReading {
     /// A reading with only the labels set, every value unknown.
     pub fn new(uuid: impl Into<String>, name: impl Into<String>) -> Self {

@@ -117,12 +117,7 @@ mod tests {
     use crate::gpu::nvml::NvmlFailure;
 
     fn g(uuid: &str, util: f64) -> GpuReading {
-        GpuReading {
-            utilization_ratio: Some(util),
-            memory_used_bytes: Some(1.0),
-            memory_total_bytes: Some(2.0),
-            ..GpuReading::new(uuid, "NVIDIA T")
-        }
+        GpuReading::for_tests(uuid, util)
     }
 
     fn up(readings: Vec<GpuReading>) -> NvmlReport {

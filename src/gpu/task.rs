@@ -324,12 +324,7 @@ mod tests {
     }
 
     fn nvml_reading(uuid: &str, util: f64) -> GpuReading {
-        GpuReading {
-            utilization_ratio: Some(util),
-            memory_used_bytes: Some(2.0),
-            memory_total_bytes: Some(8.0),
-            ..GpuReading::new(uuid, "NVIDIA T")
-        }
+        GpuReading::for_tests(uuid, util)
     }
 
     fn report(polls: u64, readings: Vec<GpuReading>) -> NvmlReport {
