@@ -452,7 +452,9 @@ mod tests {
     /// repeats); every config request is counted.
     #[derive(Clone, Default)]
     struct Configs {
+        /// Per model, its answers in turn; the last one repeats.
         answers: Arc<Mutex<HashMap<String, Vec<Answer>>>>,
+        /// Every config request, in order.
         asked: Arc<Mutex<Vec<String>>>,
     }
 

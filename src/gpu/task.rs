@@ -77,9 +77,9 @@ fn spawn_task<F>(
 where
     F: FnOnce(NvmlConfig, watch::Receiver<Wanted>, Arc<AtomicBool>) -> std::io::Result<NvmlPoller>,
 {
-    let sel = cfg.choice.clone();
-    let (tx, rx) = watch::channel(select(&sel, None, None).state);
-    let Some(first) = wanted(&sel, None) else {
+    let choice = cfg.choice.clone();
+    let (tx, rx) = watch::channel(select(&choice, None, None).state);
+    let Some(first) = wanted(&choice, None) else {
         return (rx, None); // --no-gpu: nothing to run
     };
     let (wanted_tx, wanted_rx) = watch::channel(first);
@@ -98,7 +98,7 @@ where
     };
     let fresh = NvmlFreshness::new(fresh::nvml_stale_after(cfg.poll_interval), Instant::now());
     let task = GpuTask {
-        sel,
+        choice,
         polls,
         reports,
         wanted: wanted_tx,
@@ -116,7 +116,7 @@ where
 /// The GPU task's inputs and outputs.
 struct GpuTask {
     /// The `--gpu`/`--no-gpu` choice.
-    sel: GpuChoice,
+    choice: GpuChoice,
     /// The poller's states: Triton's `nv_gpu_*` samples, and whether their page is still held.
     polls: watch::Receiver<Arc<PollState>>,
     /// The NVML thread's reports; `None` when the thread could not be started.
@@ -146,7 +146,7 @@ impl GpuTask {
                 (p.derived.present, t)
             };
             // The GPU set follows even a stale page: it still names Triton's GPUs.
-            if let Some(w) = wanted(&self.sel, triton.as_deref()) {
+            if let Some(w) = wanted(&self.choice, triton.as_deref()) {
                 self.wanted.send_if_modified(|cur| {
                     let changed = *cur != w;
                     *cur = w;
@@ -189,7 +189,7 @@ impl GpuTask {
                 Some(t) if page_stale => Some(triton_fallback::labels_only(&t)),
                 t => t,
             };
-            let s = select(&self.sel, report.as_ref(), triton.as_deref());
+            let s = select(&self.choice, report.as_ref(), triton.as_deref());
             if s.no_gpu_chosen && !warned {
                 tracing::warn!("{NO_GPU_CHOSEN}");
                 warned = true;
@@ -224,9 +224,9 @@ impl GpuTask {
 /// `nv_gpu_*` series when `check` read the page. Returns an exit code: 1 when GPUs were asked
 /// for explicitly and none could be read.
 pub async fn check_report(cfg: &GpuConfig, triton: Option<&[TritonGpuSample]>) -> i32 {
-    let sel = &cfg.choice;
+    let choice = &cfg.choice;
     let triton = triton.map(triton_readings);
-    let Some(w) = wanted(sel, triton.as_deref()) else {
+    let Some(w) = wanted(choice, triton.as_deref()) else {
         println!("gpu source: none (--no-gpu)");
         return 0;
     };
@@ -256,7 +256,7 @@ pub async fn check_report(cfg: &GpuConfig, triton: Option<&[TritonGpuSample]>) -
             },
         }
     };
-    let s = select(sel, Some(&report), triton.as_deref());
+    let s = select(choice, Some(&report), triton.as_deref());
     let why = match (&report.error, s.no_gpu_chosen) {
         (Some(e), _) => format!(" (NVML: {e})"),
         (None, true) => format!(" ({NO_GPU_CHOSEN})"),
@@ -266,7 +266,7 @@ pub async fn check_report(cfg: &GpuConfig, triton: Option<&[TritonGpuSample]>) -
     for g in &s.state.readings {
         println!("{}", format_gpu_line(g));
     }
-    let explicit = matches!(sel, GpuChoice::All | GpuChoice::Uuids(_));
+    let explicit = matches!(choice, GpuChoice::All | GpuChoice::Uuids(_));
     if explicit && s.state.readings.is_empty() {
         eprintln!("error: no GPU could be read{why}");
         return 1;
