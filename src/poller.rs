@@ -178,6 +178,9 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     config_asks: watch::Sender<ConfigAsks>,
     /// The next load generation to hand out; see [`ConfigAsks`].
     next_generation: u64,
+    /// The config worker. It ends only when the poller is dropped; [`poll_loop`] stops (and the
+    /// agent exits) if it ends before, rather than keep a step set that can no longer change.
+    config_worker: tokio::task::JoinHandle<()>,
     state: PollState,
     reachable: Option<bool>,
     /// The previous page had NaN/Inf samples: log the onset once, not every poll.
@@ -199,7 +202,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
     pub fn with(cfg: Config, client: T, clock: C) -> Self {
         let (config_asks, asks) = watch::channel(ConfigAsks::default());
         let (steps_tx, steps_rx) = watch::channel(EnsembleSteps::default());
-        tokio::spawn(config_worker(client.clone(), asks, steps_tx));
+        let config_worker = tokio::spawn(config_worker(client.clone(), asks, steps_tx));
         let window = Window::new(cfg.window);
         let mut state = PollState::default();
         for r in Reason::ALL {
@@ -214,6 +217,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             steps_rx,
             config_asks,
             next_generation: 0,
+            config_worker,
             state,
             reachable: None,
             non_finite_seen: false,
@@ -426,6 +430,14 @@ pub async fn poll_loop<T: Transport, C: Clock>(
         let began = Instant::now();
         let st = poller.poll_once().await.clone();
         tx.send_replace(Arc::new(st));
+        if poller.config_worker.is_finished() {
+            // The supervisor sees the poller end and exits; this line says why.
+            tracing::error!(
+                task = "model config worker",
+                "internal task stopped unexpectedly"
+            );
+            return;
+        }
         let interval = if *drain.borrow() == Phase::Draining {
             fast
         } else {
