@@ -4,6 +4,11 @@
 //! `--drain-poll-interval` while a drain is under way (the request timeout stays
 //! `--scrape-timeout`). It logs one line when Triton becomes reachable and one when it stops
 //! being reachable, never one per failed poll.
+//!
+//! Every `--stats-interval` it also reads `GET /v2/models/stats` for the online capacity
+//! estimate ([`crate::capacity`]); a refusal (401/403: the API is restricted and the access
+//! header is missing or wrong) shows in `triton_sidecar_statistics_refused` and one log line
+//! per change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -11,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::capacity::Estimator;
 use crate::config::Config;
 use crate::derive::{derive, Derived, Pushed, Window};
 use crate::drain::machine::Phase;
-use crate::triton::client::{Reason, ScrapeError, TritonClient};
+use crate::triton::client::{ModelInfo, Reason, ScrapeError, TritonClient};
 use crate::triton::snapshot::{Snapshot, TritonGpuSample};
 use crate::triton::transport::{Clock, MonotonicClock, Transport};
 
@@ -76,6 +82,8 @@ pub struct PollState {
     /// When the newest good page was read, on the same axis as `at`; `None` before the first
     /// (and after time went backwards). `at - last_page_at` is the staleness an alert reads.
     pub last_page_at: Option<Duration>,
+    /// Triton refused the statistics API (401/403) on the last read.
+    pub statistics_refused: bool,
 }
 
 /// Why readiness is what it is: `(ready, reason)`; the reason is `/readyz`'s body.
@@ -98,6 +106,11 @@ struct Learn {
     /// Steps per ensemble, as its config last said. An ensemble asked again keeps its old
     /// steps until the new answer arrives, so the pod rate does not jump in between.
     steps_of: HashMap<String, Vec<String>>,
+    /// Every config read: instances, batch size and GPUs for the capacity estimate and the
+    /// pod's utilization. Same fetch as the ensemble steps.
+    info: HashMap<String, ModelInfo>,
+    /// Bumped on every change of `info`, so the poller copies it only when it changed.
+    generation: u64,
     requested: HashSet<String>,
 }
 
@@ -114,13 +127,16 @@ async fn learn_worker<T: Transport>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
     while let Some(m) = rx.recv().await {
-        let r = client.ensemble_steps(&m).await;
+        let r = client.model_config(&m).await;
         let mut l = match learn.lock() {
             Ok(l) => l,
             Err(p) => p.into_inner(),
         };
         match r {
-            Ok(steps) => {
+            Ok(info) => {
+                let steps = info.steps.clone();
+                l.info.insert(m.clone(), info);
+                l.generation += 1;
                 if !steps.is_empty() {
                     tracing::info!(ensemble = %m, steps = ?steps, "ensemble found; its steps are left out of the pod request rate");
                 }
@@ -170,6 +186,16 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     on_page: HashSet<String>,
     /// Health probe timeouts in a row while the verdict stayed ready.
     health_timeouts: u32,
+    /// Cost models learned from `/v2/models/stats`.
+    estimator: Estimator,
+    /// Model configs, copied from the config worker when they change.
+    info: HashMap<String, ModelInfo>,
+    /// The config worker's generation `info` was copied at.
+    info_generation: u64,
+    /// When the statistics were last read (or tried).
+    stats_at: Option<Duration>,
+    /// Why the last statistics read failed, logged once per change; `None` after a good read.
+    stats_problem: Option<String>,
 }
 
 impl Poller<TritonClient, MonotonicClock> {
@@ -204,6 +230,11 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             non_finite_seen: false,
             on_page: HashSet::new(),
             health_timeouts: 0,
+            estimator: Estimator::default(),
+            info: HashMap::new(),
+            info_generation: 0,
+            stats_at: None,
+            stats_problem: None,
         }
     }
 
@@ -276,10 +307,69 @@ impl<T: Transport, C: Clock> Poller<T, C> {
                 st.last_error = Some(e);
             }
         }
+        if st.triton_up && self.stats_due(page_at) {
+            self.read_stats(page_at, &mut st).await;
+        }
         st.last_page_at = self.window.latest_at();
         st.derived = derive(&self.window, page_at, &self.steps);
+        crate::utilization::assess(
+            &mut st.derived,
+            &crate::utilization::Inputs {
+                configured: &self.cfg.capacity,
+                estimator: &self.estimator,
+                info: &self.info,
+                bls: &self.cfg.bls_models,
+            },
+        );
         self.state = st;
         &self.state
+    }
+
+    fn stats_due(&self, now: Duration) -> bool {
+        !matches!(self.stats_at, Some(t) if now.saturating_sub(t) < self.cfg.stats_interval)
+    }
+
+    /// Read `/v2/models/stats` into the estimator. On the poll path, once per
+    /// `--stats-interval` (10 s by default) and bounded by `--scrape-timeout`: one request, not
+    /// one per model, so it cannot grow with the model count as config reads would.
+    async fn read_stats(&mut self, now: Duration, st: &mut PollState) {
+        self.stats_at = Some(now);
+        let problem = match self.client.model_stats().await {
+            Ok(body) => match crate::triton::stats::parse(&body) {
+                Ok(stats) => {
+                    let restarted = self.estimator.observe(now, &stats);
+                    if !restarted.is_empty() {
+                        tracing::info!(models = ?restarted, "execution statistics went down (Triton restarted or reloaded the model); the capacity estimate starts afresh for those models");
+                    }
+                    st.statistics_refused = false;
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            },
+            Err(ScrapeError::Status(code @ (401 | 403))) => {
+                st.statistics_refused = true;
+                Some(format!("HTTP {code}"))
+            }
+            // 404 (the extension is not built in), a timeout, a refused connection: no
+            // estimate from this read; a refusal flag already raised stays until a read says
+            // otherwise.
+            Err(e) => Some(e.to_string()),
+        };
+        if problem == self.stats_problem {
+            return;
+        }
+        match (&problem, st.statistics_refused) {
+            (None, _) => tracing::info!(
+                "Triton's execution statistics are readable; the capacity estimate is on"
+            ),
+            (Some(why), true) => {
+                tracing::warn!(error = %why, "Triton refuses /v2/models/stats (a restricted API): no capacity estimate. Fix: pass --triton-api-header NAME=VALUE matching Triton's --http-restricted-api (pytriton: the access token of TritonSecurityConfig, header triton-access-token), or open the statistics API, or give --capacity MODEL=RPS")
+            }
+            (Some(why), false) => {
+                tracing::warn!(error = %why, "Triton's execution statistics are not readable; no new capacity estimate until they are")
+            }
+        }
+        self.stats_problem = problem;
     }
 
     /// Apply [`HEALTH_TIMEOUTS_TOLERATED`].
@@ -343,6 +433,10 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         let steps = l.steps();
         if steps != self.steps {
             self.steps = steps;
+        }
+        if l.generation != self.info_generation {
+            self.info = l.info.clone();
+            self.info_generation = l.generation;
         }
     }
 
