@@ -20,11 +20,16 @@
 //! it; a count or time that went down (Triton restarted, the model was reloaded) drops what was
 //! learned and starts from the new totals. While the model is idle the last estimate is held:
 //! capacity does not vanish because no one asked.
+//!
+//! **Rows and requests.** Triton's batch sizes count rows (inferences), and a client request
+//! may carry several rows; the offered load counts requests. The capacity in rows per second
+//! is divided by the rows per request seen over the same increments (`inference_count` over
+//! successful requests; 1 when nothing completed), so that load and capacity share a unit.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use crate::triton::stats::{BatchTotals, ModelBatches};
+use crate::triton::stats::{BatchTotals, ModelBatches, ModelStats};
 
 /// Why no cost model could be fitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,8 +68,8 @@ impl CostModel {
         }
     }
 
-    /// Requests per second of `instances` instances running batches of `max_batch_size` (1
-    /// when 0: batching off) back to back; `None` when the cost is not positive and finite.
+    /// Rows per second of `instances` instances running batches of `max_batch_size` (1 when
+    /// 0: batching off) back to back; `None` when the cost is not positive and finite.
     pub fn capacity_rps(&self, instances: u32, max_batch_size: u32) -> Option<f64> {
         let b = f64::from(max_batch_size.max(1));
         let c = self.cost(b);
@@ -121,11 +126,13 @@ pub const DEFAULT_HORIZON: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Default)]
 struct Learned {
     /// The cumulative totals of the last read.
-    last: ModelBatches,
+    last: ModelStats,
     /// Increments with the time they were read, oldest first, none older than the horizon.
-    increments: VecDeque<(Duration, ModelBatches)>,
+    increments: VecDeque<(Duration, ModelStats)>,
     /// The latest successful fit, held while the model is idle.
     cost: Option<CostModel>,
+    /// Rows per request over the increments of that fit (>= 1).
+    rows_per_request: f64,
 }
 
 /// Per-model cost models learned from successive statistics replies.
@@ -143,11 +150,13 @@ impl Default for Estimator {
 }
 
 /// True when any total of `old` is larger in `new` or gone: counters restarted.
-fn went_down(old: &ModelBatches, new: &ModelBatches) -> bool {
-    old.iter().any(|(b, o)| match new.get(b) {
-        Some(n) => n.count < o.count || n.ns < o.ns,
-        None => o.count > 0.0,
-    })
+fn went_down(old: &ModelStats, new: &ModelStats) -> bool {
+    new.inferences < old.inferences
+        || new.requests < old.requests
+        || old.batches.iter().any(|(b, o)| match new.batches.get(b) {
+            Some(n) => n.count < o.count || n.ns < o.ns,
+            None => o.count > 0.0,
+        })
 }
 
 impl Estimator {
@@ -161,24 +170,22 @@ impl Estimator {
 
     /// Take a statistics reply read at `now`. Returns the models whose totals went down (they
     /// start afresh). Models missing from the reply are forgotten (unloaded).
-    pub fn observe(
-        &mut self,
-        now: Duration,
-        stats: &BTreeMap<String, ModelBatches>,
-    ) -> Vec<String> {
+    pub fn observe(&mut self, now: Duration, stats: &BTreeMap<String, ModelStats>) -> Vec<String> {
         let mut restarted = Vec::new();
         self.models.retain(|m, _| stats.contains_key(m));
         for (name, cur) in stats {
             let l = self.models.entry(name.clone()).or_default();
             // A first sighting's totals are the increment since the model loaded.
-            let inc: ModelBatches = if went_down(&l.last, cur) {
+            let inc: ModelStats = if went_down(&l.last, cur) {
                 restarted.push(name.clone());
                 *l = Learned::default();
                 cur.clone()
             } else {
-                cur.iter()
+                let batches = cur
+                    .batches
+                    .iter()
                     .map(|(b, n)| {
-                        let o = l.last.get(b).copied().unwrap_or_default();
+                        let o = l.last.batches.get(b).copied().unwrap_or_default();
                         (
                             *b,
                             BatchTotals {
@@ -188,10 +195,15 @@ impl Estimator {
                         )
                     })
                     .filter(|(_, t)| t.count > 0.0)
-                    .collect()
+                    .collect();
+                ModelStats {
+                    batches,
+                    inferences: cur.inferences - l.last.inferences,
+                    requests: cur.requests - l.last.requests,
+                }
             };
             l.last = cur.clone();
-            if !inc.is_empty() {
+            if !inc.batches.is_empty() {
                 l.increments.push_back((now, inc));
             }
             while l
@@ -201,16 +213,24 @@ impl Estimator {
             {
                 l.increments.pop_front();
             }
-            let mut sum = ModelBatches::new();
+            let mut sum = ModelStats::default();
             for (_, inc) in &l.increments {
-                for (b, t) in inc {
-                    let s = sum.entry(*b).or_default();
+                sum.inferences += inc.inferences;
+                sum.requests += inc.requests;
+                for (b, t) in &inc.batches {
+                    let s = sum.batches.entry(*b).or_default();
                     s.count += t.count;
                     s.ns += t.ns;
                 }
             }
-            if let Ok(c) = fit(&sum) {
+            if let Ok(c) = fit(&sum.batches) {
                 l.cost = Some(c);
+                let rows = sum.inferences / sum.requests;
+                l.rows_per_request = if rows.is_finite() && rows > 1.0 {
+                    rows
+                } else {
+                    1.0
+                };
             }
         }
         restarted
@@ -221,6 +241,13 @@ impl Estimator {
         self.models.get(model).and_then(|l| l.cost)
     }
 
+    /// Requests per second of the model's `instances` at `max_batch_size`: the cost model's
+    /// rows per second over the rows per request seen.
+    pub fn capacity_rps(&self, model: &str, instances: u32, max_batch_size: u32) -> Option<f64> {
+        let l = self.models.get(model)?;
+        let rows = l.cost?.capacity_rps(instances, max_batch_size)?;
+        Some(rows / l.rows_per_request.max(1.0))
+    }
     /// Forget everything (statistics unavailable: an estimate must not outlive its source by
     /// more than the caller allows).
     pub fn clear(&mut self) {
@@ -340,14 +367,44 @@ mod tests {
     }
 
     #[test]
+    fn requests_of_several_rows_lower_the_capacity_in_requests() {
+        let mut e = Estimator::default();
+        let batches = totals(0.010, 0.005, &[(2, 10.0), (8, 10.0)]);
+        // 100 rows came in 25 requests: 4 rows per request.
+        let s = BTreeMap::from([(
+            "m".to_string(),
+            ModelStats {
+                batches,
+                inferences: 100.0,
+                requests: 25.0,
+            },
+        )]);
+        e.observe(Duration::ZERO, &s);
+        // 1 instance, B = 8: 8 / 0.050 = 160 rows/s = 40 requests/s.
+        assert!(close(e.capacity_rps("m", 1, 8).unwrap(), 40.0));
+    }
+
+    #[test]
     fn the_estimator_relearns_from_increments_and_after_a_restart() {
         let s = |d: u64| Duration::from_secs(d);
         let mut e = Estimator::new(s(60));
-        let stats = |t: ModelBatches| BTreeMap::from([("m".to_string(), t)]);
+        // One row per request: requests = executions × batch size.
+        let stats = |t: ModelBatches| {
+            let rows: f64 = t.iter().map(|(b, x)| *b as f64 * x.count).sum();
+            BTreeMap::from([(
+                "m".to_string(),
+                ModelStats {
+                    batches: t,
+                    inferences: rows,
+                    requests: rows,
+                },
+            )])
+        };
         // Loaded with a = 10 ms, k = 5 ms.
         let first = totals(0.010, 0.005, &[(1, 10.0), (4, 10.0)]);
         assert!(e.observe(s(0), &stats(first.clone())).is_empty());
         assert!(close(e.cost("m").unwrap().cost(8.0), 0.050));
+        assert!(close(e.capacity_rps("m", 2, 8).unwrap(), 320.0));
         // Idle: the estimate is held, even past the horizon.
         assert!(e.observe(s(100), &stats(first.clone())).is_empty());
         assert!(close(e.cost("m").unwrap().cost(8.0), 0.050));

@@ -79,8 +79,7 @@ pub fn capacity_of(model: &str, inp: &Inputs<'_>) -> Option<Capacity> {
     let info = inp.info.get(model)?;
     let rps = inp
         .estimator
-        .cost(model)?
-        .capacity_rps(info.instances?, info.max_batch_size)?;
+        .capacity_rps(model, info.instances?, info.max_batch_size)?;
     Some(Capacity {
         rps,
         source: CapacitySource::Estimated,
@@ -287,13 +286,17 @@ mod tests {
         let mut est = Estimator::default();
         let batches = BTreeMap::from([(
             "m".to_string(),
-            BTreeMap::from([(
-                1,
-                crate::triton::stats::BatchTotals {
-                    count: 10.0,
-                    ns: 10.0 * 0.02e9,
-                },
-            )]),
+            crate::triton::stats::ModelStats {
+                batches: BTreeMap::from([(
+                    1,
+                    crate::triton::stats::BatchTotals {
+                        count: 10.0,
+                        ns: 10.0 * 0.02e9,
+                    },
+                )]),
+                inferences: 10.0,
+                requests: 10.0,
+            },
         )]);
         est.observe(std::time::Duration::ZERO, &batches);
         let configured = BTreeMap::new();

@@ -38,6 +38,18 @@ pub struct BatchTotals {
 /// Per batch size, the totals of one model, summed over its versions.
 pub type ModelBatches = BTreeMap<u64, BatchTotals>;
 
+/// What the estimate uses of one model, summed over its versions, cumulative.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelStats {
+    /// Executions and their cost per batch size. A batch's size counts *rows* (inferences):
+    /// a client request may carry several.
+    pub batches: ModelBatches,
+    /// `inference_count`: rows inferred.
+    pub inferences: f64,
+    /// `inference_stats.success.count`: requests completed.
+    pub requests: f64,
+}
+
 #[derive(Deserialize)]
 struct Reply {
     model_stats: Vec<ModelStat>,
@@ -47,9 +59,18 @@ struct Reply {
 struct ModelStat {
     name: String,
     #[serde(default)]
+    inference_count: u64,
+    #[serde(default)]
+    inference_stats: InferenceStats,
+    #[serde(default)]
     batch_stats: Vec<BatchStat>,
 }
 
+#[derive(Deserialize, Default)]
+struct InferenceStats {
+    #[serde(default)]
+    success: CountNs,
+}
 #[derive(Deserialize)]
 struct BatchStat {
     batch_size: u64,
@@ -69,16 +90,18 @@ struct CountNs {
 /// Parse a reply into per-model batch totals. Models with no batch statistics yet (never
 /// executed) are present with an empty map, so a loaded idle model is told apart from an
 /// unknown one.
-pub fn parse(body: &[u8]) -> Result<BTreeMap<String, ModelBatches>, StatsError> {
+pub fn parse(body: &[u8]) -> Result<BTreeMap<String, ModelStats>, StatsError> {
     let reply: Reply = serde_json::from_slice(body).map_err(|e| StatsError::Json(e.to_string()))?;
-    let mut out: BTreeMap<String, ModelBatches> = BTreeMap::new();
+    let mut out: BTreeMap<String, ModelStats> = BTreeMap::new();
     for m in reply.model_stats {
         let entry = out.entry(m.name.clone()).or_default();
+        entry.inferences += m.inference_count as f64;
+        entry.requests += m.inference_stats.success.count as f64;
         for b in m.batch_stats {
             if b.batch_size == 0 {
                 return Err(StatsError::ZeroBatch(m.name));
             }
-            let t = entry.entry(b.batch_size).or_default();
+            let t = entry.batches.entry(b.batch_size).or_default();
             t.count += b.compute_infer.count as f64;
             t.ns +=
                 b.compute_input.ns as f64 + b.compute_infer.ns as f64 + b.compute_output.ns as f64;
@@ -114,6 +137,21 @@ mod tests {
     }
 
     #[test]
+    fn the_real_capture_parses() {
+        let body = include_bytes!("../../tests/fixtures/stats/stats_with_header.json");
+        let s = parse(body).unwrap();
+        let lin = &s["lin"];
+        // capture.py sent 40 requests of 1, 2, 4 and 8 rows (10 of each).
+        assert_eq!(lin.requests, 40.0);
+        assert_eq!(lin.inferences, 150.0);
+        assert_eq!(
+            lin.batches.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 4, 8]
+        );
+        assert!(lin.batches.values().all(|t| t.count == 10.0 && t.ns > 0.0));
+    }
+
+    #[test]
     fn versions_add_up_and_idle_models_are_listed() {
         let body = br#"{"model_stats": [
             {"name": "m", "version": "1", "batch_stats": [{"batch_size": 2,
@@ -123,12 +161,12 @@ mod tests {
             {"name": "idle", "version": "1", "batch_stats": []}]}"#;
         let s = parse(body).unwrap();
         assert_eq!(
-            s["m"][&2],
+            s["m"].batches[&2],
             BatchTotals {
                 count: 4.0,
                 ns: 161.0
             }
         );
-        assert!(s["idle"].is_empty());
+        assert!(s["idle"].batches.is_empty());
     }
 }
