@@ -134,6 +134,7 @@ pub fn observe(st: &PollState) -> Observed {
                         request_rate: m.request_rate,
                         failure_rate: m.failure_rate,
                         compute_ms: m.compute_ms,
+                        offered_load: m.offered_load_rps,
                     },
                 )
             })
@@ -142,6 +143,7 @@ pub fn observe(st: &PollState) -> Observed {
             queue_wait_ms: d.pod.queue_wait_ms,
             pending: d.pod.pending,
             request_rate: d.pod.request_rate,
+            offered_load: d.pod.offered_load_rps,
         }),
         last_good_age: st
             .last_page_at
