@@ -24,7 +24,8 @@
 //! **Rows and requests.** Triton's batch sizes count rows (inferences), and a client request
 //! may carry several rows; the offered load counts requests. The capacity in rows per second
 //! is divided by the rows per request seen over the same increments (`inference_count` over
-//! successful requests; 1 when nothing completed), so that load and capacity share a unit.
+//! the successful requests that executed, both without cache hits; 1 when nothing completed),
+//! so that load and capacity share a unit.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;

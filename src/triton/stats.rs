@@ -46,7 +46,8 @@ pub struct ModelStats {
     pub batches: ModelBatches,
     /// `inference_count`: rows inferred.
     pub inferences: f64,
-    /// `inference_stats.success.count`: requests completed.
+    /// Requests that executed: `inference_stats.success.count` less `cache_hit.count`
+    /// (`inference_count` leaves cache hits out too, so the two stay comparable).
     pub requests: f64,
 }
 
@@ -70,6 +71,8 @@ struct ModelStat {
 struct InferenceStats {
     #[serde(default)]
     success: CountNs,
+    #[serde(default)]
+    cache_hit: CountNs,
 }
 #[derive(Deserialize)]
 struct BatchStat {
@@ -96,7 +99,8 @@ pub fn parse(body: &[u8]) -> Result<BTreeMap<String, ModelStats>, StatsError> {
     for m in reply.model_stats {
         let entry = out.entry(m.name.clone()).or_default();
         entry.inferences += m.inference_count as f64;
-        entry.requests += m.inference_stats.success.count as f64;
+        entry.requests +=
+            m.inference_stats.success.count as f64 - m.inference_stats.cache_hit.count as f64;
         for b in m.batch_stats {
             if b.batch_size == 0 {
                 return Err(StatsError::ZeroBatch(m.name));

@@ -34,6 +34,10 @@ pub struct ModelGauges {
     pub compute_ms: f64,
     /// `triton_offered_load_rps`.
     pub offered_load: f64,
+    /// `triton_capacity_rps` (estimated: the oracle gives no `--capacity`).
+    pub capacity: Option<f64>,
+    /// `triton_utilization`.
+    pub utilization: Option<f64>,
 }
 
 /// Pod gauges as published.
@@ -47,6 +51,8 @@ pub struct PodGauges {
     pub request_rate: f64,
     /// `triton_pod_offered_load_rps`.
     pub offered_load: f64,
+    /// `triton_pod_utilization`.
+    pub utilization: Option<f64>,
 }
 
 /// What the agent published after one poll attempt.
@@ -250,6 +256,7 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                     .ok_or_else(|| at("pod gauges absent after a good page"))?;
                 let (mut pq, mut pc, mut pend, mut prate, mut p_oldest, mut pload) =
                     (0.0, 0.0, 0.0, 0.0, 0.0f64, 0.0);
+                let mut putil: Option<f64> = None;
                 for (name, mt) in &truth {
                     let g = obs
                         .models
@@ -270,6 +277,38 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                     let load = mt.offered_load();
                     if !close(g.offered_load, load, 1e-6) {
                         return Err(ctx(&format!("offered_load {} != {load}", g.offered_load)));
+                    }
+                    // The estimate: instances × B / (a + k·B) once two batch sizes executed,
+                    // instances × b / cost(b) while one size b alone has.
+                    let spec = tr.models.iter().find(|s| &s.name == name);
+                    match (g.capacity, spec) {
+                        (Some(cap), Some(s)) => {
+                            let inst = s.instances as f64;
+                            let cost = |b: f64| s.cost_a + s.cost_k * b;
+                            let big = s.max_batch.max(1) as f64;
+                            let ok = close(cap, inst * big / cost(big), 1e-6 * cap)
+                                || (1..=s.max_batch.max(1)).any(|b| {
+                                    close(cap, inst * b as f64 / cost(b as f64), 1e-6 * cap)
+                                });
+                            if !ok {
+                                return Err(ctx(&format!(
+                                    "capacity {cap} is neither {inst}×{big}/cost({big}) nor one batch size's"
+                                )));
+                            }
+                            let u = g
+                                .utilization
+                                .ok_or_else(|| ctx("capacity without utilization"))?;
+                            if !close(u, g.offered_load / cap, 1e-9) {
+                                return Err(ctx(&format!("utilization {u} != load / capacity")));
+                            }
+                            if !ensemble(sim, name) {
+                                *putil.get_or_insert(0.0) += u;
+                            }
+                        }
+                        (None, _) if g.utilization.is_some() => {
+                            return Err(ctx("utilization without capacity"));
+                        }
+                        _ => {}
                     }
                     if !ensemble(sim, name) {
                         let compute = if mt.executed > 0.0 {
@@ -319,6 +358,12 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                         "pod request_rate {} != {prate}",
                         pod.request_rate
                     )));
+                }
+                // No GPU placement in the simulation: every counted model is on the one device.
+                match (pod.utilization, putil) {
+                    (Some(a), Some(b)) if close(a, b, 1e-9) => {}
+                    (None, None) => {}
+                    (a, b) => return Err(at(&format!("pod utilization {a:?} != {b:?}"))),
                 }
                 if !close(pod.offered_load, pload, 1e-6) {
                     return Err(at(&format!(
