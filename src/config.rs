@@ -4,11 +4,14 @@
 //! [`Config::from_args`] validates it into a [`Config`]. Tests build a `Config` directly (see
 //! [`Config::for_tests`]) and never touch the process environment.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use crate::triton::client::ApiHeader;
 
 /// A configuration error. The message names the flag, so the user knows what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,6 +230,47 @@ pub struct Args {
     /// How often NVML is read.
     #[arg(long, env = "TRITON_SIDECAR_GPU_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub gpu_poll_interval: Duration,
+    /// Capacity of a model in requests per second per pod, as measured with perf_analyzer or
+    /// Model Analyzer (repeatable). Overrides the online estimate.
+    #[arg(
+        long = "capacity",
+        value_name = "MODEL=RPS",
+        env = "TRITON_SIDECAR_CAPACITY",
+        value_delimiter = ','
+    )]
+    pub capacity: Vec<String>,
+    /// The header Triton's `--http-restricted-api` demands, sent on every call to Triton's HTTP
+    /// API (never logged).
+    #[arg(
+        long,
+        value_name = "NAME=VALUE",
+        env = "TRITON_SIDECAR_TRITON_API_HEADER",
+        hide_env_values = true,
+        value_parser = |s: &str| Ok::<_, std::convert::Infallible>(SecretArg(s.to_string()))
+    )]
+    pub triton_api_header: Option<SecretArg>,
+    /// How often Triton's execution statistics are read for the online capacity estimate.
+    #[arg(long, env = "TRITON_SIDECAR_STATS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+    /// A BLS model (repeatable): its utilization is published but not added into the pod's,
+    /// since its children are models of their own and count there.
+    #[arg(
+        long = "bls-model",
+        value_name = "MODEL",
+        env = "TRITON_SIDECAR_BLS_MODELS",
+        value_delimiter = ','
+    )]
+    pub bls_model: Vec<String>,
+}
+
+/// A flag value that is a secret: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretArg(pub String);
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Which GPUs to report: the one model of `--gpu`/`--no-gpu`, parsed by
@@ -309,6 +353,83 @@ pub struct Config {
     pub drain: DrainConfig,
     /// GPU reporting.
     pub gpu: GpuConfig,
+    /// Capacity per model (requests per second per pod) given by `--capacity`.
+    pub capacity: BTreeMap<String, f64>,
+    /// The access header for Triton's restricted HTTP APIs.
+    pub triton_api_header: Option<ApiHeader>,
+    /// How often `/v2/models/stats` is read.
+    pub stats_interval: Duration,
+    /// BLS models, left out of the pod utilization.
+    pub bls_models: BTreeSet<String>,
+}
+
+fn model_name_ok(m: &str) -> bool {
+    !m.is_empty() && !m.contains(['/', '?', '#', ' ', '='])
+}
+
+/// Parse `--capacity` values: `MODEL=RPS`, RPS a finite number > 0, each model once.
+pub fn parse_capacity(values: &[String]) -> Result<BTreeMap<String, f64>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        let Some((m, r)) = v.rsplit_once('=') else {
+            return Err(err(
+                "--capacity",
+                format!("'{v}' is not MODEL=RPS (e.g. resnet=120)"),
+            ));
+        };
+        let m = m.trim();
+        if !model_name_ok(m) {
+            return Err(err(
+                "--capacity",
+                format!("'{m}' in '{v}' is not a model name"),
+            ));
+        }
+        let rps: f64 = r.trim().parse().map_err(|_| {
+            err(
+                "--capacity",
+                format!("'{r}' in '{v}' is not a number of requests per second"),
+            )
+        })?;
+        if !rps.is_finite() || rps <= 0.0 {
+            return Err(err(
+                "--capacity",
+                format!("'{v}': requests per second must be a finite number greater than 0"),
+            ));
+        }
+        if out.insert(m.to_string(), rps).is_some() {
+            return Err(err("--capacity", format!("model '{m}' is given twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// Parse `--triton-api-header NAME=VALUE`. The messages never quote the value: it is a secret.
+pub fn parse_api_header(s: &str) -> Result<ApiHeader, ConfigError> {
+    const FLAG: &str = "--triton-api-header";
+    let Some((name, value)) = s.split_once('=') else {
+        return Err(err(
+            FLAG,
+            "expected NAME=VALUE, e.g. triton-access-token=<token> (the value is not shown)",
+        ));
+    };
+    let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+        err(
+            FLAG,
+            format!("'{}' is not an HTTP header name", name.trim()),
+        )
+    })?;
+    if value.is_empty() {
+        return Err(err(FLAG, format!("the value of header '{name}' is empty")));
+    }
+    let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        err(
+            FLAG,
+            format!(
+                "the value of header '{name}' holds characters a header cannot carry (not shown)"
+            ),
+        )
+    })?;
+    Ok(ApiHeader { name, value })
 }
 
 /// Drain timing.
@@ -427,6 +548,22 @@ impl Config {
                 ),
             ));
         }
+        let mut bls_models = BTreeSet::new();
+        for m in a
+            .bls_model
+            .iter()
+            .map(|m| m.trim())
+            .filter(|m| !m.is_empty())
+        {
+            if !model_name_ok(m) {
+                return Err(err("--bls-model", format!("'{m}' is not a model name")));
+            }
+            bls_models.insert(m.to_string());
+        }
+        let triton_api_header = match &a.triton_api_header {
+            Some(SecretArg(s)) if !s.trim().is_empty() => Some(parse_api_header(s)?),
+            _ => None,
+        };
         let choice = GpuChoice::from_flags(a.no_gpu, a.gpu.as_deref())?;
         Ok(Config {
             triton_url: check_url("--triton-url", &a.triton_url)?,
@@ -445,6 +582,10 @@ impl Config {
                 nvml_lib: a.nvml_lib.clone(),
                 poll_interval: nonzero("--gpu-poll-interval", a.gpu_poll_interval)?,
             },
+            capacity: parse_capacity(&a.capacity)?,
+            triton_api_header,
+            stats_interval: nonzero("--stats-interval", a.stats_interval)?,
+            bls_models,
         })
     }
 
@@ -592,6 +733,93 @@ mod tests {
         }
         let c = parse(&["--drain-quiet", "89s", "--drain-timeout", "90s"]).unwrap();
         assert_eq!(c.drain.quiet, Duration::from_secs(89));
+    }
+
+    #[test]
+    fn capacity_header_stats_and_bls_flags() {
+        let c = parse(&[]).unwrap();
+        assert!(c.capacity.is_empty() && c.bls_models.is_empty());
+        assert_eq!(c.triton_api_header, None);
+        assert_eq!(c.stats_interval, Duration::from_secs(10));
+        let c = parse(&[
+            "--capacity",
+            "a=10",
+            "--capacity",
+            "b=20.5,c=1e3",
+            "--triton-api-header",
+            "triton-access-token=abc=def",
+            "--stats-interval",
+            "30s",
+            "--bls-model",
+            "x,y",
+            "--bls-model",
+            "z",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.capacity,
+            BTreeMap::from([("a".into(), 10.0), ("b".into(), 20.5), ("c".into(), 1000.0)])
+        );
+        let h = c.triton_api_header.unwrap();
+        assert_eq!(h.name.as_str(), "triton-access-token");
+        assert_eq!(h.value.to_str().unwrap(), "abc=def");
+        assert_eq!(c.stats_interval, Duration::from_secs(30));
+        assert_eq!(
+            c.bls_models,
+            BTreeSet::from(["x".into(), "y".into(), "z".into()])
+        );
+    }
+
+    #[test]
+    fn bad_capacity_header_stats_and_bls_values_are_refused() {
+        let table: &[(&[&str], &str, &str)] = &[
+            (&["--capacity", "a"], "--capacity", "MODEL=RPS"),
+            (&["--capacity", "a=fast"], "--capacity", "not a number"),
+            (&["--capacity", "a=0"], "--capacity", "greater than 0"),
+            (&["--capacity", "a=-3"], "--capacity", "greater than 0"),
+            (&["--capacity", "a=NaN"], "--capacity", "finite"),
+            (&["--capacity", "a=inf"], "--capacity", "finite"),
+            (&["--capacity", "=5"], "--capacity", "model name"),
+            (&["--capacity", "a=1,a=2"], "--capacity", "twice"),
+            (
+                &["--triton-api-header", "token"],
+                "--triton-api-header",
+                "NAME=VALUE",
+            ),
+            (
+                &["--triton-api-header", "bad name=v"],
+                "--triton-api-header",
+                "header name",
+            ),
+            (
+                &["--triton-api-header", "x-token="],
+                "--triton-api-header",
+                "empty",
+            ),
+            (
+                &["--triton-api-header", "x-token=a\u{7f}b"],
+                "--triton-api-header",
+                "cannot carry",
+            ),
+            (
+                &["--stats-interval", "0s"],
+                "--stats-interval",
+                "greater than 0",
+            ),
+            (
+                &["--stats-interval", "soon"],
+                "--stats-interval",
+                "duration",
+            ),
+            (&["--bls-model", "a/b"], "--bls-model", "model name"),
+        ];
+        for (argv, flag, why) in table {
+            let e = parse(argv).expect_err(&format!("{argv:?} should fail"));
+            assert!(e.contains(flag) && e.contains(why), "{argv:?}: {e}");
+        }
+        // The secret never appears in an error.
+        let e = parse(&["--triton-api-header", "bad name=s3cret"]).unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

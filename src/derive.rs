@@ -24,6 +24,20 @@ pub struct ModelDerived {
     pub failure_rate: f64,
     /// Mean compute time (ms) per request.
     pub compute_ms: f64,
+    /// Arrivals per second: (Δsuccess + Δfailure + Δpending) / Δt over the window. Unlike the
+    /// request rate, not capped by what the model can complete.
+    pub offered_load_rps: f64,
+    /// TensorRT-LLM KV-cache occupancy, 0 to 1: `fraction` where published, else used / max.
+    /// `None` for any other backend.
+    pub kv_occupancy: Option<f64>,
+    /// TensorRT-LLM active / max requests of the in-flight batcher. `None` for any other
+    /// backend.
+    pub active_ratio: Option<f64>,
+    /// Capacity, requests per second, and where it came from; filled by
+    /// [`crate::utilization::assess`]. `None`: no capacity known (no guess).
+    pub capacity: Option<crate::utilization::Capacity>,
+    /// Offered load / capacity; `None` without a capacity. Not capped at 1.
+    pub utilization: Option<f64>,
 }
 
 /// Pod-level aggregates: true totals and request-weighted means, never means of means.
@@ -36,6 +50,13 @@ pub struct PodDerived {
     pub pending: f64,
     /// Client-facing successful requests per second (ensemble steps left out).
     pub request_rate: f64,
+    /// Client-facing arrivals per second (ensemble steps left out).
+    pub offered_load_rps: f64,
+    /// The pod's utilization (see [`crate::utilization::assess`]); `None` when no counted
+    /// model has a capacity.
+    pub utilization: Option<f64>,
+    /// Counted models (not ensembles, not BLS) with no capacity.
+    pub models_without_capacity: f64,
 }
 
 /// The derived view of one moment.
@@ -267,6 +288,23 @@ fn mean_ms(old: Option<(f64, f64)>, new: Option<(f64, f64)>) -> Option<(f64, f64
     (dc > 0.0 && ds >= 0.0).then(|| (clean(ds / dc / 1000.0), ds, dc))
 }
 
+/// `num / den` when both are published and `den > 0`, clamped to a gauge value.
+fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
+    match (num, den) {
+        (Some(n), Some(d)) if d > 0.0 => Some(clean(n / d)),
+        _ => None,
+    }
+}
+
+/// KV-cache occupancy: TensorRT-LLM's own `fraction` where it publishes one (newer backends),
+/// else used / max blocks (older ones). `None` when neither is published (any other backend,
+/// Triton's vLLM backend included: it publishes no KV gauge).
+fn kv_occupancy(m: &ModelCounters) -> Option<f64> {
+    m.kv_fraction
+        .map(clean)
+        .or_else(|| ratio(m.kv_used_blocks, m.kv_max_blocks))
+}
+
 /// Clamp to a value a gauge may carry: finite and non-negative.
 pub fn clean(x: f64) -> f64 {
     if x.is_finite() && x > 0.0 {
@@ -311,6 +349,8 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
         let client = !steps.contains(name);
         let mut d = ModelDerived {
             pending: clean(new.pending_total()),
+            kv_occupancy: kv_occupancy(new),
+            active_ratio: ratio(new.trtllm_active, new.trtllm_max),
             ..Default::default()
         };
         let mut window_wait = None;
@@ -318,6 +358,14 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
             let dt = (*t_m - *t_old).as_secs_f64();
             d.request_rate = clean((new.success - old.success) / dt);
             d.failure_rate = clean((new.failure - old.failure) / dt);
+            // **Offered load**: every request that arrived in the window either completed,
+            // failed, or is still queued; the change in the queue makes up the difference.
+            d.offered_load_rps = clean(
+                ((new.success - old.success)
+                    + (new.failure - old.failure)
+                    + (new.pending_total() - old.pending_total()))
+                    / dt,
+            );
             // Triton adds queue time only for successful requests, so the divisor is
             // Δsuccess (or the summary's own count), never Δ(success + failure).
             if let Some((w, dq, dc)) = mean_ms(old.queue_pair(), new.queue_pair()) {
@@ -349,6 +397,7 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
         out.pod.pending += d.pending;
         if client {
             out.pod.request_rate += d.request_rate;
+            out.pod.offered_load_rps += d.offered_load_rps;
         }
         out.models.insert(name.clone(), d);
     }
@@ -363,5 +412,6 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
     out.pod.queue_wait_ms = clean(mean.max(stalled_max).max(pod_stall));
     out.pod.pending = clean(out.pod.pending);
     out.pod.request_rate = clean(out.pod.request_rate);
+    out.pod.offered_load_rps = clean(out.pod.offered_load_rps);
     out
 }

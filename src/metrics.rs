@@ -24,6 +24,7 @@ use crate::drain::machine::Phase;
 use crate::gpu::{GpuSource, GpuState};
 use crate::poller::{readiness, PollState};
 use crate::triton::client::Reason;
+use crate::utilization::CapacitySource;
 
 /// The Content-Type of the page: Prometheus text 0.0.4. Prometheus 3 fails scrapes without a
 /// valid one.
@@ -48,6 +49,16 @@ struct ModelFamilies {
     failure_rate: FloatGaugeFamily,
     /// `triton_compute_ms`.
     compute: FloatGaugeFamily,
+    /// `triton_offered_load_rps`.
+    offered_load: FloatGaugeFamily,
+    /// `triton_capacity_rps{model,source}`; absent without a capacity.
+    capacity: FloatGaugeFamily,
+    /// `triton_utilization`; absent without a capacity.
+    utilization: FloatGaugeFamily,
+    /// `triton_kv_cache_occupancy_ratio`; TensorRT-LLM only.
+    kv_occupancy: FloatGaugeFamily,
+    /// `triton_trtllm_active_ratio`; TensorRT-LLM only.
+    active_ratio: FloatGaugeFamily,
 }
 
 impl ModelFamilies {
@@ -60,6 +71,10 @@ impl ModelFamilies {
             request_rate: self.request_rate.get_or_create_owned(&l),
             failure_rate: self.failure_rate.get_or_create_owned(&l),
             compute: self.compute.get_or_create_owned(&l),
+            offered_load: self.offered_load.get_or_create_owned(&l),
+            model: model.to_string(),
+            capacity_source: None,
+            optional_on: [false; 3],
         }
     }
 
@@ -72,10 +87,24 @@ impl ModelFamilies {
             &self.request_rate,
             &self.failure_rate,
             &self.compute,
+            &self.offered_load,
+            &self.utilization,
+            &self.kv_occupancy,
+            &self.active_ratio,
         ] {
             f.remove(&l);
         }
+        for src in [CapacitySource::Configured, CapacitySource::Estimated] {
+            self.capacity.remove(&capacity_labels(model, src));
+        }
     }
+}
+
+fn capacity_labels(model: &str, src: CapacitySource) -> Labels {
+    vec![
+        ("model", model.to_string()),
+        ("source", src.as_str().to_string()),
+    ]
 }
 
 /// One model's gauge handles, shared with their [`ModelFamilies`] series.
@@ -90,16 +119,56 @@ struct ModelGauges {
     failure_rate: FloatGauge,
     /// Mean compute time (ms) per request.
     compute: FloatGauge,
+    /// Arrivals per second.
+    offered_load: FloatGauge,
+    /// The model name, for the optional series (looked up only while present).
+    model: String,
+    /// The `source` of the capacity series now published, to remove it when it changes.
+    capacity_source: Option<CapacitySource>,
+    /// Which of utilization, KV occupancy and active ratio are published now.
+    optional_on: [bool; 3],
 }
 
 impl ModelGauges {
     /// Set every gauge from the model's derived values.
-    fn set(&self, m: &ModelDerived) {
+    fn set(&mut self, m: &ModelDerived, f: &ModelFamilies) {
         self.queue_wait.set(clean(m.queue_wait_ms));
         self.pending.set(clean(m.pending));
         self.request_rate.set(clean(m.request_rate));
         self.failure_rate.set(clean(m.failure_rate));
         self.compute.set(clean(m.compute_ms));
+        self.offered_load.set(clean(m.offered_load_rps));
+        // The optional gauges are absent for most models (no capacity, not TensorRT-LLM): a
+        // label lookup only for the models that have them, or just lost them.
+        let src = m.capacity.map(|c| c.source);
+        if let Some(old) = self.capacity_source.filter(|o| Some(*o) != src) {
+            f.capacity.remove(&capacity_labels(&self.model, old));
+        }
+        if let Some(c) = m.capacity {
+            f.capacity
+                .get_or_create(&capacity_labels(&self.model, c.source))
+                .set(clean(c.rps));
+        }
+        self.capacity_source = src;
+        for (i, (fam, v)) in [
+            (&f.utilization, m.utilization),
+            (&f.kv_occupancy, m.kv_occupancy),
+            (&f.active_ratio, m.active_ratio),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            match v {
+                Some(v) => {
+                    fam.get_or_create(&lbl("model", &self.model)).set(clean(v));
+                }
+                None if self.optional_on[i] => {
+                    fam.remove(&lbl("model", &self.model));
+                }
+                None => {}
+            }
+            self.optional_on[i] = v.is_some();
+        }
     }
 }
 
@@ -112,6 +181,10 @@ pub struct Metrics {
     pod_queue_wait: FloatGaugeFamily,
     pod_pending: FloatGaugeFamily,
     pod_request_rate: FloatGaugeFamily,
+    pod_offered_load: FloatGaugeFamily,
+    pod_utilization: FloatGaugeFamily,
+    models_without_capacity: FloatGaugeFamily,
+    statistics_refused: FloatGauge,
     /// Age of the newest good page of Triton's metrics, as of the last poll.
     last_page_age: FloatGaugeFamily,
     ready: FloatGauge,
@@ -184,6 +257,26 @@ impl Metrics {
             "triton_compute_ms",
             "Mean compute time (ms) per request over the window, per model",
         );
+        let offered_load = gf(
+            "triton_offered_load_rps",
+            "Arrivals per second over the window, per model: completed + failed + change in pending; not capped at capacity",
+        );
+        let capacity = gf(
+            "triton_capacity_rps",
+            "Requests per second the pod can serve, per model; source=configured (--capacity) or estimated (from /v2/models/stats); absent when neither",
+        );
+        let utilization = gf(
+            "triton_utilization",
+            "Offered load over capacity, per model; keeps rising past 1 under overload; absent without a capacity",
+        );
+        let kv_occupancy = gf(
+            "triton_kv_cache_occupancy_ratio",
+            "TensorRT-LLM KV-cache occupancy, 0 to 1 (fraction, else used over max blocks), per model",
+        );
+        let active_ratio = gf(
+            "triton_trtllm_active_ratio",
+            "TensorRT-LLM active over max requests of the in-flight batcher, per model",
+        );
         let gpu_util = gf("triton_gpu_utilization_ratio", "GPU utilization, 0 to 1");
         let gpu_mem_used = gf("triton_gpu_memory_used_bytes", "GPU memory used, bytes");
         let gpu_mem_total = gf("triton_gpu_memory_total_bytes", "GPU memory total, bytes");
@@ -209,6 +302,18 @@ impl Metrics {
             "Requests waiting now, summed over all models",
         );
         let pod_request_rate = gf("triton_pod_request_rate", "Client-facing successful requests per second, summed over models (ensemble steps left out)");
+        let pod_offered_load = gf(
+            "triton_pod_offered_load_rps",
+            "Client-facing arrivals per second, summed over models (ensemble steps left out)",
+        );
+        let pod_utilization = gf(
+            "triton_pod_utilization",
+            "The pod's utilization for the autoscaler: per GPU the sum of its models' utilizations (ensembles and --bls-model left out, unplaced models on every GPU), the max over GPUs; absent when no counted model has a capacity",
+        );
+        let models_without_capacity = gf(
+            "triton_sidecar_models_without_capacity",
+            "Models counted in the pod utilization that have no capacity (neither --capacity nor an estimate)",
+        );
         let last_page_age = gf(
             "triton_sidecar_last_page_age_seconds",
             "Age of the newest good page of Triton's metrics, as of the last poll; absent before the first",
@@ -245,6 +350,10 @@ impl Metrics {
         let drain_timeout = g(
             "triton_sidecar_drain_timeout_seconds",
             "The configured --drain-timeout, seconds",
+        );
+        let statistics_refused = g(
+            "triton_sidecar_statistics_refused",
+            "1 while Triton refuses /v2/models/stats (401/403: a restricted API without the right --triton-api-header), else 0",
         );
         let nvml_up = g(
             "triton_sidecar_nvml_up",
@@ -283,10 +392,19 @@ impl Metrics {
                 request_rate,
                 failure_rate,
                 compute,
+                offered_load,
+                capacity,
+                utilization,
+                kv_occupancy,
+                active_ratio,
             },
             pod_queue_wait,
             pod_pending,
             pod_request_rate,
+            pod_offered_load,
+            pod_utilization,
+            models_without_capacity,
+            statistics_refused,
             last_page_age,
             ready,
             up,
@@ -341,8 +459,8 @@ impl Metrics {
                 self.per_model
                     .insert(model.clone(), families.handles(model));
             }
-            if let Some(g) = self.per_model.get(model) {
-                g.set(m);
+            if let Some(g) = self.per_model.get_mut(model) {
+                g.set(m, families);
             }
         }
         // With no page held, the pod gauges are absent like the per-model ones: a 0 would read
@@ -352,6 +470,8 @@ impl Metrics {
             (&self.pod_queue_wait, d.pod.queue_wait_ms),
             (&self.pod_pending, d.pod.pending),
             (&self.pod_request_rate, d.pod.request_rate),
+            (&self.pod_offered_load, d.pod.offered_load_rps),
+            (&self.models_without_capacity, d.pod.models_without_capacity),
         ] {
             if d.present {
                 f.get_or_create(&none).set(clean(v));
@@ -359,6 +479,14 @@ impl Metrics {
                 f.clear();
             }
         }
+        match d.pod.utilization.filter(|_| d.present) {
+            Some(u) => {
+                self.pod_utilization.get_or_create(&none).set(clean(u));
+            }
+            None => self.pod_utilization.clear(),
+        }
+        self.statistics_refused
+            .set(if poll.statistics_refused { 1.0 } else { 0.0 });
         match poll.last_page_at {
             Some(p) => {
                 self.last_page_age

@@ -4,6 +4,11 @@
 //! `--drain-poll-interval` while a drain is under way (the request timeout stays
 //! `--scrape-timeout`). It logs one line when Triton becomes reachable and one when it stops
 //! being reachable, never one per failed poll.
+//!
+//! Every `--stats-interval` it also reads `GET /v2/models/stats` for the online capacity
+//! estimate ([`crate::capacity`]); a refusal (401/403: the API is restricted and the access
+//! header is missing or wrong) shows in `triton_sidecar_statistics_refused` and one log line
+//! per change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -11,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::capacity::Estimator;
 use crate::config::Config;
 use crate::derive::{derive, Derived, Pushed, Window};
 use crate::drain::machine::Phase;
-use crate::triton::client::{Reason, ScrapeError, TritonClient};
+use crate::triton::client::{ModelInfo, Reason, ScrapeError, TritonClient};
 use crate::triton::snapshot::{Snapshot, TritonGpuSample};
 use crate::triton::transport::{Clock, MonotonicClock, Transport};
 
@@ -76,6 +82,8 @@ pub struct PollState {
     /// When the newest good page was read, on the same axis as `at`; `None` before the first
     /// (and after time went backwards). `at - last_page_at` is the staleness an alert reads.
     pub last_page_at: Option<Duration>,
+    /// Triton refused the statistics API (401/403) on the last read.
+    pub statistics_refused: bool,
 }
 
 /// Why readiness is what it is: `(ready, reason)`; the reason is `/readyz`'s body.
@@ -103,17 +111,28 @@ type ConfigAsks = Arc<BTreeMap<String, u64>>;
 /// the pod request rate.
 type EnsembleSteps = Arc<HashSet<String>>;
 
-/// Reads model configs one at a time, off the poll path, and publishes the ensemble steps when
-/// they change. Woken by every good page (see [`Poller::ask_for_configs`]), so a config that
+/// What the config worker has learned, published whole when it changes.
+#[derive(Debug, Clone, Default)]
+struct Learned {
+    /// See [`EnsembleSteps`].
+    steps: EnsembleSteps,
+    /// Every config read: instances, batch size and GPUs for the capacity estimate and the
+    /// pod's utilization (same fetch as the ensemble steps).
+    info: Arc<HashMap<String, ModelInfo>>,
+}
+
+/// Reads model configs one at a time, off the poll path, and publishes what it learned (the
+/// ensemble steps, each model's instances, batch size and GPUs) when it changes. Woken by every good page (see [`Poller::ask_for_configs`]), so a config that
 /// could not be read is asked again at the next one. Ends when the poller is dropped.
 async fn config_worker<T: Transport>(
     client: T,
     mut asks: watch::Receiver<ConfigAsks>,
-    steps_tx: watch::Sender<EnsembleSteps>,
+    learned_tx: watch::Sender<Learned>,
 ) {
     // Steps per ensemble. An ensemble asked again keeps its old steps until the new answer
     // arrives, so the pod rate does not jump in between.
     let mut steps_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut info: HashMap<String, ModelInfo> = HashMap::new();
     // The generation of each model's last answer: a model is asked once per load.
     let mut answered: HashMap<String, u64> = HashMap::new();
     while asks.changed().await.is_ok() {
@@ -122,20 +141,24 @@ async fn config_worker<T: Transport>(
             if answered.get(m) == Some(&generation) {
                 continue;
             }
-            match client.ensemble_steps(m).await {
-                Ok(steps) => {
-                    if steps.is_empty() {
+            match client.model_config(m).await {
+                Ok(model_info) => {
+                    if model_info.steps.is_empty() {
                         steps_of.remove(m);
                     } else {
-                        tracing::info!(ensemble = %m, steps = ?steps, "ensemble found; its steps are left out of the pod request rate");
-                        steps_of.insert(m.clone(), steps);
+                        tracing::info!(ensemble = %m, steps = ?model_info.steps, "ensemble found; its steps are left out of the pod request rate");
+                        steps_of.insert(m.clone(), model_info.steps.clone());
                     }
+                    info.insert(m.clone(), model_info);
                     answered.insert(m.clone(), generation);
                     let steps: HashSet<String> = steps_of.values().flatten().cloned().collect();
-                    steps_tx.send_if_modified(|old| {
-                        let changed = **old != steps;
+                    learned_tx.send_if_modified(|old| {
+                        let changed = *old.steps != steps || *old.info != info;
                         if changed {
-                            *old = Arc::new(steps);
+                            *old = Learned {
+                                steps: Arc::new(steps),
+                                info: Arc::new(info.clone()),
+                            };
                         }
                         changed
                     });
@@ -170,10 +193,10 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     client: T,
     clock: C,
     window: Window,
-    /// The ensemble steps in use, taken from `steps_rx` at each good page.
+    /// The ensemble steps in use, taken from `learned_rx` at each good page.
     steps: EnsembleSteps,
-    /// The ensemble steps as the config worker last published them.
-    steps_rx: watch::Receiver<EnsembleSteps>,
+    /// What the config worker last published.
+    learned_rx: watch::Receiver<Learned>,
     /// The models whose configs the worker should read; see [`ConfigAsks`].
     config_asks: watch::Sender<ConfigAsks>,
     /// The next load generation to hand out; see [`ConfigAsks`].
@@ -187,6 +210,14 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     non_finite_seen: bool,
     /// Health probe timeouts in a row while the verdict stayed ready.
     health_timeouts: u32,
+    /// Cost models learned from `/v2/models/stats`.
+    estimator: Estimator,
+    /// Model configs, as the config worker last published them.
+    info: Arc<HashMap<String, ModelInfo>>,
+    /// When the statistics were last read (or tried).
+    stats_at: Option<Duration>,
+    /// Why the last statistics read failed, logged once per change; `None` after a good read.
+    stats_problem: Option<String>,
 }
 
 impl Poller<TritonClient, MonotonicClock> {
@@ -201,8 +232,8 @@ impl<T: Transport, C: Clock> Poller<T, C> {
     /// A poller over any transport and clock. Must be called inside a Tokio runtime.
     pub fn with(cfg: Config, client: T, clock: C) -> Self {
         let (config_asks, asks) = watch::channel(ConfigAsks::default());
-        let (steps_tx, steps_rx) = watch::channel(EnsembleSteps::default());
-        let config_worker = tokio::spawn(config_worker(client.clone(), asks, steps_tx));
+        let (learned_tx, learned_rx) = watch::channel(Learned::default());
+        let config_worker = tokio::spawn(config_worker(client.clone(), asks, learned_tx));
         let window = Window::new(cfg.window);
         let mut state = PollState::default();
         for r in Reason::ALL {
@@ -214,7 +245,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             clock,
             window,
             steps: EnsembleSteps::default(),
-            steps_rx,
+            learned_rx,
             config_asks,
             next_generation: 0,
             config_worker,
@@ -222,6 +253,10 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             reachable: None,
             non_finite_seen: false,
             health_timeouts: 0,
+            estimator: Estimator::default(),
+            info: Arc::default(),
+            stats_at: None,
+            stats_problem: None,
         }
     }
 
@@ -294,10 +329,69 @@ impl<T: Transport, C: Clock> Poller<T, C> {
                 st.last_error = Some(e);
             }
         }
+        if st.triton_up && self.stats_due(page_at) {
+            self.read_stats(page_at, &mut st).await;
+        }
         st.last_page_at = self.window.latest_at();
         st.derived = derive(&self.window, page_at, &self.steps);
+        crate::utilization::assess(
+            &mut st.derived,
+            &crate::utilization::Inputs {
+                configured: &self.cfg.capacity,
+                estimator: &self.estimator,
+                info: &self.info,
+                bls: &self.cfg.bls_models,
+            },
+        );
         self.state = st;
         &self.state
+    }
+
+    fn stats_due(&self, now: Duration) -> bool {
+        !matches!(self.stats_at, Some(t) if now.saturating_sub(t) < self.cfg.stats_interval)
+    }
+
+    /// Read `/v2/models/stats` into the estimator. On the poll path, once per
+    /// `--stats-interval` (10 s by default) and bounded by `--scrape-timeout`: one request, not
+    /// one per model, so it cannot grow with the model count as config reads would.
+    async fn read_stats(&mut self, now: Duration, st: &mut PollState) {
+        self.stats_at = Some(now);
+        let problem = match self.client.model_stats().await {
+            Ok(body) => match crate::triton::stats::parse(&body) {
+                Ok(stats) => {
+                    let restarted = self.estimator.observe(now, &stats);
+                    if !restarted.is_empty() {
+                        tracing::info!(models = ?restarted, "execution statistics went down (Triton restarted or reloaded the model); the capacity estimate starts afresh for those models");
+                    }
+                    st.statistics_refused = false;
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            },
+            Err(ScrapeError::Status(code @ (401 | 403))) => {
+                st.statistics_refused = true;
+                Some(format!("HTTP {code}"))
+            }
+            // 404 (the extension is not built in), a timeout, a refused connection: no
+            // estimate from this read; a refusal flag already raised stays until a read says
+            // otherwise.
+            Err(e) => Some(e.to_string()),
+        };
+        if problem == self.stats_problem {
+            return;
+        }
+        match (&problem, st.statistics_refused) {
+            (None, _) => tracing::info!(
+                "Triton's execution statistics are readable; the capacity estimate is on"
+            ),
+            (Some(why), true) => {
+                tracing::warn!(error = %why, "Triton refuses /v2/models/stats (a restricted API): no capacity estimate. Fix: pass --triton-api-header NAME=VALUE matching Triton's --http-restricted-api (pytriton: the access token of TritonSecurityConfig, header triton-access-token), or open the statistics API, or give --capacity MODEL=RPS")
+            }
+            (Some(why), false) => {
+                tracing::warn!(error = %why, "Triton's execution statistics are not readable; no new capacity estimate until they are")
+            }
+        }
+        self.stats_problem = problem;
     }
 
     /// Apply [`HEALTH_TIMEOUTS_TOLERATED`].
@@ -369,8 +463,10 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         });
         // `Err`: the worker has ended (it never does while the poller lives); its last answer
         // still stands.
-        if self.steps_rx.has_changed().unwrap_or(true) {
-            self.steps = self.steps_rx.borrow_and_update().clone();
+        if self.learned_rx.has_changed().unwrap_or(true) {
+            let learned = self.learned_rx.borrow_and_update().clone();
+            self.steps = learned.steps;
+            self.info = learned.info;
         }
     }
 

@@ -439,3 +439,154 @@ async fn the_first_scrape_of_a_fresh_agent_is_a_rendered_page() {
     assert_eq!(value(&p, "triton_up"), Some(0.0), "{p}");
     assert!(p.contains("triton_sidecar_build_info{version=\""), "{p}");
 }
+
+/// A statistics reply for `lin`: 10 executions of batch 1 at 15 ms and 10 of batch 4 at 30 ms,
+/// one row per request (50 rows, 50 requests). The fit is a = 10 ms, k = 5 ms.
+const LIN_STATS: &str = r#"{"model_stats":[{"name":"lin","version":"1","inference_count":50,"execution_count":20,
+ "inference_stats":{"success":{"count":50,"ns":0}},
+ "batch_stats":[
+  {"batch_size":1,"compute_input":{"count":10,"ns":10000000},"compute_infer":{"count":10,"ns":130000000},"compute_output":{"count":10,"ns":10000000}},
+  {"batch_size":4,"compute_input":{"count":10,"ns":0},"compute_infer":{"count":10,"ns":300000000},"compute_output":{"count":10,"ns":0}}]},
+ {"name":"ens","version":"1","inference_count":0,"execution_count":0,"inference_stats":{"success":{"count":0,"ns":0}},"batch_stats":[]},
+ {"name":"cfg","version":"1","inference_count":0,"execution_count":0,"inference_stats":{"success":{"count":0,"ns":0}},"batch_stats":[]}]}"#;
+
+/// Capacity, utilization and the pod's utilization on /metrics; statistics refused without the
+/// access header, then read once the API opens, and the header sent on every /v2 call.
+#[tokio::test]
+async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
+    let three = |n: u64| {
+        format!(
+            "{}{}{}",
+            page("lin", n, 0, 0, 0),
+            page("ens", n, 0, 0, 0),
+            page("cfg", n, 0, 0, 0)
+        )
+    };
+    let t = FakeTriton::start(Script {
+        metrics: three(0),
+        stats: Some(LIN_STATS.into()),
+        restricted: Some(("triton-access-token".into(), "tok".into())),
+        ..Default::default()
+    })
+    .await;
+    t.set(|s| {
+        // 2 CPU instances, max batch 8.
+        s.configs.insert(
+            "lin".into(),
+            r#"{"name":"lin","max_batch_size":8,"instance_group":[{"kind":"KIND_CPU","count":2,"gpus":[]}]}"#.into(),
+        );
+        s.configs.insert("ens".into(), r#"{"name":"ens","platform":"ensemble","ensemble_scheduling":{"step":[{"model_name":"lin"}]}}"#.into());
+    });
+    let mut cfg = fast_config(&t);
+    cfg.stats_interval = Duration::from_millis(200);
+    cfg.capacity.insert("cfg".into(), 40.0);
+    let a = start_agent(cfg.clone()).await;
+    let mut n = 0;
+    let load = |t: &FakeTriton, n: &mut u64| {
+        t.set(|s| s.metrics = three(*n));
+        *n += 2; // 2 per 100 ms poll: about 20 requests per second per model
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        load(&t, &mut n);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = metrics_page(&a).await;
+    assert_eq!(
+        value(&p, "triton_sidecar_statistics_refused"),
+        Some(1.0),
+        "{p}"
+    );
+    assert!(!p.contains("source=\"estimated\""), "{p}");
+    // `cfg` has its configured capacity; `lin` (counted) has none; `ens` is not counted.
+    assert_eq!(
+        value(
+            &p,
+            "triton_capacity_rps{model=\"cfg\",source=\"configured\"}"
+        ),
+        Some(40.0),
+        "{p}"
+    );
+    assert_eq!(
+        value(&p, "triton_sidecar_models_without_capacity"),
+        Some(1.0),
+        "{p}"
+    );
+    assert!(!p.contains("triton_utilization{model=\"lin\"}"), "{p}");
+    let offered = value(&p, "triton_offered_load_rps{model=\"cfg\"}").unwrap();
+    assert!((10.0..=40.0).contains(&offered), "offered {offered}: {p}");
+    let util = value(&p, "triton_utilization{model=\"cfg\"}").unwrap();
+    assert!((util - offered / 40.0).abs() < 1e-9, "{p}");
+
+    // Triton opens the statistics API: the refusal clears and the estimate appears.
+    t.set(|s| s.restricted = None);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        load(&t, &mut n);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = metrics_page(&a).await;
+    assert_eq!(
+        value(&p, "triton_sidecar_statistics_refused"),
+        Some(0.0),
+        "{p}"
+    );
+    // 2 instances × 8 / (10 ms + 8 × 5 ms) = 320 requests per second.
+    let cap = value(
+        &p,
+        "triton_capacity_rps{model=\"lin\",source=\"estimated\"}",
+    )
+    .unwrap();
+    assert!((cap - 320.0).abs() < 1e-6, "{p}");
+    assert_eq!(
+        value(&p, "triton_sidecar_models_without_capacity"),
+        Some(0.0),
+        "{p}"
+    );
+    // Pod: lin and cfg, both without GPU placement, add up; the ensemble is left out.
+    let u = |m: &str| value(&p, &format!("triton_utilization{{model=\"{m}\"}}")).unwrap();
+    let pod = value(&p, "triton_pod_utilization").unwrap();
+    assert!((pod - (u("lin") + u("cfg"))).abs() < 1e-9, "{p}");
+    // The ensemble has no capacity (no --capacity, no batch statistics of its own): no
+    // utilization, and it is not counted as a model without one either.
+    assert!(!p.contains("triton_utilization{model=\"ens\"}"), "{p}");
+    // The pod's offered load leaves the ensemble step (lin) out.
+    let pod_load = value(&p, "triton_pod_offered_load_rps").unwrap();
+    let ml = |m: &str| value(&p, &format!("triton_offered_load_rps{{model=\"{m}\"}}")).unwrap();
+    assert!((pod_load - (ml("ens") + ml("cfg"))).abs() < 1e-9, "{p}");
+
+    // An agent with the header reads the restricted API, and sends the header on every call.
+    let _ = a.signal.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), a.join).await;
+    t.set(|s| {
+        s.restricted = Some(("triton-access-token".into(), "tok".into()));
+        s.v2_hits = 0;
+        s.v2_with_header = 0;
+    });
+    let mut cfg2 = cfg;
+    cfg2.triton_api_header =
+        Some(triton_sidecar::config::parse_api_header("triton-access-token=tok").unwrap());
+    let b = start_agent(cfg2).await;
+    eventually(
+        Duration::from_secs(5),
+        "estimate with the header",
+        || async {
+            metrics_page(&b)
+                .await
+                .contains("triton_capacity_rps{model=\"lin\",source=\"estimated\"}")
+        },
+    )
+    .await;
+    let p = metrics_page(&b).await;
+    assert_eq!(
+        value(&p, "triton_sidecar_statistics_refused"),
+        Some(0.0),
+        "{p}"
+    );
+    let s = t.script.lock().unwrap().clone();
+    assert!(s.v2_hits > 0);
+    assert_eq!(
+        s.v2_with_header, s.v2_hits,
+        "every /v2 call carries the header"
+    );
+}

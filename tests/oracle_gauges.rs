@@ -550,3 +550,28 @@ fn ensemble_steps_are_relearned_after_a_reload() {
     assert_eq!(rates[4], 40.0, "{rates:?}");
     assert_eq!(rates[11], 20.0, "{rates:?}");
 }
+
+/// Issue 13: offered load counts arrivals, so it keeps rising under overload while completions
+/// are capped at capacity. One instance at 100 ms per request serves 10 per second; 30 per
+/// second arrive. The checker compares every poll with the arrivals of the window (see
+/// `oracle::truth`); by name: the published load reads about 30 while the request rate reads 10,
+/// the estimated capacity 10 and the utilization about 3.
+#[test]
+fn case13_offered_load_is_not_capped_at_capacity() {
+    let rs: Vec<RequestSpec> = (0..360).map(|i| req(0, 0.01 + i as f64 / 30.0)).collect();
+    let obs = checked(trace(vec![model("m", 0.1)], rs, 14, 5.0));
+    for o in &obs[6..12] {
+        let m = o.models["m"];
+        // The window is 5 s; at most one request executes at each edge.
+        assert!((m.offered_load - 30.0).abs() <= 1.0 / 5.0 + 1e-9, "{m:?}");
+        assert!((m.request_rate - 10.0).abs() <= 1.0 / 5.0 + 1e-9, "{m:?}");
+        assert_eq!(o.pod.unwrap().offered_load, m.offered_load);
+        // Estimated from the simulated statistics: 1 instance / 100 ms = 10 per second, and the
+        // utilization keeps rising past 1 (about 3).
+        let cap = m.capacity.expect("estimated capacity");
+        assert!((cap - 10.0).abs() < 1e-6, "{m:?}");
+        let u = m.utilization.expect("utilization");
+        assert!((u - 3.0).abs() <= 0.2 / 10.0 + 1e-9, "{m:?}");
+        assert_eq!(o.pod.unwrap().utilization, Some(u));
+    }
+}

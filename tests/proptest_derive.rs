@@ -23,7 +23,7 @@ fn ok(x: f64) -> bool {
 fn assert_clean(d: &Derived) -> Result<(), TestCaseError> {
     let p = &d.pod;
     prop_assert!(
-        ok(p.queue_wait_ms) && ok(p.pending) && ok(p.request_rate),
+        ok(p.queue_wait_ms) && ok(p.pending) && ok(p.request_rate) && ok(p.offered_load_rps),
         "pod {:?}",
         p
     );
@@ -33,7 +33,10 @@ fn assert_clean(d: &Derived) -> Result<(), TestCaseError> {
                 && ok(m.pending)
                 && ok(m.request_rate)
                 && ok(m.failure_rate)
-                && ok(m.compute_ms),
+                && ok(m.compute_ms)
+                && ok(m.offered_load_rps)
+                && m.kv_occupancy.map_or(true, ok)
+                && m.active_ratio.map_or(true, ok),
             "{n:?}: {m:?}"
         );
     }
@@ -68,12 +71,23 @@ fn counters() -> impl Strategy<Value = ModelCounters> {
             proptest::option::of(wild()),
             proptest::option::of(wild()),
         ),
+        (
+            proptest::option::of(wild()),
+            proptest::option::of(wild()),
+            proptest::option::of(wild()),
+            proptest::option::of(wild()),
+        ),
     )
         .prop_map(
             |(
                 (success, failure, exec_count, queue_us, compute_infer_us),
                 (queue_summary, compute_summary, pending, trtllm_waiting, trtllm_active),
+                (trtllm_max, kv_used_blocks, kv_max_blocks, kv_fraction),
             )| ModelCounters {
+                trtllm_max,
+                kv_used_blocks,
+                kv_max_blocks,
+                kv_fraction,
                 success,
                 failure,
                 exec_count,

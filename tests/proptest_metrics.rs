@@ -22,6 +22,7 @@ use triton_sidecar::metrics::Metrics;
 use triton_sidecar::poller::PollState;
 use triton_sidecar::triton::client::Reason;
 use triton_sidecar::triton::text;
+use triton_sidecar::utilization::{Capacity, CapacitySource};
 
 type Key = (String, Vec<(String, String)>);
 
@@ -70,25 +71,50 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn model_derived() -> impl Strategy<Value = ModelDerived> {
-    (wild(), wild(), wild(), wild(), wild()).prop_map(
-        |(queue_wait_ms, pending, request_rate, failure_rate, compute_ms)| ModelDerived {
-            queue_wait_ms,
-            pending,
-            request_rate,
-            failure_rate,
-            compute_ms,
-        },
+    (
+        (wild(), wild(), wild(), wild(), wild()),
+        (
+            wild(),
+            opt_wild(),
+            opt_wild(),
+            opt_wild(),
+            opt_wild(),
+            any::<bool>(),
+        ),
     )
+        .prop_map(
+            |(
+                (queue_wait_ms, pending, request_rate, failure_rate, compute_ms),
+                (offered_load_rps, kv_occupancy, active_ratio, capacity, utilization, configured),
+            )| ModelDerived {
+                queue_wait_ms,
+                pending,
+                request_rate,
+                failure_rate,
+                compute_ms,
+                offered_load_rps,
+                kv_occupancy,
+                active_ratio,
+                capacity: capacity.map(|rps| Capacity {
+                    rps,
+                    source: if configured {
+                        CapacitySource::Configured
+                    } else {
+                        CapacitySource::Estimated
+                    },
+                }),
+                utilization,
+            },
+        )
 }
 
 fn derived() -> impl Strategy<Value = Derived> {
     (
         proptest::collection::btree_map(name(), model_derived(), 0..6),
-        wild(),
-        wild(),
-        wild(),
+        (wild(), wild(), wild()),
+        (wild(), opt_wild(), wild()),
     )
-        .prop_map(|(models, q, p, r)| Derived {
+        .prop_map(|(models, (q, p, r), (o, u, w))| Derived {
             present: true,
             page_at: None,
             models,
@@ -96,6 +122,9 @@ fn derived() -> impl Strategy<Value = Derived> {
                 queue_wait_ms: q,
                 pending: p,
                 request_rate: r,
+                offered_load_rps: o,
+                utilization: u,
+                models_without_capacity: w,
             },
         })
 }

@@ -3,7 +3,12 @@
 //! GET {metrics_url}                 the Prometheus page
 //! GET {triton_url}/v2/health/ready  server readiness
 //! GET {triton_url}/v2/models/M/ready  model readiness
-//! GET {triton_url}/v2/models/M/config model config (ensemble steps), fetched once per model
+//! GET {triton_url}/v2/models/M/config model config (ensemble steps, instances, batch size,
+//!                                   GPUs), fetched once per model load
+//! GET {triton_url}/v2/models/stats    execution statistics, every --stats-interval
+//!
+//! Every request to Triton's HTTP port carries `--triton-api-header` when it is set; the
+//! metrics port has no restricted APIs and gets none.
 
 use std::time::Duration;
 
@@ -163,12 +168,42 @@ impl TritonClient {
     /// A client with the configured timeout and body cap. Proxies are ignored: Triton is on
     /// localhost, and an `HTTP_PROXY` inherited from the pod must not reroute the scrape.
     pub fn new(cfg: &Config) -> Result<Self, ClientBuildError> {
-        Self::with(
+        let mut c = Self::with(
             &cfg.triton_url,
             &cfg.triton_metrics_url,
             cfg.scrape_timeout,
             cfg.max_body,
-        )
+        )?;
+        if let Some(h) = &cfg.triton_api_header {
+            c = c.with_api_header(h, cfg.scrape_timeout)?;
+        }
+        Ok(c)
+    }
+
+    /// The same client, sending `header` on every call to Triton's HTTP API. The value is
+    /// marked sensitive, so HTTP debug logs leave it out.
+    pub fn with_api_header(
+        mut self,
+        header: &ApiHeader,
+        timeout: Duration,
+    ) -> Result<Self, ClientBuildError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONNECTION,
+            reqwest::header::HeaderValue::from_static("close"),
+        );
+        let mut value = header.value.clone();
+        value.set_sensitive(true);
+        headers.insert(header.name.clone(), value);
+        self.health = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(0)
+            .default_headers(headers)
+            .build()
+            .map_err(ClientBuildError)?;
+        Ok(self)
     }
 
     /// A client from explicit parts.
@@ -263,10 +298,108 @@ impl TritonClient {
 
     /// The ensemble steps named by `/v2/models/<m>/config` (`ensemble_scheduling.step[].model_name`).
     pub async fn ensemble_steps(&self, model: &str) -> Result<Vec<String>, ScrapeError> {
+        Ok(self.model_config(model).await?.steps)
+    }
+
+    /// What the agent uses from `/v2/models/<m>/config`, in one fetch.
+    pub async fn model_config(&self, model: &str) -> Result<ModelInfo, ScrapeError> {
         let body = self
             .body_of(&self.health, self.model_url(model, "config")?)
             .await?;
-        Ok(ensemble_steps_from_config(&body))
+        Ok(ModelInfo::from_config(&body))
+    }
+
+    /// The body of `GET /v2/models/stats` (every model, every version).
+    pub async fn model_stats(&self) -> Result<Vec<u8>, ScrapeError> {
+        self.body_of(&self.health, format!("{}/v2/models/stats", self.base))
+            .await
+    }
+}
+
+/// `--triton-api-header NAME=VALUE`: the header Triton's `--http-restricted-api` demands. Its
+/// `Debug` leaves the value out: it is a secret, and `Config` is printed in debug logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiHeader {
+    /// Header name.
+    pub name: reqwest::header::HeaderName,
+    /// Header value (the secret).
+    pub value: reqwest::header::HeaderValue,
+}
+
+impl std::fmt::Debug for ApiHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiHeader({}=<redacted>)", self.name)
+    }
+}
+
+/// What the agent uses from a model's config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The model is an ensemble (its steps are models of their own).
+    pub ensemble: bool,
+    /// Step model names of an ensemble; empty otherwise.
+    pub steps: Vec<String>,
+    /// Instances that execute in parallel: `count` of every instance group, times its GPUs for
+    /// a GPU group (Triton makes `count` instances on each listed GPU). `None` when the config
+    /// names no instance group (the capacity estimate then has no instance count).
+    pub instances: Option<u32>,
+    /// `max_batch_size`; 0 when batching is off.
+    pub max_batch_size: u32,
+    /// GPU indices the model's instances run on; `None` when it has no GPU placement (CPU
+    /// instances, or the config does not say): such a model counts on every GPU.
+    pub gpus: Option<Vec<u32>>,
+}
+
+impl ModelInfo {
+    /// Parse a config body; an unreadable body yields the default (no steps, no instances).
+    pub fn from_config(body: &[u8]) -> ModelInfo {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return ModelInfo::default();
+        };
+        let steps = steps_of(&v);
+        let ensemble =
+            !steps.is_empty() || v.get("platform").and_then(|p| p.as_str()) == Some("ensemble");
+        let max_batch_size = v
+            .get("max_batch_size")
+            .and_then(|b| b.as_u64())
+            .and_then(|b| u32::try_from(b).ok())
+            .unwrap_or(0);
+        let groups = v.get("instance_group").and_then(|g| g.as_array());
+        let mut instances: Option<u32> = None;
+        let mut gpus: Vec<u32> = Vec::new();
+        for g in groups.into_iter().flatten() {
+            let count = g
+                .get("count")
+                .and_then(|c| c.as_u64())
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(1);
+            let on: Vec<u32> = g
+                .get("gpus")
+                .and_then(|x| x.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i.as_u64().and_then(|i| u32::try_from(i).ok()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let gpu_kind = g.get("kind").and_then(|k| k.as_str()) == Some("KIND_GPU");
+            let n = if gpu_kind && !on.is_empty() {
+                gpus.extend(&on);
+                count.saturating_mul(on.len() as u32)
+            } else {
+                count
+            };
+            instances = Some(instances.unwrap_or(0).saturating_add(n));
+        }
+        gpus.sort_unstable();
+        gpus.dedup();
+        ModelInfo {
+            ensemble,
+            steps,
+            instances: instances.filter(|n| *n > 0),
+            max_batch_size,
+            gpus: (!gpus.is_empty()).then_some(gpus),
+        }
     }
 }
 
@@ -291,9 +424,10 @@ async fn read_limited(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>
 
 /// Step model names of an ensemble config; empty for any other model or an unreadable body.
 pub fn ensemble_steps_from_config(body: &[u8]) -> Vec<String> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Vec::new();
-    };
+    ModelInfo::from_config(body).steps
+}
+
+fn steps_of(v: &serde_json::Value) -> Vec<String> {
     v.get("ensemble_scheduling")
         .and_then(|e| e.get("step"))
         .and_then(|s| s.as_array())
@@ -313,6 +447,51 @@ pub fn ensemble_steps_from_config(body: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_info_from_configs() {
+        let real = include_bytes!("../../tests/fixtures/stats/lin_config.json");
+        let i = ModelInfo::from_config(real);
+        assert_eq!(
+            i,
+            ModelInfo {
+                ensemble: false,
+                steps: vec![],
+                instances: Some(2),
+                max_batch_size: 8,
+                gpus: None
+            }
+        );
+        let gpu = br#"{"max_batch_size": 4, "instance_group": [
+            {"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]},
+            {"kind": "KIND_GPU", "count": 1, "gpus": [1]}]}"#;
+        let i = ModelInfo::from_config(gpu);
+        assert_eq!(i.instances, Some(5));
+        assert_eq!(i.gpus, Some(vec![0, 1]));
+        let ens =
+            br#"{"platform": "ensemble", "ensemble_scheduling": {"step": [{"model_name": "a"}]}}"#;
+        let i = ModelInfo::from_config(ens);
+        assert!(i.ensemble);
+        assert_eq!(i.steps, vec!["a"]);
+        assert_eq!(i.instances, None);
+        assert_eq!(
+            ModelInfo::from_config(b"\xff garbage"),
+            ModelInfo::default()
+        );
+    }
+
+    #[test]
+    fn the_api_header_value_is_never_printed() {
+        let h = ApiHeader {
+            name: reqwest::header::HeaderName::from_static("triton-access-token"),
+            value: reqwest::header::HeaderValue::from_static("s3cret"),
+        };
+        let s = format!("{h:?}");
+        assert!(
+            s.contains("triton-access-token") && !s.contains("s3cret"),
+            "{s}"
+        );
+    }
 
     #[test]
     fn every_reason_has_its_own_label() {

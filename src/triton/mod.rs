@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod snapshot;
+pub mod stats;
 pub mod text;
 pub mod transport;

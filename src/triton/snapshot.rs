@@ -35,6 +35,16 @@ pub struct ModelCounters {
     pub trtllm_waiting: Option<f64>,
     /// TensorRT-LLM `nv_trt_llm_request_metrics{request_type="active"}`: in-flight work.
     pub trtllm_active: Option<f64>,
+    /// TensorRT-LLM `nv_trt_llm_request_metrics{request_type="max"}`: the most requests the
+    /// in-flight batcher runs at once.
+    pub trtllm_max: Option<f64>,
+    /// TensorRT-LLM `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="used"}`.
+    pub kv_used_blocks: Option<f64>,
+    /// TensorRT-LLM `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="max"}`.
+    pub kv_max_blocks: Option<f64>,
+    /// TensorRT-LLM `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}`: used
+    /// over max, published by newer backends only.
+    pub kv_fraction: Option<f64>,
     /// TensorRT-LLM `nv_trt_llm_general_metrics{general_type="iteration_counter"}`: rises with
     /// every batch iteration, so it shows progress while streams are still open.
     pub trtllm_iterations: Option<f64>,
@@ -219,8 +229,18 @@ impl Builder {
                     "nv_trt_llm_request_metrics" => match s.label("request_type").as_deref() {
                         Some("waiting") => *m.trtllm_waiting.get_or_insert(0.0) += v,
                         Some("active") => *m.trtllm_active.get_or_insert(0.0) += v,
+                        Some("max") => *m.trtllm_max.get_or_insert(0.0) += v,
                         _ => {}
                     },
+                    // Summed over versions like every family: TensorRT-LLM serves one version.
+                    "nv_trt_llm_kv_cache_block_metrics" => {
+                        match s.label("kv_cache_block_type").as_deref() {
+                            Some("used") => *m.kv_used_blocks.get_or_insert(0.0) += v,
+                            Some("max") => *m.kv_max_blocks.get_or_insert(0.0) += v,
+                            Some("fraction") => *m.kv_fraction.get_or_insert(0.0) += v,
+                            _ => {}
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -259,6 +279,7 @@ pub fn wanted(name: &str) -> bool {
         matches!(
             name,
             "nv_trt_llm_request_metrics"
+                | "nv_trt_llm_kv_cache_block_metrics"
                 | "nv_trt_llm_general_metrics"
                 | "nv_cache_num_hits_per_model"
                 | "vllm:num_requests_running"

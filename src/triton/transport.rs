@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::client::{ScrapeError, TritonClient};
+use super::client::{ModelInfo, ScrapeError, TritonClient};
 
 /// The requests the poller makes to Triton.
 pub trait Transport: Clone + Send + Sync + 'static {
@@ -22,6 +22,26 @@ pub trait Transport: Clone + Send + Sync + 'static {
         &self,
         model: &str,
     ) -> impl Future<Output = Result<Vec<String>, ScrapeError>> + Send;
+    /// What the agent uses from the model's config. By default only the ensemble steps are
+    /// known (a transport that cannot say more).
+    fn model_config(
+        &self,
+        model: &str,
+    ) -> impl Future<Output = Result<ModelInfo, ScrapeError>> + Send {
+        let steps = self.ensemble_steps(model);
+        async move {
+            let steps = steps.await?;
+            Ok(ModelInfo {
+                ensemble: !steps.is_empty(),
+                steps,
+                ..ModelInfo::default()
+            })
+        }
+    }
+    /// The body of `GET /v2/models/stats`. By default the extension is absent (404).
+    fn model_stats(&self) -> impl Future<Output = Result<Vec<u8>, ScrapeError>> + Send {
+        async { Err(ScrapeError::Status(404)) }
+    }
 }
 
 impl Transport for TritonClient {
@@ -39,6 +59,15 @@ impl Transport for TritonClient {
         model: &str,
     ) -> impl Future<Output = Result<Vec<String>, ScrapeError>> + Send {
         TritonClient::ensemble_steps(self, model)
+    }
+    fn model_config(
+        &self,
+        model: &str,
+    ) -> impl Future<Output = Result<ModelInfo, ScrapeError>> + Send {
+        TritonClient::model_config(self, model)
+    }
+    fn model_stats(&self) -> impl Future<Output = Result<Vec<u8>, ScrapeError>> + Send {
+        TritonClient::model_stats(self)
     }
 }
 

@@ -120,6 +120,9 @@ def parse_args(argv=None):
     p.add_argument("--startup-timeout", type=float, default=180.0)
     p.add_argument("--workspace", default=None, help="pytriton workspace dir (default: a fresh temp dir)")
     p.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose")
+    p.add_argument("--access-token", default=None,
+                   help="pytriton's access token for its restricted APIs (statistics among them), sent as the "
+                        "triton-access-token header; default: pytriton's own random token")
     return p.parse_args(argv)
 
 
@@ -187,7 +190,7 @@ def main(argv=None) -> int:
     import numpy as np
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     fast_s = args.fast_ms / 1000.0
     slow_s = args.slow_ms / 1000.0
@@ -263,7 +266,8 @@ def main(argv=None) -> int:
     reason = "error"
     rc = 1
     try:
-        triton = Triton(config=config, workspace=args.workspace)
+        security = TritonSecurityConfig(access_token=args.access_token) if args.access_token else None
+        triton = Triton(config=config, workspace=args.workspace, security_config=security)
         io = dict(
             inputs=[Tensor(name="x", dtype=np.float32, shape=(1,))],
             outputs=[Tensor(name="y", dtype=np.float32, shape=(1,))],

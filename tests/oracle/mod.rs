@@ -17,7 +17,7 @@ use std::time::Duration;
 use sim::{Net, Sim};
 use triton_sidecar::config::Config;
 use triton_sidecar::poller::{PollState, Poller};
-use triton_sidecar::triton::client::ScrapeError;
+use triton_sidecar::triton::client::{ModelInfo, ScrapeError};
 use triton_sidecar::triton::transport::{Clock, Transport};
 use truth::{ModelGauges, Observed, PodGauges};
 
@@ -109,6 +109,35 @@ impl Transport for SimTriton {
         Ok(true)
     }
 
+    async fn model_config(&self, model: &str) -> Result<ModelInfo, ScrapeError> {
+        let tr = &self.sim.trace;
+        match tr.models.iter().position(|m| m.name == model) {
+            Some(i) => {
+                let spec = &tr.models[i];
+                let steps = tr.steps_of(i);
+                Ok(ModelInfo {
+                    ensemble: matches!(spec.kind, sim::Kind::Ensemble(_)),
+                    steps,
+                    instances: u32::try_from(spec.instances).ok(),
+                    max_batch_size: u32::try_from(spec.max_batch).unwrap_or(0),
+                    gpus: None,
+                })
+            }
+            None => Err(ScrapeError::Status(404)),
+        }
+    }
+
+    /// Read on the poll path right after the page: the clock is the page's time plus the
+    /// health probes.
+    async fn model_stats(&self) -> Result<Vec<u8>, ScrapeError> {
+        let t = self.clock.get();
+        if self.sim.trace.up(t) {
+            Ok(self.sim.stats_json(t).into_bytes())
+        } else {
+            Err(ScrapeError::Refused)
+        }
+    }
+
     async fn ensemble_steps(&self, model: &str) -> Result<Vec<String>, ScrapeError> {
         let tr = &self.sim.trace;
         match tr.models.iter().position(|m| m.name == model) {
@@ -134,6 +163,9 @@ pub fn observe(st: &PollState) -> Observed {
                         request_rate: m.request_rate,
                         failure_rate: m.failure_rate,
                         compute_ms: m.compute_ms,
+                        offered_load: m.offered_load_rps,
+                        capacity: m.capacity.map(|c| c.rps),
+                        utilization: m.utilization,
                     },
                 )
             })
@@ -142,6 +174,8 @@ pub fn observe(st: &PollState) -> Observed {
             queue_wait_ms: d.pod.queue_wait_ms,
             pending: d.pod.pending,
             request_rate: d.pod.request_rate,
+            offered_load: d.pod.offered_load_rps,
+            utilization: d.pod.utilization,
         }),
         last_good_age: st
             .last_page_at
@@ -157,6 +191,8 @@ pub async fn drive(sim: Arc<Sim>) -> (Vec<Observed>, Vec<PollState>) {
     cfg.poll_interval = Duration::from_secs_f64(tr.poll_interval);
     cfg.window = Duration::from_secs_f64(tr.window);
     cfg.scrape_timeout = Duration::from_secs_f64(tr.scrape_timeout);
+    // The statistics on every poll, so the estimate follows the trace closely.
+    cfg.stats_interval = cfg.poll_interval;
     let clock = SimClock::default();
     let triton = SimTriton {
         sim: sim.clone(),

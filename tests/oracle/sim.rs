@@ -247,8 +247,8 @@ pub struct Sim {
     pub trace: Trace,
     /// All jobs.
     pub jobs: Vec<Job>,
-    /// Executions: (model, end time).
-    pub execs: Vec<(usize, f64)>,
+    /// Executions: (model, end time, batch size).
+    pub execs: Vec<(usize, f64, usize)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -410,7 +410,7 @@ impl Trace {
                     if batch.is_empty() {
                         continue;
                     }
-                    execs.push((m, t));
+                    execs.push((m, t, batch.len()));
                     for j in batch {
                         if jobs[j].outcome == Outcome::Lost {
                             continue;
@@ -633,10 +633,58 @@ impl Sim {
             c.exec_count = self
                 .execs
                 .iter()
-                .filter(|(m, end)| *m == model && *end <= t && *end >= e)
+                .filter(|(m, end, _)| *m == model && *end <= t && *end >= e)
                 .count() as u64;
         }
         c
+    }
+
+    /// The reply of `GET /v2/models/stats` at `t`: per loaded model, the executions of its
+    /// current epoch by batch size, each costing `a + k·batch` (what the model was told to
+    /// cost), in Triton 2.51's schema (`tests/fixtures/stats/`). An ensemble executes nothing
+    /// of its own.
+    pub fn stats_json(&self, t: f64) -> String {
+        let mut models = Vec::new();
+        for (m, spec) in self.trace.models.iter().enumerate() {
+            if !self.trace.loaded(m, t) {
+                continue;
+            }
+            let e = self.trace.epoch(m, t);
+            let c = self.counters(m, t);
+            let mut by_size: std::collections::BTreeMap<usize, (u64, u64)> = Default::default();
+            if !matches!(spec.kind, Kind::Ensemble(_)) {
+                for (_, _, n) in self
+                    .execs
+                    .iter()
+                    .filter(|(x, end, _)| *x == m && *end <= t && *end >= e)
+                {
+                    let s = by_size.entry(*n).or_default();
+                    s.0 += 1;
+                    s.1 += ((spec.cost_a + spec.cost_k * *n as f64) * 1e9).round() as u64;
+                }
+            }
+            let batches: Vec<String> = by_size
+                .iter()
+                .map(|(n, (count, ns))| {
+                    format!(
+                        "{{\"batch_size\":{n},\"compute_input\":{{\"count\":{count},\"ns\":0}},\
+                         \"compute_infer\":{{\"count\":{count},\"ns\":{ns}}},\
+                         \"compute_output\":{{\"count\":{count},\"ns\":0}}}}"
+                    )
+                })
+                .collect();
+            models.push(format!(
+                "{{\"name\":\"{}\",\"version\":\"1\",\"inference_count\":{},\
+                 \"inference_stats\":{{\"success\":{{\"count\":{},\"ns\":0}},\
+                 \"cache_hit\":{{\"count\":{},\"ns\":0}}}},\"batch_stats\":[{}]}}",
+                spec.name,
+                c.success - c.cache_hits,
+                c.success,
+                c.cache_hits,
+                batches.join(",")
+            ));
+        }
+        format!("{{\"model_stats\":[{}]}}", models.join(","))
     }
 
     /// The page Triton serves at `t`, in Triton 2.51's format (`tests/fixtures/*.prom`).

@@ -6,6 +6,14 @@
 //! starts afresh when the model was missing from a page, or when a poll was refused (the
 //! process may have restarted). The truth over a window is computed from the jobs that ended
 //! in `(t_old, t_new]`, never from counters.
+//!
+//! **Offered load** is checked against the arrivals in the window. Every request present at
+//! `t_old` or arriving after it either ended in the window, is queued at `t_new` or is executing
+//! then, so the agent's (Δsuccess + Δfailure + Δpending) equals arrivals + executing(t_old) −
+//! executing(t_new): the arrivals, give or take the requests in execution at the window's edges
+//! (at most instances × max batch). The truth is built from those three request counts, never
+//! from counters. An ensemble holds no queue of its own (its requests wait in its steps'), so
+//! its truth is its completions.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +32,12 @@ pub struct ModelGauges {
     pub failure_rate: f64,
     /// `triton_compute_ms`.
     pub compute_ms: f64,
+    /// `triton_offered_load_rps`.
+    pub offered_load: f64,
+    /// `triton_capacity_rps` (estimated: the oracle gives no `--capacity`).
+    pub capacity: Option<f64>,
+    /// `triton_utilization`.
+    pub utilization: Option<f64>,
 }
 
 /// Pod gauges as published.
@@ -35,6 +49,10 @@ pub struct PodGauges {
     pub pending: f64,
     /// `triton_pod_request_rate`.
     pub request_rate: f64,
+    /// `triton_pod_offered_load_rps`.
+    pub offered_load: f64,
+    /// `triton_pod_utilization`.
+    pub utilization: Option<f64>,
 }
 
 /// What the agent published after one poll attempt.
@@ -69,9 +87,31 @@ pub struct ModelTruth {
     pub dt: f64,
     /// Client-facing (not an ensemble step)?
     pub client: bool,
+    /// An ensemble?
+    pub ensemble: bool,
+    /// Requests that arrived in the window.
+    pub arrivals: f64,
+    /// Requests executing at the window's first page.
+    pub executing_old: f64,
+    /// Requests executing at its last page.
+    pub executing_new: f64,
 }
 
 impl ModelTruth {
+    /// Arrivals per second in the window, corrected by the requests in execution at its edges
+    /// (see the module doc); an ensemble's completions per second. 0 with a single page.
+    pub fn offered_load(&self) -> f64 {
+        if self.dt <= 0.0 {
+            return 0.0;
+        }
+        let n = if self.ensemble {
+            self.success + self.failure
+        } else {
+            self.arrivals + self.executing_old - self.executing_new
+        };
+        n.max(0.0) / self.dt
+    }
+
     /// Mean queue wait (ms) of the requests completed in the window.
     pub fn mean_wait_ms(&self) -> f64 {
         if self.success > 0.0 {
@@ -141,7 +181,26 @@ pub fn truth_at(sim: &Sim, k: usize) -> BTreeMap<String, ModelTruth> {
             ..Default::default()
         };
         let ensemble = matches!(spec.kind, Kind::Ensemble(_));
+        mt.ensemble = ensemble;
+        let epoch = tr.epoch(m, t_new);
+        let executing = |j: &super::sim::Job, t: f64| {
+            j.enq >= epoch
+                && j.start.is_some_and(|s| s <= t)
+                && j.end.map_or(true, |e| e > t)
+                && !matches!(j.outcome, Outcome::Rejected | Outcome::CacheHit)
+        };
         for j in sim.jobs.iter().filter(|j| j.model == m) {
+            if let Some(t_old) = t_old {
+                if j.enq >= epoch && j.enq > t_old && j.enq <= t_new {
+                    mt.arrivals += 1.0;
+                }
+                if executing(j, t_old) {
+                    mt.executing_old += 1.0;
+                }
+                if executing(j, t_new) {
+                    mt.executing_new += 1.0;
+                }
+            }
             if !ensemble && j.pending_at(t_new) && j.enq >= tr.epoch(m, t_new) {
                 mt.pending += 1.0;
                 mt.oldest_age = mt.oldest_age.max(t_new - j.enq);
@@ -195,8 +254,9 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                 let pod = obs
                     .pod
                     .ok_or_else(|| at("pod gauges absent after a good page"))?;
-                let (mut pq, mut pc, mut pend, mut prate, mut p_oldest) =
-                    (0.0, 0.0, 0.0, 0.0, 0.0f64);
+                let (mut pq, mut pc, mut pend, mut prate, mut p_oldest, mut pload) =
+                    (0.0, 0.0, 0.0, 0.0, 0.0f64, 0.0);
+                let mut putil: Option<f64> = None;
                 for (name, mt) in &truth {
                     let g = obs
                         .models
@@ -213,6 +273,42 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                     }
                     if !close(g.failure_rate, frate, 1e-6) {
                         return Err(ctx(&format!("failure_rate {} != {frate}", g.failure_rate)));
+                    }
+                    let load = mt.offered_load();
+                    if !close(g.offered_load, load, 1e-6) {
+                        return Err(ctx(&format!("offered_load {} != {load}", g.offered_load)));
+                    }
+                    // The estimate: instances × B / (a + k·B) once two batch sizes executed,
+                    // instances × b / cost(b) while one size b alone has.
+                    let spec = tr.models.iter().find(|s| &s.name == name);
+                    match (g.capacity, spec) {
+                        (Some(cap), Some(s)) => {
+                            let inst = s.instances as f64;
+                            let cost = |b: f64| s.cost_a + s.cost_k * b;
+                            let big = s.max_batch.max(1) as f64;
+                            let ok = close(cap, inst * big / cost(big), 1e-6 * cap)
+                                || (1..=s.max_batch.max(1)).any(|b| {
+                                    close(cap, inst * b as f64 / cost(b as f64), 1e-6 * cap)
+                                });
+                            if !ok {
+                                return Err(ctx(&format!(
+                                    "capacity {cap} is neither {inst}×{big}/cost({big}) nor one batch size's"
+                                )));
+                            }
+                            let u = g
+                                .utilization
+                                .ok_or_else(|| ctx("capacity without utilization"))?;
+                            if !close(u, g.offered_load / cap, 1e-9) {
+                                return Err(ctx(&format!("utilization {u} != load / capacity")));
+                            }
+                            if !ensemble(sim, name) {
+                                *putil.get_or_insert(0.0) += u;
+                            }
+                        }
+                        (None, _) if g.utilization.is_some() => {
+                            return Err(ctx("utilization without capacity"));
+                        }
+                        _ => {}
                     }
                     if !ensemble(sim, name) {
                         let compute = if mt.executed > 0.0 {
@@ -245,6 +341,7 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                     if mt.client {
                         pc += mt.success;
                         prate += rate;
+                        pload += load;
                     }
                 }
                 for name in obs.models.keys() {
@@ -260,6 +357,18 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                     return Err(at(&format!(
                         "pod request_rate {} != {prate}",
                         pod.request_rate
+                    )));
+                }
+                // No GPU placement in the simulation: every counted model is on the one device.
+                match (pod.utilization, putil) {
+                    (Some(a), Some(b)) if close(a, b, 1e-9) => {}
+                    (None, None) => {}
+                    (a, b) => return Err(at(&format!("pod utilization {a:?} != {b:?}"))),
+                }
+                if !close(pod.offered_load, pload, 1e-6) {
+                    return Err(at(&format!(
+                        "pod offered_load {} != {pload}",
+                        pod.offered_load
                     )));
                 }
                 let bound = pmean.max((p_oldest + gap) * 1000.0);
@@ -297,6 +406,7 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                     if p.queue_wait_ms > q.queue_wait_ms
                         || p.pending > q.pending
                         || p.request_rate > q.request_rate
+                        || p.offered_load > q.offered_load
                     {
                         return Err(at("a pod gauge rose because a scrape failed"));
                     }
@@ -310,6 +420,7 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                         || g.request_rate > q.request_rate
                         || g.failure_rate > q.failure_rate
                         || g.compute_ms > q.compute_ms
+                        || g.offered_load > q.offered_load
                     {
                         return Err(at(&format!(
                             "model {name}: a gauge rose because a scrape failed"

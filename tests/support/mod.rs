@@ -58,8 +58,14 @@ pub struct Script {
     pub v2_hits: usize,
     /// Of those, requests without `Connection: close`.
     pub v2_keepalive: usize,
+    /// Body of /v2/models/stats (404 when `None`).
+    pub stats: Option<String>,
+    /// `(name, value)`: /v2/models/stats answers 403 without this header, as Triton's
+    /// `--http-restricted-api=statistics:name=value` does.
+    pub restricted: Option<(String, String)>,
+    /// Of the /v2 requests, those that carried the `restricted` header.
+    pub v2_with_header: usize,
 }
-
 impl Default for Script {
     fn default() -> Self {
         Script {
@@ -72,6 +78,9 @@ impl Default for Script {
             metrics_hits: 0,
             v2_hits: 0,
             v2_keepalive: 0,
+            stats: None,
+            restricted: None,
+            v2_with_header: 0,
         }
     }
 }
@@ -174,11 +183,22 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
         let head = String::from_utf8_lossy(&buf).to_string();
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
         let close = head.to_ascii_lowercase().contains("\r\nconnection: close");
+        let has_header = |r: &Option<(String, String)>| {
+            r.as_ref().is_some_and(|(n, v)| {
+                head.lines().any(|l| {
+                    l.split_once(':')
+                        .is_some_and(|(k, x)| k.trim().eq_ignore_ascii_case(n) && x.trim() == v)
+                })
+            })
+        };
         if path.starts_with("/v2/") {
             let mut sc = script.lock().unwrap();
             sc.v2_hits += 1;
             if !close {
                 sc.v2_keepalive += 1;
+            }
+            if has_header(&sc.restricted) {
+                sc.v2_with_header += 1;
             }
         }
         let mut sc = script.lock().unwrap().clone();
@@ -235,6 +255,16 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
                     let _ = s.write_all(b"0\r\n\r\n").await;
                     continue;
                 }
+            }
+        } else if path == "/v2/models/stats" {
+            match (&sc.restricted, &sc.stats) {
+                (Some((n, _)), _) if !has_header(&sc.restricted) => (
+                    403,
+                    format!("{{\"error\":\"This API is restricted, expecting header '{n}'\"}}")
+                        .into_bytes(),
+                ),
+                (_, Some(b)) => (200, b.clone().into_bytes()),
+                (_, None) => (404, Vec::new()),
             }
         } else if path == "/v2/health/ready" || path == "/v2/health/live" {
             (sc.ready, Vec::new())

@@ -1,0 +1,168 @@
+//! KV-cache occupancy, active ratio and offered load over fixture pages written from each LLM
+//! backend's published format (tests/fixtures/backends, see tests/fixtures/README.md): the
+//! TensorRT-LLM backend with and without the `waiting`/`fraction` types, and Triton's vLLM
+//! backend, which publishes no KV gauge. A gauge is absent (never 0) where its input is.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use triton_sidecar::derive::{derive, Window};
+use triton_sidecar::triton::snapshot::Snapshot;
+
+fn page(name: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/backends/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The raw value of `family{...label="value"...}` for `model` on the page, read without the
+/// agent's parser, so the expectation does not reuse the code under test.
+fn raw(body: &str, family: &str, model: &str, label: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| l.contains(&format!("model=\"{model}\"")) && l.contains(label))
+        .map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+        .next()
+        .flatten()
+}
+
+#[test]
+fn kv_occupancy_and_active_ratio_per_backend() {
+    // (page, model, expected occupancy, expected active ratio, expected pending)
+    type Want = Option<f64>;
+    let kv = "nv_trt_llm_kv_cache_block_metrics";
+    let rq = "nv_trt_llm_request_metrics";
+    let cases: Vec<(&str, &str, Want, Want, f64)> = {
+        let new = page("trtllm_new.prom");
+        let old = page("trtllm_old.prom");
+        vec![
+            (
+                "trtllm_new.prom",
+                "tensorrt_llm",
+                // `fraction` is published: it is the occupancy.
+                raw(&new, kv, "tensorrt_llm", "\"fraction\""),
+                Some(
+                    raw(&new, rq, "tensorrt_llm", "\"active\"").unwrap()
+                        / raw(&new, rq, "tensorrt_llm", "\"max\"").unwrap(),
+                ),
+                // Triton's pending (0) plus TensorRT-LLM's waiting.
+                raw(&new, rq, "tensorrt_llm", "\"waiting\"").unwrap(),
+            ),
+            // The ensemble and its Python steps are not TensorRT-LLM: absent.
+            ("trtllm_new.prom", "ensemble", None, None, 0.0),
+            ("trtllm_new.prom", "preprocessing", None, None, 0.0),
+            (
+                "trtllm_old.prom",
+                "tensorrt_llm",
+                // No `fraction`: used / max.
+                Some(
+                    raw(&old, kv, "tensorrt_llm", "\"used\"").unwrap()
+                        / raw(&old, kv, "tensorrt_llm", "\"max\"").unwrap(),
+                ),
+                Some(
+                    raw(&old, rq, "tensorrt_llm", "\"active\"").unwrap()
+                        / raw(&old, rq, "tensorrt_llm", "\"max\"").unwrap(),
+                ),
+                // No `waiting`: Triton's own pending count alone.
+                raw(
+                    &old,
+                    "nv_inference_pending_request_count",
+                    "tensorrt_llm",
+                    "",
+                )
+                .unwrap(),
+            ),
+            ("vllm.prom", "vllm_model", None, None, 0.0),
+        ]
+    };
+    for (file, model, occ, active, pending) in cases {
+        let snap = Arc::new(Snapshot::parse(&page(file)).expect(file));
+        let mut w = Window::new(Duration::from_secs(10));
+        w.push(Duration::from_secs(1), snap);
+        let d = derive(&w, Duration::from_secs(1), &HashSet::new());
+        let m = d
+            .models
+            .get(model)
+            .unwrap_or_else(|| panic!("{file}: {model}"));
+        assert_eq!(m.kv_occupancy, occ, "{file} {model} occupancy");
+        assert_eq!(m.active_ratio, active, "{file} {model} active ratio");
+        assert_eq!(m.pending, pending, "{file} {model} pending");
+        for v in [m.kv_occupancy, m.active_ratio].into_iter().flatten() {
+            assert!(
+                v.is_finite() && (0.0..=1.0).contains(&v),
+                "{file} {model}: {v}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fraction_wins_over_used_over_max_and_a_zero_max_gives_no_ratio() {
+    // Synthetic variations of the published format: a fraction that disagrees with used/max
+    // (the backend's own figure is taken), and max = 0 (a backend still starting).
+    let page = |fraction: Option<f64>, used: f64, max: f64, active: f64, rmax: f64| {
+        let mut s = String::from("nv_inference_request_success{model=\"t\",version=\"1\"} 1\n");
+        if let Some(f) = fraction {
+            s += &format!("nv_trt_llm_kv_cache_block_metrics{{kv_cache_block_type=\"fraction\",model=\"t\",version=\"1\"}} {f}\n");
+        }
+        s += &format!("nv_trt_llm_kv_cache_block_metrics{{kv_cache_block_type=\"used\",model=\"t\",version=\"1\"}} {used}\n");
+        s += &format!("nv_trt_llm_kv_cache_block_metrics{{kv_cache_block_type=\"max\",model=\"t\",version=\"1\"}} {max}\n");
+        s += &format!("nv_trt_llm_request_metrics{{model=\"t\",request_type=\"active\",version=\"1\"}} {active}\n");
+        s += &format!(
+            "nv_trt_llm_request_metrics{{model=\"t\",request_type=\"max\",version=\"1\"}} {rmax}\n"
+        );
+        let mut w = Window::new(Duration::from_secs(10));
+        w.push(
+            Duration::from_secs(1),
+            Arc::new(Snapshot::parse(&s).unwrap()),
+        );
+        derive(&w, Duration::from_secs(1), &HashSet::new()).models["t"]
+    };
+    let m = page(Some(0.5), 10.0, 100.0, 4.0, 16.0);
+    assert_eq!(m.kv_occupancy, Some(0.5));
+    assert_eq!(m.active_ratio, Some(0.25));
+    let m = page(None, 10.0, 0.0, 4.0, 0.0);
+    assert_eq!(m.kv_occupancy, None);
+    assert_eq!(m.active_ratio, None);
+    // A negative fraction (a broken exporter) is clamped, never published below 0.
+    let m = page(Some(-0.2), 10.0, 100.0, 0.0, 16.0);
+    assert_eq!(m.kv_occupancy, Some(0.0));
+}
+
+#[test]
+fn offered_load_counts_arrivals_that_did_not_complete() {
+    // Two pages 2 s apart: 10 completed, 4 failed, and the queue grew by 6 (TensorRT-LLM's own
+    // waiting count): 20 arrivals, 10 per second, while the request rate says 5.
+    let body = |success: u64, failure: u64, waiting: u64| {
+        format!(
+            "nv_inference_request_success{{model=\"t\",version=\"1\"}} {success}\n\
+             nv_inference_request_failure{{model=\"t\",reason=\"BACKEND\",version=\"1\"}} {failure}\n\
+             nv_inference_pending_request_count{{model=\"t\",version=\"1\"}} 0\n\
+             nv_trt_llm_request_metrics{{model=\"t\",request_type=\"waiting\",version=\"1\"}} {waiting}\n"
+        )
+    };
+    let mut w = Window::new(Duration::from_secs(10));
+    w.push(
+        Duration::from_secs(1),
+        Arc::new(Snapshot::parse(&body(100, 1, 2)).unwrap()),
+    );
+    w.push(
+        Duration::from_secs(3),
+        Arc::new(Snapshot::parse(&body(110, 5, 8)).unwrap()),
+    );
+    let d = derive(&w, Duration::from_secs(3), &HashSet::new());
+    assert_eq!(d.models["t"].request_rate, 5.0);
+    assert_eq!(d.models["t"].offered_load_rps, 10.0);
+    assert_eq!(d.pod.offered_load_rps, 10.0);
+    // A queue that drains is not negative load: 10 completed while the queue fell by 20.
+    w.push(
+        Duration::from_secs(5),
+        Arc::new(Snapshot::parse(&body(120, 5, 0)).unwrap()),
+    );
+    let d = derive(&w, Duration::from_secs(5), &HashSet::new());
+    // Over the window (t = 1 to 5): 20 completed + 4 failed − 2 queue = 22 in 4 s.
+    assert_eq!(d.models["t"].offered_load_rps, 5.5);
+}
