@@ -251,6 +251,105 @@ def check_scaledobject(ep, so, objs):
         check(not re.search(r"\bpod=~", q), f"{tn}: no pod-name regex", q)
         check(not re.search(r"model_name|_bucket|_sum\b|_count\b", q),
               f"{tn}: no model_name, _bucket, _sum or _count (the common recipe's mistakes)")
+    check_scaling_contract(name, keda_as_triggers(so), (((spec.get("advanced") or {})
+          .get("horizontalPodAutoscalerConfig") or {}).get("behavior") or {}),
+          [o for o in objs if o["kind"] == (spec["scaleTargetRef"].get("kind") or "Deployment")
+           and o["metadata"]["name"] == target])
+
+
+# Issue 13: what the scaler reads and how slowly it gives pods up.
+UTILIZATION_TARGET = (0.5, 0.9)   # a target outside this is a mistake, not a choice
+MIN_SCALE_DOWN_WINDOW = 600       # deploy/README.md: no shorter than a GPU pod's cold start
+
+
+def startup_allowance(dep):
+    """Seconds Triton's startupProbe allows a pod to load (failureThreshold x periodSeconds)."""
+    try:
+        t, _ = find_container(pod_spec(dep), TRITON)
+        sp = t.get("startupProbe") or {}
+        return int(sp.get("failureThreshold", 3)) * int(sp.get("periodSeconds", 10))
+    except Exception:  # noqa: BLE001 - no Triton container: no allowance to compare with
+        return None
+
+
+def scaling_errors(triggers, behavior, targets):
+    """Issue 13's contract for a ScaledObject (triggers: KEDA's, or an HPA's metrics turned into
+    the same shape by hpa_as_triggers): the first trigger is the pods' utilization, AverageValue,
+    at a target in UTILIZATION_TARGET; queue wait stays as the SLO guard; no trigger on a pending
+    count; scale-down stabilization no shorter than a cold start (MIN_SCALE_DOWN_WINDOW, and the
+    startupProbe's allowance of the target Deployment). Empty when right."""
+    errs = []
+    util = [t for t in triggers if t["metric"] == "triton_pod_utilization"]
+    if not util or triggers[0] is not util[0]:
+        errs.append("the first trigger must be the pods' utilization (triton_pod_utilization)")
+    elif not (util[0]["type"] == "AverageValue" and UTILIZATION_TARGET[0] <= util[0]["target"] <= UTILIZATION_TARGET[1]):
+        errs.append(f"utilization must be AverageValue with a target in {UTILIZATION_TARGET}: {util[0]}")
+    if not any(t["metric"] == "triton_pod_queue_wait_ms" for t in triggers):
+        errs.append("queue wait must stay as the SLO guard")
+    if any("pending" in t["metric"] for t in triggers):
+        errs.append("no trigger on a pending count (a request means a different amount of work per model)")
+    down = (behavior.get("scaleDown") or {}).get("stabilizationWindowSeconds")
+    allowance = startup_allowance(targets[0]) if targets else None
+    if not (isinstance(down, int) and down >= MIN_SCALE_DOWN_WINDOW and (allowance is None or down >= allowance)):
+        errs.append(f"scaleDown.stabilizationWindowSeconds {down!r} is shorter than a cold start "
+                    f"({MIN_SCALE_DOWN_WINDOW} s; the startupProbe allows {allowance} s)")
+    return errs
+
+
+def keda_as_triggers(so):
+    out = []
+    for t in so["spec"].get("triggers") or []:
+        q = (t.get("metadata") or {}).get("query", "")
+        m = re.match(r"\s*sum\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", q)
+        out.append({"metric": m.group(1) if m else q, "type": t.get("metricType"),
+                    "target": float((t.get("metadata") or {}).get("threshold", "nan"))})
+    return out
+
+
+def quantity(q):
+    q = str(q)
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def hpa_as_triggers(hpa):
+    out = []
+    for m in hpa["spec"].get("metrics") or []:
+        body = m.get(m.get("type", "").lower() if m.get("type") != "Pods" else "pods") or {}
+        tgt = body.get("target") or {}
+        out.append({"metric": (body.get("metric") or {}).get("name", ""), "type": tgt.get("type"),
+                    "target": quantity(tgt.get("averageValue", tgt.get("value", "nan")))})
+    return out
+
+
+def check_scaling_contract(name, triggers, behavior, targets):
+    errs = scaling_errors(triggers, behavior, targets)
+    check(not errs, f"{name}: scales on utilization (AverageValue, target {UTILIZATION_TARGET}), queue wait as "
+          f"the SLO guard, no pending trigger, scale-down window >= a cold start", "; ".join(errs))
+
+
+def self_test_scaling(so, dep):
+    """scaling_errors must reject the mistakes it exists for."""
+    beh = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    good = keda_as_triggers(so)
+    check(not scaling_errors(good, beh, [dep]), "self-test: the keda overlay's ScaledObject passes the scaling contract")
+    pending = [{"metric": "triton_pod_pending_requests", "type": "AverageValue", "target": 8.0}]
+    cases = [
+        ("the old pending trigger first", pending + good, beh, "first trigger"),
+        ("a pending trigger beside utilization", good + pending, beh, "pending"),
+        ("utilization as Value", [{**good[0], "type": "Value"}] + good[1:], beh, "AverageValue"),
+        ("utilization target 1.0 (no headroom)", [{**good[0], "target": 1.0}] + good[1:], beh, "target in"),
+        ("no queue-wait guard", good[:1], beh, "queue wait"),
+        ("scale-down window 300 s", good, {**beh, "scaleDown": {**beh["scaleDown"], "stabilizationWindowSeconds": 300}},
+         "shorter than a cold start"),
+    ]
+    for what, trig, b, needle in cases:
+        errs = scaling_errors(trig, b, [dep])
+        check(any(needle in e for e in errs), f"self-test: {what} is rejected", "; ".join(errs))
+    longer = copy.deepcopy(dep)
+    t, _ = find_container(pod_spec(longer), TRITON)
+    t["startupProbe"]["failureThreshold"] = 240   # 20 minutes to load
+    check(any("startupProbe allows 1200" in e for e in scaling_errors(good, beh, [longer])),
+          "self-test: a window shorter than a longer startupProbe allowance is rejected")
 
 
 def relabels_ns_pod(endpoint):
@@ -345,7 +444,8 @@ def check_prometheusrule(ep, pr, root):
                 check((r.get("labels") or {}).get("severity"), f"{name}: {r['alert']} has a severity")
     for wanted in ("TritonQueueWaitAboveSLO", "TritonSidecarScrapeFailing", "TritonDrainTimedOut",
                    "TritonNotReady", "TritonDrainNearTimeout", "TritonSidecarNotScraped",
-                   "TritonKedaScalerErrors"):
+                   "TritonKedaScalerErrors", "TritonModelOverCapacity", "TritonSidecarModelsWithoutCapacity",
+                   "TritonSidecarStatisticsRefused"):
         check(wanted in alerts, f"{name}: has alert {wanted}")
 
 
@@ -588,6 +688,7 @@ def main():
     check(files, "rendered entry points found", render_dir)
     base_dep = None
     inject_render = None
+    keda_render = None
     for fn in files:
         ep = fn[:-5]
         objs = load(os.path.join(render_dir, fn))
@@ -611,6 +712,11 @@ def main():
                 check_nodepool(ep, o)
             elif k == "Service":
                 check_service(ep, o)
+            elif k == "HorizontalPodAutoscaler":
+                ref = o["spec"].get("scaleTargetRef") or {}
+                check_scaling_contract(f"{ep}: HorizontalPodAutoscaler/{o['metadata']['name']}", hpa_as_triggers(o),
+                                       o["spec"].get("behavior") or {},
+                                       [d for d in objs if d["kind"] == ref.get("kind") and d["metadata"]["name"] == ref.get("name")])
             elif k == "NetworkPolicy" and o["metadata"]["name"] == "triton":
                 check_networkpolicy(ep, o)
         # Monitors: never both a ServiceMonitor and a PodMonitor for the same pods.
@@ -628,6 +734,8 @@ def main():
             check_agent_images(ep, objs)
         if ep == "component-inject":
             inject_render = objs
+        if ep == "keda":
+            keda_render = objs
     # The base's preStop must be the httpGet form, and the self-test must reject the mistakes.
     if check(base_dep is not None, "base renders the Triton Deployment"):
         t, _ = find_container(pod_spec(base_dep), TRITON)
@@ -639,6 +747,10 @@ def main():
         check("replicas" not in base_dep["spec"], "base: the Deployment has no spec.replicas")
         check("runtimeClassName" not in pod_spec(base_dep),
               "base: no runtimeClassName (opt-in: components/nvidia-runtime)")
+    if check(keda_render is not None, "the keda overlay was rendered"):
+        so = next(o for o in keda_render if o["kind"] == "ScaledObject")
+        dep = next(o for o in keda_render if o["kind"] == "Deployment" and o["metadata"]["name"] == "triton")
+        self_test_scaling(so, dep)
     check_inject_components(root)
     if check(inject_render is not None, "the inject component was rendered on the fixture"):
         self_test_injection(inject_render)
