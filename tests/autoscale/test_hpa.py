@@ -88,8 +88,12 @@ def test_spec_from_rendered_deploy():
     s = spec_from_scaledobject(so, max_cap=3)
     assert (s.min_replicas, s.max_replicas) == (1, 3)
     assert [(t.name, t.metric_type, t.threshold) for t in s.triggers] == [
-        ("pending-requests", "AverageValue", 8.0), ("queue-wait", "Value", 100.0)]
-    assert s.scale_up.stabilization_s == 0 and s.scale_down.stabilization_s == 300
+        ("utilization", "AverageValue", 0.7), ("queue-wait", "Value", 100.0)]
+    assert s.triggers[0].query == \
+        'sum(triton_pod_utilization{namespace="triton",app_kubernetes_io_instance="triton"})'
+    assert "triton_pod_queue_wait_ms" in s.triggers[1].query and "pending" not in " ".join(t.query for t in s.triggers)
+    # Scale-down no shorter than a GPU pod's cold start (deploy/README.md: 600 s).
+    assert s.scale_up.stabilization_s == 0 and s.scale_down.stabilization_s == 600
     assert [(p.type, p.value, p.period_s) for p in s.scale_down.policies] == [("Pods", 1, 120.0)]
     assert s.scale_up.select == "Max" and s.scale_down.select == "Min"
 

@@ -257,6 +257,37 @@ def check_scaledobject(ep, so, objs):
            and o["metadata"]["name"] == target])
 
 
+def restricted_api_errors(dep):
+    """Where Triton restricts its statistics API with a header from a Secret, the agent must get
+    the same NAME=VALUE from the same Secret key (else: statistics refused, no estimate). Returns
+    (restricted: bool, errors)."""
+    ps = pod_spec(dep)
+    t, _ = find_container(ps, TRITON)
+    a, _ = find_container(ps, AGENT)
+    if not t:
+        return False, []
+    args = [x for x in (t.get("args") or []) if str(x).startswith("--http-restricted-api=")]
+    if not args:
+        return False, []
+    errs = []
+    env_t = {e["name"]: e for e in t.get("env") or []}
+    env_a = {e["name"]: e for e in (a or {}).get("env") or []}
+    for arg in args:
+        m = re.fullmatch(r"--http-restricted-api=([a-z,-]+):\$\((\w+)\)", arg)
+        if not m:
+            errs.append(f"{arg!r}: expected --http-restricted-api=<apis>:$(VAR) with VAR from a Secret")
+            continue
+        if "statistics" not in m.group(1).split(","):
+            continue
+        ref_t = ((env_t.get(m.group(2)) or {}).get("valueFrom") or {}).get("secretKeyRef")
+        ref_a = ((env_a.get("TRITON_SIDECAR_TRITON_API_HEADER") or {}).get("valueFrom") or {}).get("secretKeyRef")
+        if not ref_t:
+            errs.append(f"Triton's {m.group(2)} is not from a secretKeyRef")
+        if not ref_a or not ref_t or (ref_a.get("name"), ref_a.get("key")) != (ref_t.get("name"), ref_t.get("key")):
+            errs.append(f"the agent's TRITON_SIDECAR_TRITON_API_HEADER ({ref_a}) is not Triton's Secret key ({ref_t})")
+    return True, errs
+
+
 # Issue 13: what the scaler reads and how slowly it gives pods up.
 UTILIZATION_TARGET = (0.5, 0.9)   # a target outside this is a mistake, not a choice
 MIN_SCALE_DOWN_WINDOW = 600       # deploy/README.md: no shorter than a GPU pod's cold start
@@ -698,6 +729,15 @@ def main():
             k = o.get("kind")
             if k == "Deployment" and o["metadata"]["name"] == "triton":
                 check_deployment(ep, o)
+                restricted, errs = restricted_api_errors(o)
+                if restricted or ep == "component-restricted-api":
+                    check(restricted and not errs, f"{ep}: Triton's restricted statistics API and the agent's header "
+                          "come from the same Secret key", "; ".join(errs) or "no --http-restricted-api")
+                    if ep == "component-restricted-api":
+                        bad = copy.deepcopy(o)
+                        a, _ = find_container(pod_spec(bad), AGENT)
+                        a["env"] = [e for e in a["env"] if e["name"] != "TRITON_SIDECAR_TRITON_API_HEADER"]
+                        check(restricted_api_errors(bad)[1], "self-test: a restricted API without the agent's header is rejected")
                 if ep == "base":
                     base_dep = o
             elif k == "ScaledObject":

@@ -35,7 +35,8 @@ Sources and the substitution rule applied to each (stated here, and repeated in 
 
 Each item also has `needs`: [] when the series exist on any running agent beside a Triton with a
 loaded model; ["gpu"] when it reads triton_gpu_* (present only with a GPU); ["drain"] when it reads
-triton_sidecar_drains_total (present only after a drain). The live test may skip an item whose
+triton_sidecar_drains_total (present only after a drain); ["trtllm"] when it reads the TensorRT-LLM
+gauges (triton_kv_cache_occupancy_ratio, triton_trtllm_*: present only beside a TensorRT-LLM model). The live test may skip an item whose
 needs it cannot meet, and must say so.
 
 Prints a JSON list of {role, source, name, expr, substitution, needs, ...}; KEDA items add
@@ -77,6 +78,8 @@ def needs(expr):
         n.append("gpu")
     if "triton_sidecar_drains_total" in expr:
         n.append("drain")
+    if re.search(r"triton_kv_cache_occupancy_ratio|triton_trtllm_", expr):
+        n.append("trtllm")
     return n
 
 
