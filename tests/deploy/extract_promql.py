@@ -29,6 +29,8 @@ Sources and the substitution rule applied to each (stated here, and repeated in 
   dashboard  Grafana targets (entry point `grafana`, ConfigMap triton-sidecar-dashboard):
              $namespace / ${namespace} -> NS, $pod -> .*, $model -> .*,
              $__rate_interval -> 1m, $__interval -> 15s, $__range -> 1h.
+  readme     the ```promql blocks of deploy/README.md (what a user is told to run): the
+             namespace matcher value "triton" becomes NS.
   variable   the dashboard's query variables, `label_values(SELECTOR, LABEL)`: `expr` is
              SELECTOR (same substitution as dashboard), `label` is LABEL. Grafana answers them
              with /api/v1/label/LABEL/values?match[]=SELECTOR; the live test does the same.
@@ -142,6 +144,16 @@ def extract(args):
                     "substitution": "none", "needs": needs(r["expr"]),
                 })
 
+    # deploy/README.md's PromQL blocks
+    with open(os.path.join(args.root, "deploy", "README.md")) as f:
+        readme = f.read()
+    for k, block in enumerate(re.findall(r"```promql\n(.*?)```", readme, re.S)):
+        q = block.strip().replace('namespace="triton"', f'namespace="{ns}"')
+        items.append({
+            "role": "readme", "source": "deploy/README.md", "name": f"promql-block-{k}", "expr": one_line(q),
+            "substitution": f'namespace="triton" -> namespace="{ns}"', "needs": needs(q),
+        })
+
     # Grafana
     subs = [(r"\$\{namespace\}|\$namespace\b", ns), (r"\$\{pod\}|\$pod\b", ".*"),
             (r"\$\{model\}|\$model\b", ".*"), (r"\$__rate_interval\b", "1m"),
@@ -204,7 +216,8 @@ def main():
     ap.add_argument("--pod-regex", default=".+")
     args = ap.parse_args()
     items = extract(args)
-    roles = {r: sum(1 for i in items if i["role"] == r) for r in ("keda", "adapter", "recording", "alert", "dashboard", "variable")}
+    roles = {r: sum(1 for i in items if i["role"] == r)
+             for r in ("keda", "adapter", "recording", "alert", "dashboard", "variable", "readme")}
     missing = [r for r, n in roles.items() if n == 0]
     if missing:
         raise SystemExit(f"no expressions found for: {', '.join(missing)}")

@@ -41,7 +41,7 @@ Phases, each evaluated at one instant (the API's `time=`) so all answers are con
 Assertions, per expression and phase:
   keda       exactly one series, finite; load: > threshold; idle: <= activationThreshold;
              drain: one series, finite (no threshold: the load is gone);
-  adapter, recording, dashboard
+  adapter, recording, dashboard, readme (deploy/README.md's ```promql blocks)
              at least one series, every value finite;
   variable   the label's values are not empty (namespace: NS; pod: both pods; model: fast, slow);
   alert      evaluates without error (an alert answers nothing unless it fires; the promtool
@@ -634,7 +634,7 @@ CASES = [pytest.param(phase, i, id=f"{phase}-{_id(i, it)}") for phase in PHASES 
 
 def test_extraction_covers_every_role():
     roles = {it["role"] for it in ITEMS}
-    assert roles >= {"keda", "adapter", "recording", "alert", "dashboard", "variable"}, roles
+    assert roles >= {"keda", "adapter", "recording", "alert", "dashboard", "variable", "readme"}, roles
     for it in keda_items():
         assert it["threshold"] > 0 and it["activation_threshold"] >= 0, it
 
