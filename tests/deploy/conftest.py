@@ -51,3 +51,25 @@ def pytest_terminal_summary(terminalreporter):
     for name, items in (report.get("alerts") or {}).items():
         tr.write_line(f"ALERTS {name}: " + (", ".join(
             f"{a.get('namespace')}/{a.get('pod') or a.get('scaledObject')} {a['alertstate']}" for a in items) or "none"))
+    # Issue 13: capacity and utilization as the agents published them.
+    if "stats" in report:
+        tr.write_line(f"statistics API: {json.dumps(report['stats'])}")
+    for phase in ("capacity_load", "capacity_idle"):
+        c = report.get(phase)
+        if not c:
+            continue
+        fmt = lambda d: ", ".join(f"{'/'.join(str(x)[-5:] if i == 0 else str(x) for i, x in enumerate(k))}={v:.4g}"
+                                  for k, v in sorted(d.items()))
+        tr.write_line(f"{phase}: capacity_rps {fmt(c['triton_capacity_rps'])}")
+        tr.write_line(f"{phase}: offered_load_rps {fmt(c['triton_offered_load_rps'])}; "
+                      f"request_rate {fmt(c['triton_request_rate'])}")
+        tr.write_line(f"{phase}: utilization {fmt(c['triton_utilization'])}; pod {fmt(c['triton_pod_utilization'])}")
+        tr.write_line(f"{phase}: models_without_capacity {fmt(c['triton_sidecar_models_without_capacity'])}; "
+                      f"statistics_refused {fmt(c['triton_sidecar_statistics_refused'])}; "
+                      f"kv {fmt(c['triton_kv_cache_occupancy_ratio'])}; active {fmt(c['triton_trtllm_active_ratio'])}")
+        if "client_rps" in c:
+            tr.write_line(f"{phase}: completions counted by the clients over the agents' 10 s window: "
+                          + ", ".join(f"{m}={v:.3g}/s" for m, v in c["client_rps"].items()))
+    for name, items in (report.get("capacity_alerts") or {}).items():
+        tr.write_line(f"ALERTS {name} (drain phase): " + (", ".join(
+            f"{a.get('namespace')}/{a.get('pod')} {a['alertstate']}" for a in items) or "none"))
