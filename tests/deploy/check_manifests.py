@@ -730,7 +730,7 @@ def main():
             if k == "Deployment" and o["metadata"]["name"] == "triton":
                 check_deployment(ep, o)
                 restricted, errs = restricted_api_errors(o)
-                if restricted or ep == "component-restricted-api":
+                if restricted or ep.startswith("component-restricted-api"):
                     check(restricted and not errs, f"{ep}: Triton's restricted statistics API and the agent's header "
                           "come from the same Secret key", "; ".join(errs) or "no --http-restricted-api")
                     if ep == "component-restricted-api":

@@ -5,7 +5,8 @@
 #   1. `kubectl kustomize` renders every entry point: deploy/base, deploy/overlays/*,
 #      deploy/cluster/**, deploy/grafana, deploy/examples/*, each deploy/components/* applied
 #      alone on base (the inject components on tests/deploy/fixtures/inject-target, a labelled
-#      Deployment and StatefulSet and an unlabelled Deployment), and the Helm post-renderer.
+#      Deployment and StatefulSet and an unlabelled Deployment), restricted-api with
+#      native-sidecar (fixtures/restricted-api-native-sidecar), and the Helm post-renderer.
 #   2. Built-in kinds pass `kubernetes-validate --strict` at Kubernetes 1.33 and at the oldest
 #      supported version: 1.27, or 1.29 where a native sidecar is rendered. KServe kinds are
 #      validated strictly against KServe's API types, and KEDA and Prometheus Operator kinds
@@ -158,6 +159,9 @@ EOF
   fi
   render "$name" "$ov"
 done
+# Issue 13: restricted-api with native-sidecar (the agent moves to the init containers after
+# restricted-api has patched it).
+render component-restricted-api-native-sidecar "$HERE/fixtures/restricted-api-native-sidecar"
 # The Helm post-renderer, fed the chart's rendered output on stdin as Helm does.
 run "examples/helm-chart/post-render.sh injects the agent into the chart's output" bash -c "
   deploy/examples/helm-chart/post-render.sh <deploy/examples/helm-chart/rendered/triton-inference-server.yaml >'$OUT/post-render.yaml' &&
