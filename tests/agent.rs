@@ -454,14 +454,14 @@ const LIN_STATS: &str = r#"{"model_stats":[{"name":"lin","version":"1","inferenc
 /// access header, then read once the API opens, and the header sent on every /v2 call.
 #[tokio::test]
 async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
-    let three = |n: u64| {
+    fn three(n: u64) -> String {
         format!(
             "{}{}{}",
             page("lin", n, 0, 0, 0),
             page("ens", n, 0, 0, 0),
             page("cfg", n, 0, 0, 0)
         )
-    };
+    }
     let t = FakeTriton::start(Script {
         metrics: three(0),
         stats: Some(LIN_STATS.into()),
@@ -482,15 +482,16 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
     cfg.capacity.insert("cfg".into(), 40.0);
     let a = start_agent(cfg.clone()).await;
     let mut n = 0;
-    let load = |t: &FakeTriton, n: &mut u64| {
-        t.set(|s| s.metrics = three(*n));
-        *n += 2; // 2 per 100 ms poll: about 20 requests per second per model
-    };
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(1500) {
-        load(&t, &mut n);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // 1.5 s of load: 2 requests per 100 ms poll, about 20 requests per second per model.
+    async fn load_for_1500ms(t: &FakeTriton, n: &mut u64) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1500) {
+            t.set(|s| s.metrics = three(*n));
+            *n += 2;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
+    load_for_1500ms(&t, &mut n).await;
     let p = metrics_page(&a).await;
     assert_eq!(
         value(&p, "triton_sidecar_statistics_refused"),
@@ -520,11 +521,7 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
 
     // Triton opens the statistics API: the refusal clears and the estimate appears.
     t.set(|s| s.restricted = None);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(1500) {
-        load(&t, &mut n);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    load_for_1500ms(&t, &mut n).await;
     let p = metrics_page(&a).await;
     assert_eq!(
         value(&p, "triton_sidecar_statistics_refused"),
