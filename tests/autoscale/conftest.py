@@ -11,11 +11,12 @@ def pytest_configure(config):
 
 
 def pytest_terminal_summary(terminalreporter):
-    mod = sys.modules.get("test_autoscale")
-    report = getattr(mod, "REPORT", None)
-    if not report:
-        return
     tr = terminalreporter
-    tr.section("autoscaling loop: measured")
-    for line in report:
-        tr.write_line(line)
+    for name, title in (("test_capacity", "capacity gauges: calibration and proportionality, measured"),
+                        ("test_autoscale", "autoscaling loop: measured")):
+        report = getattr(sys.modules.get(name), "REPORT", None)
+        if not report:
+            continue
+        tr.section(title)
+        for line in report:
+            tr.write_line(line)

@@ -268,8 +268,10 @@ def start_triton(
     log_dir: pathlib.Path = DEFAULT_LOG_DIR,
     python: os.PathLike = VENV_PYTHON,
     stop_grace: float = 40.0,
+    script: os.PathLike = SERVE_TRITON,
 ) -> Iterator[TritonHandle]:
-    """Start serve_triton.py on free ports; yield a TritonHandle once READY.
+    """Start serve_triton.py (or `script`, which speaks the same READY/EXITED protocol, e.g.
+    tests/autoscale/serve_models.py) on free ports; yield a TritonHandle once READY.
 
     On exit (normal or exception) SIGTERM serve_triton.py, wait `stop_grace`, then
     SIGKILL its whole process group (tritonserver and the backend stubs are in it).
@@ -281,7 +283,7 @@ def start_triton(
     argv = [
         str(python),
         "-u",
-        str(SERVE_TRITON),
+        str(script),
         "--http-port", str(http_p),
         "--grpc-port", str(grpc_p),
         "--metrics-port", str(metrics_p),

@@ -78,25 +78,27 @@ class AgentHandle:
         return fetch_metrics(self.metrics_url)
 
 
-def agent_argv(triton: TritonHandle, metrics_port: int, admin_port: int, extra: Sequence[str] = ()) -> List[str]:
+def agent_argv(triton: TritonHandle, metrics_port: int, admin_port: int, extra: Sequence[str] = (),
+               models: Sequence[str] = MODELS) -> List[str]:
     return [
         str(agent_bin()),
         "--triton-url", triton.http_url,
         "--triton-metrics-url", triton.metrics_url,
         "--metrics-addr", f"127.0.0.1:{metrics_port}",
         "--admin-addr", f"127.0.0.1:{admin_port}",
-        *[a for m in MODELS for a in ("--require-model", m)],
+        *[a for m in models for a in ("--require-model", m)],
         *extra,
     ]
 
 
 @contextlib.contextmanager
-def start_agent(triton: TritonHandle, extra: Sequence[str] = (), ready_timeout: float = 30.0) -> Iterator[AgentHandle]:
+def start_agent(triton: TritonHandle, extra: Sequence[str] = (), ready_timeout: float = 30.0,
+                models: Sequence[str] = MODELS) -> Iterator[AgentHandle]:
     """Start the agent against `triton`; yield once /readyz is 200 and triton_up is 1."""
     mport, aport = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.setdefault("RUST_LOG", "info")
-    proc = start_process("agent", agent_argv(triton, mport, aport, extra), env=env)
+    proc = start_process("agent", agent_argv(triton, mport, aport, extra, models), env=env)
     handle = AgentHandle(proc, mport, aport)
     try:
         def ready():
