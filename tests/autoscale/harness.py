@@ -63,6 +63,7 @@ import yaml  # noqa: E402
 
 import common  # noqa: E402
 import scenarios  # noqa: E402
+import serve_models  # noqa: E402
 from hpa import Hpa, spec_from_scaledobject  # noqa: E402
 
 NAMESPACE = "triton"          # the namespace the rendered KEDA queries select
@@ -98,6 +99,15 @@ class Timing:
     propagation_s: float = 2.0    # endpoints + kube-proxy lag, each way out
     scrape_cap: str = "5s"        # cap on the ServiceMonitor's intervals (Triton's 30 s -> 5 s)
     note: str = ""
+    # issue 13: the model (serve_models.py; "slow" = tests/e2e's model of issue 9), a cold start
+    # for every pod created after t = 0, the HPA behavior's windows and periods multiplied by
+    # behavior_scale (None: as rendered), and phase rates in units of one pod's measured capacity
+    model: str = "slow"
+    cold_start_s: float = 0.0
+    behavior_scale: Optional[float] = None
+    rates_in_capacity: bool = False
+    scaled: bool = True           # anything shortened (stated in every output)
+    settle_phases: Tuple[str, ...] = ()  # phases at whose end replicas are compared with the ideal
 
 
 IDLE, PLATEAU, SPIKE = 2.0, 9.0, 40.0  # req/s. One pod serves ~19/s (1 / (SLOW_MS + overhead)):
@@ -141,6 +151,59 @@ TIMINGS = {
                 Phase("ramp down", 10, SPIKE, IDLE), Phase("idle after", 60, IDLE, IDLE)],
         note="SHORTENED, sustained spike: the short test overlay and HPA sync 5 s, spike 120 s "
              "(4x the 30 s scale-down window)"),
+}
+
+
+# Issue 13's comparison: four trigger sets, side by side, same seed.
+TRIGGER_SETS = {
+    "new": "deploy/overlays/keda",                               # deploy/ as rendered now
+    "previous": "tests/autoscale/kustomize/previous",            # deploy/'s triggers before issue 13
+    "tutorial": "tests/autoscale/kustomize/trtllm-tutorial",     # TensorRT-LLM tutorial's Pods metric
+    "onprem": "tests/autoscale/kustomize/k8s-onprem",            # Triton deploy/k8s-onprem's Pods metric
+}
+TRIGGER_SET_LABELS = {
+    "new": "deploy/ (utilization + queue wait)", "previous": "deploy/ before issue 13 (pending + queue wait)",
+    "tutorial": "TRT-LLM tutorial (queue/compute ratio)", "onprem": "k8s-onprem (avg queue time)",
+}
+# Issue 13's scenarios. Rates in units of one pod's measured capacity C: idle 0.25 C (ideal 1 pod
+# at the 0.7 target), peak 2.05 C (ideal 3; two pods could not serve it: a scale-down to 2 during
+# it counts as a scale-down over capacity).
+LOW, PEAK = 0.25, 2.05
+_SHORT = dict(sync_s=5.0, sync_offset_s=2.5, behavior_scale=0.1, rates_in_capacity=True, scaled=True)
+_SHORT_NOTE = ("SHORTENED: HPA behavior windows and policy periods x 0.1 (deploy/'s scale-down window "
+               "600 -> 60 s, before issue 13 300 -> 30 s; policies 60 -> 6 s, 120 -> 12 s), HPA sync 15 -> 5 s; "
+               "pods ready in seconds (no cold start)")
+SCENARIOS = {
+    # (a) a spike longer than the scale-down window (150 s: 2.5 x 60 s)
+    "spike": Timing(name="spike", entry_points={}, model="unbatched",
+                    phases=[Phase("idle", 20, LOW, LOW), Phase("spike", 150, PEAK, PEAK),
+                            Phase("ramp down", 10, PEAK, LOW), Phase("idle after", 80, LOW, LOW)],
+                    settle_phases=("spike", "idle after"), note=_SHORT_NOTE, **_SHORT),
+    # (b) a slow ramp to the same peak
+    "ramp": Timing(name="ramp", entry_points={}, model="unbatched",
+                   phases=[Phase("idle", 20, LOW, LOW), Phase("ramp", 150, LOW, PEAK), Phase("plateau", 30, PEAK, PEAK),
+                           Phase("ramp down", 30, PEAK, LOW), Phase("idle after", 70, LOW, LOW)],
+                   settle_phases=("plateau", "idle after"), note=_SHORT_NOTE, **_SHORT),
+    # (c) the dynamically batched, two-instance model
+    "batched": Timing(name="batched", entry_points={}, model="batched",
+                      phases=[Phase("idle", 20, LOW, LOW), Phase("spike", 120, PEAK, PEAK),
+                              Phase("ramp down", 10, PEAK, LOW), Phase("idle after", 80, LOW, LOW)],
+                      settle_phases=("spike", "idle after"), note=_SHORT_NOTE, **_SHORT),
+    # (d) a 60 s cold start before a new pod turns ready, UNSCALED: behavior as rendered, HPA sync
+    # 15 s. The run ends 60 s after the spike (the scale-down windows, 300 s and 600 s, are longer:
+    # replicas are compared with the ideal at the spike's end only).
+    "coldstart": Timing(name="coldstart", entry_points={}, model="unbatched", sync_s=15.0, sync_offset_s=7.5,
+                        cold_start_s=60.0, rates_in_capacity=True, scaled=False,
+                        phases=[Phase("idle", 45, LOW, LOW), Phase("spike", 240, PEAK, PEAK),
+                                Phase("ramp down", 15, PEAK, LOW), Phase("idle after", 60, LOW, LOW)],
+                        settle_phases=("spike",),
+                        note="UNSCALED: behavior as rendered, HPA sync 15 s; every pod created after t = 0 "
+                             "sleeps 60 s before tritonserver starts (a GPU pod's cold start)"),
+    # make test's shortened loop: (a) in brief
+    "test": Timing(name="test", entry_points={}, model="unbatched",
+                   phases=[Phase("idle", 15, LOW, LOW), Phase("spike", 90, PEAK, PEAK),
+                           Phase("ramp down", 5, PEAK, LOW), Phase("idle after", 75, LOW, LOW)],
+                   settle_phases=("spike", "idle after"), note=_SHORT_NOTE, **_SHORT),
 }
 
 
@@ -227,8 +290,10 @@ def pod_template(docs: List[dict]) -> PodTemplate:
 class Pod:
     """A Triton + agent pair, driven by its own lifecycle thread."""
 
-    def __init__(self, name: str, tpl: PodTemplate, t0: float, on_change: Callable[["Pod"], None]):
+    def __init__(self, name: str, tpl: PodTemplate, t0: float, on_change: Callable[["Pod"], None],
+                 model: str = "slow", cold_start_s: float = 0.0, token: str = ""):
         self.name, self.tpl, self.t0, self.on_change = name, tpl, t0, on_change
+        self.model, self.cold_start_s, self.token = model, cold_start_s, token
         self.created = time.monotonic()
         self.ready_at: Optional[float] = None       # first /readyz 200 seen by the prober
         self.deleted_at: Optional[float] = None     # T0 of the termination
@@ -300,12 +365,24 @@ class Pod:
     def _life(self) -> None:
         with contextlib.ExitStack() as stack:
             try:
-                self.triton = stack.enter_context(common.start_triton(extra_args=[
-                    "--slow-ms", str(SLOW_MS), "--slow-instances", "1",
-                    "--exit-timeout-secs", str(self.tpl.exit_timeout_s)]))
+                if self.model == "slow":
+                    self.triton = stack.enter_context(common.start_triton(extra_args=[
+                        "--slow-ms", str(SLOW_MS), "--slow-instances", "1",
+                        "--exit-timeout-secs", str(self.tpl.exit_timeout_s)]))
+                else:
+                    args = ["--models", self.model, "--access-token", self.token,
+                            "--exit-timeout-secs", str(self.tpl.exit_timeout_s)]
+                    if self.cold_start_s > 0:
+                        args += ["--startup-delay", f"{self.cold_start_s:g}"]
+                    self.triton = stack.enter_context(common.start_triton(
+                        script=SERVE_MODELS, extra_args=args, startup_timeout=180 + self.cold_start_s))
                 if self._shutdown.is_set():
                     return
-                self.agent = stack.enter_context(scenarios.start_agent(self.triton, ["--no-gpu"], ready_timeout=60))
+                if self.model == "slow":
+                    self.agent = stack.enter_context(scenarios.start_agent(self.triton, ["--no-gpu"], ready_timeout=60))
+                else:
+                    self.agent = stack.enter_context(scenarios.start_agent(
+                        self.triton, ["--no-gpu", *header_flag(self.token)], ready_timeout=60, models=[self.model]))
                 self._up.set()
                 self.on_change(self)  # now scrapeable
                 self._delete.wait()
@@ -357,6 +434,22 @@ class Pod:
 
 
 PROPAGATION = [2.0]  # set per run (a list so Pod can read the run's value)
+SERVE_MODELS = HERE / "serve_models.py"
+_HELP: List[str] = []
+
+
+def agent_has_flag(flag: str) -> bool:
+    """Whether the agent binary knows `flag` (one from before issue 13 has no --triton-api-header)."""
+    if not _HELP:
+        _HELP.append(subprocess.run([str(scenarios.agent_bin()), "--help"], capture_output=True, text=True).stdout)
+    return flag in _HELP[0]
+
+
+def header_flag(token: str) -> List[str]:
+    """pytriton restricts Triton's statistics API to its access token: the agent sends it."""
+    if not token or not agent_has_flag("--triton-api-header"):
+        return []
+    return ["--triton-api-header", f"{serve_models.ACCESS_HEADER}={token}"]
 
 
 # --------------------------------------------------------------------------- ReplicaSet + endpoints
@@ -365,8 +458,11 @@ PROPAGATION = [2.0]  # set per run (a list so Pod can read the run's value)
 class Cluster:
     """ReplicaSet (pod creation and victim choice), endpoints prober, and the router."""
 
-    def __init__(self, tpl: PodTemplate, t0: float, seed: int):
+    def __init__(self, tpl: PodTemplate, t0: float, seed: int, model: str = MODEL, cold_start_s: float = 0.0):
         self.tpl, self.t0 = tpl, t0
+        self.model, self.cold_start_s = model, cold_start_s
+        self.token = "".join(random.Random(seed + 1).choice("abcdefghijkmnpqrstuvwxyz23456789") for _ in range(24))
+        self.started = False  # t = 0 passed: new pods get the cold start
         self.rng = random.Random(seed)
         self.rs_hash = "".join(self.rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(9))
         self.pods: List[Pod] = []
@@ -402,7 +498,8 @@ class Cluster:
         created, deleted = [], []
         if n > len(act):
             for _ in range(n - len(act)):
-                p = Pod(self._new_name(), self.tpl, self.t0, lambda _p: self.on_change())
+                p = Pod(self._new_name(), self.tpl, self.t0, lambda _p: self.on_change(), model=self.model,
+                        cold_start_s=self.cold_start_s if self.started else 0.0, token=self.token)
                 with self.lock:
                     self.pods.append(p)
                 created.append(p.name)
@@ -576,7 +673,7 @@ class Load:
         else:
             name = pod.name
             try:
-                r = self._session().post(pod.triton.infer_url(MODEL), json=common.infer_body(1.0),
+                r = self._session().post(pod.triton.infer_url(self.cluster.model), json=common.infer_body(1.0),
                                          headers={"Connection": "close"}, timeout=REQUEST_TIMEOUT_S)
                 if r.status_code != 200:
                     status, err = "http_error", f"{r.status_code} {r.text[:120]}"
@@ -610,23 +707,55 @@ class Load:
 # --------------------------------------------------------------------------- one run
 
 
+def scale_behavior(spec, factor: Optional[float]) -> None:
+    """Shortened timings: every stabilisation window and policy period times `factor`."""
+    if factor is None:
+        return
+    for rules in (spec.scale_up, spec.scale_down):
+        rules.stabilization_s *= factor
+        for pol in rules.policies:
+            pol.period_s *= factor
+
+
+def pods_query(q: str) -> str:
+    """A prometheus-adapter metricsQuery for this Deployment's pods (the harness's one namespace;
+    the pods are filtered by name afterwards, as <<.LabelMatchers>>'s pod=~ would)."""
+    return q.replace("<<.LabelMatchers>>", f'namespace="{NAMESPACE}"').replace("<<.GroupBy>>", "pod")
+
+
 def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pathlib.Path] = None,
-        max_cap: int = MAX_REPLICAS_CAP, progress: bool = True) -> dict:
-    """One experiment. Returns the result dict (also written to out_dir/<signal>.json)."""
-    entry = timing.entry_points[signal_name]
+        max_cap: int = MAX_REPLICAS_CAP, progress: bool = True, entry_point: Optional[str] = None,
+        capacity_rps: Optional[float] = None, ideal_target: float = 0.7) -> dict:
+    """One experiment. Returns the result dict (also written to out_dir/<signal>.json).
+
+    entry_point: the kustomize entry point (default timing.entry_points[signal_name]);
+    capacity_rps: one pod's measured saturation throughput of timing.model (required when
+    timing.rates_in_capacity; also enables the ideal-replica measures, ideal(t) =
+    ceil(offered(t) / (capacity x ideal_target)) within KEDA's min/max)."""
+    entry = entry_point or timing.entry_points[signal_name]
     docs = render(entry)
     so = next(d for d in docs if d["kind"] == "ScaledObject")
     spec = spec_from_scaledobject(so, max_cap=max_cap)
+    scale_behavior(spec, timing.behavior_scale)
     tpl = pod_template(docs)
-    other = "agent" if signal_name == "raw" else "raw"
-    shadow_so = next(d for d in render(timing.entry_points[other]) if d["kind"] == "ScaledObject")
-    shadow = {t.name: t.query for t in spec_from_scaledobject(shadow_so).triggers}
+    shadow: Dict[str, str] = {}
+    if signal_name in ("agent", "raw") and entry_point is None:
+        other = "agent" if signal_name == "raw" else "raw"
+        shadow_so = next(d for d in render(timing.entry_points[other]) if d["kind"] == "ScaledObject")
+        shadow = {t.name: t.query for t in spec_from_scaledobject(shadow_so).triggers}
     PROPAGATION[0] = timing.propagation_s
-    times = arrivals(timing.phases, seed)
-    starts = phase_starts(timing.phases)
+    phases = timing.phases
+    if timing.rates_in_capacity:
+        if not capacity_rps:
+            raise ValueError(f"timing {timing.name}: rates are in units of capacity; pass capacity_rps")
+        phases = [Phase(p.name, p.duration_s, p.rate_from * capacity_rps, p.rate_to * capacity_rps) for p in phases]
+    times = arrivals(phases, seed)
+    starts = phase_starts(phases)
     total = starts["end"]
     config = {
         "signal": signal_name, "timing": timing.name, "timing_note": timing.note, "entry_point": entry,
+        "scaled": timing.scaled, "cold_start_s": timing.cold_start_s, "behavior_scale": timing.behavior_scale,
+        "capacity_rps": capacity_rps, "ideal_target": ideal_target, "settle_phases": list(timing.settle_phases),
         "seed": seed, "requests_scheduled": len(times),
         "triggers": [dataclasses.asdict(t) for t in spec.triggers],
         "shadow_triggers": shadow,
@@ -634,8 +763,13 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
         "max_replicas_manifest": int(so["spec"].get("maxReplicaCount", 100)),
         "behavior": {"scale_up": dataclasses.asdict(spec.scale_up), "scale_down": dataclasses.asdict(spec.scale_down)},
         "sync_s": timing.sync_s, "sync_offset_s": timing.sync_offset_s, "propagation_s": timing.propagation_s,
-        "pod": dataclasses.asdict(tpl), "model": MODEL, "slow_ms": SLOW_MS,
-        "phases": [dataclasses.asdict(p) for p in timing.phases], "phase_starts": starts,
+        "pod": dataclasses.asdict(tpl), "model": timing.model, "slow_ms": SLOW_MS if timing.model == "slow" else None,
+        "model_cost": None if timing.model == "slow" else {
+            "unbatched": {"a_ms": serve_models.UNBATCHED_A_MS, "k_ms": serve_models.UNBATCHED_K_MS, "max_batch": 1,
+                          "instances": 1},
+            "batched": {"a_ms": serve_models.BATCHED_A_MS, "k_ms": serve_models.BATCHED_K_MS,
+                        "max_batch": serve_models.BATCHED_MAX, "instances": serve_models.BATCHED_INSTANCES}}[timing.model],
+        "phases": [dataclasses.asdict(p) for p in phases], "phase_starts": starts,
         "machine": {"nproc": os.cpu_count(), "loadavg_before": os.getloadavg()},
     }
     log(f"run {signal_name}/{timing.name}: {entry}; {timing.note}; {len(times)} requests over {total:.0f} s; "
@@ -659,7 +793,7 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
         config["prometheus"] = prom.version
         config["scrape"] = prom.summary["jobs"]
         t0_holder = [time.monotonic()]
-        cluster = Cluster(tpl, t0_holder[0], seed)
+        cluster = Cluster(tpl, t0_holder[0], seed, model=timing.model, cold_start_s=timing.cold_start_s)
         cluster.on_change = lambda: prom.set_pods([p for p in cluster.existing() if not p.terminating])
         cluster.start()
         # The Deployment starts at minReplicas; the run begins once that pod is ready and scraped.
@@ -672,13 +806,25 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
         n_jobs = len(prom.jobs)
         if not common.wait_until(lambda: len(prom.query(f'up{{namespace="{NAMESPACE}"}} == 1')) >= n_jobs, 60, 0.5):
             raise RuntimeError(f"targets not up: {prom.query('up')}")
-        if not common.wait_until(lambda: all(prom.one(t.query)[0] is not None for t in spec.triggers), 60, 0.5):
-            raise RuntimeError(f"trigger queries answer nothing: {[prom.one(t.query) for t in spec.triggers]}")
+        def trigger_value(tr):
+            if tr.metric_type == "Pods":
+                try:
+                    return {m.get("pod", "?"): v for m, v in prom.query(pods_query(tr.query))}, None
+                except Exception as e:  # noqa: BLE001
+                    return None, f"{type(e).__name__}: {e}"[:200]
+            return prom.one(tr.query)
+
+        def answered(tr):
+            v = trigger_value(tr)[0]
+            return bool(v) if isinstance(v, dict) else v is not None
+        if not common.wait_until(lambda: all(answered(t) for t in spec.triggers), 90, 0.5):
+            raise RuntimeError(f"trigger queries answer nothing: {[trigger_value(t) for t in spec.triggers]}")
         config["startup_s"] = round(time.monotonic() - t_wall0, 1)
 
         # ---- t = 0
         t0 = time.monotonic()
         cluster.t0 = t0
+        cluster.started = True
         for p in cluster.pods:
             p.t0 = t0
         load = Load(cluster, times, t0).start()
@@ -693,7 +839,7 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
             if now >= next_sample:
                 ex = cluster.existing()
                 samples.append({
-                    "t": round(now, 2), "offered": round(rate_at(timing.phases, now), 3),
+                    "t": round(now, 2), "offered": round(rate_at(phases, now), 3),
                     "desired": cluster.spec_replicas, "pods": len(ex),
                     "active": sum(1 for p in ex if not p.terminating),
                     "ready": sum(1 for p in ex if p.ready),
@@ -705,12 +851,13 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
                 next_sync += timing.sync_s
                 values, errs = {}, {}
                 for tr in spec.triggers:
-                    values[tr.name], e = prom.one(tr.query)
+                    values[tr.name], e = trigger_value(tr)
                     if e:
                         errs[tr.name] = e
                 shadow_vals = {n: prom.one(q)[0] for n, q in shadow.items()}
                 cur = cluster.spec_replicas
-                d = hpa.sync(time.monotonic() - t0, values, cur, len(cluster.active()), cluster.ready_count())
+                act = cluster.active()
+                d = hpa.sync(time.monotonic() - t0, values, cur, len(act), cluster.ready_count(), [p.name for p in act])
                 rec = {"t": round(d.t, 2), "current": cur, "values": values, "errors": errs,
                        "shadow": shadow_vals, "proposals": d.proposals, "metric_desired": d.metric_desired,
                        "stabilized": d.stabilized, "desired": d.desired, "reason": d.reason,
@@ -724,7 +871,7 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
                     scale_events.append({"t": rec["t"], "from": cur, "to": d.desired, "created": created,
                                          "deleted": deleted, "values": values})
                     log(f"  t={d.t:6.1f}s scale {cur} -> {d.desired} ({d.reason}); values "
-                        + ", ".join(f"{k}={v:.3g}" if v is not None else f"{k}=None" for k, v in values.items())
+                        + ", ".join(f"{k}={_fmt_value(v)}" for k, v in values.items())
                         + (f"; create {created}" if created else "") + (f"; delete {deleted}" if deleted else ""))
                 decisions.append(rec)
             if progress and now - last_print >= 30:
@@ -733,7 +880,7 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
                 with load.lock:
                     n_done = len(load.records)
                     n_fail = sum(1 for r in load.records if r[3] != "ok")
-                log(f"  t={now:6.1f}s offered {rate_at(timing.phases, now):5.1f}/s desired {cluster.spec_replicas} "
+                log(f"  t={now:6.1f}s offered {rate_at(phases, now):5.1f}/s desired {cluster.spec_replicas} "
                     f"ready {s.get('ready')} outstanding {s.get('outstanding')} done {n_done} failed {n_fail}")
             for p in cluster.pods:
                 if p.error and p.name not in " ".join(errors):
@@ -773,6 +920,14 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
 # --------------------------------------------------------------------------- summary
 
 
+def _fmt_value(v) -> str:
+    if v is None:
+        return "None"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k[-5:]}: {x:.3g}" for k, x in sorted(v.items())) + "}"
+    return f"{v:.3g}"
+
+
 def percentile(sorted_vals: Sequence[float], p: float) -> Optional[float]:
     if not sorted_vals:
         return None
@@ -783,7 +938,7 @@ def summarize(res: dict) -> dict:
     cfg = res["config"]
     st = cfg["phase_starts"]
     total = st["end"]
-    spike0, spike1 = st["spike"], st["ramp down"]
+    spike0, spike1 = st.get("spike", total), st.get("ramp down", total)
     reqs = res["requests"]
     failed = [r for r in reqs if r[3] != "ok"]
     kinds: Dict[str, int] = {}
@@ -813,8 +968,9 @@ def summarize(res: dict) -> dict:
     downs = [e for e in ev if e["to"] < e["from"]]
     max_desired = max([d["desired"] for d in res["decisions"]] or [0])
     last = res["decisions"][-1]["desired"] if res["decisions"] else None
-    back_to_min = next((e["t"] - st["idle after"] for e in downs
-                        if e["t"] >= st["idle after"] and e["to"] == cfg["min_replicas"]), None)
+    idle_after = st.get("idle after", total)
+    back_to_min = next((e["t"] - idle_after for e in downs
+                        if e["t"] >= idle_after and e["to"] == cfg["min_replicas"]), None)
     rose_in_spike = any(e["to"] > e["from"] and spike0 <= e["t"] < spike1 for e in ev)
     terminations = [p["termination"] for p in res["pods"] if p["termination"]]
     return {
@@ -832,4 +988,67 @@ def summarize(res: dict) -> dict:
         "back_to_min_after_idle_s": None if back_to_min is None else round(back_to_min, 1),
         "terminations": terminations, "query_errors": len([e for e in res["errors"] if "query" in e]),
         "pod_errors": [p["error"] for p in res["pods"] if p["error"]],
+        **(capacity_measures(res) if cfg.get("capacity_rps") else {}),
+    }
+
+
+def ideal_replicas(cfg: dict, offered: float) -> int:
+    """The pods the offered load needs at the target utilization, within KEDA's min/max."""
+    need = int(math.ceil(offered / (cfg["capacity_rps"] * cfg["ideal_target"]) - 1e-9))
+    return max(cfg["min_replicas"], min(cfg["max_replicas"], need))
+
+
+def capacity_measures(res: dict) -> dict:
+    """Issue 13's measures against one pod's measured capacity C and the ideal replica count."""
+    cfg = res["config"]
+    cap = cfg["capacity_rps"]
+    phases = [Phase(**p) for p in cfg["phases"]]
+    st = cfg["phase_starts"]
+    total = st["end"]
+    # scale-downs while the offered load exceeds what the remaining pods can serve
+    bad_downs = []
+    for e in res["scale_events"]:
+        if e["to"] < e["from"]:
+            off = rate_at(phases, e["t"])
+            if off > e["to"] * cap:
+                bad_downs.append({"t": e["t"], "from": e["from"], "to": e["to"], "offered": round(off, 2),
+                                  "remaining_capacity": round(e["to"] * cap, 2)})
+    # replicas against the ideal once settled: at the end of every phase of constant load
+    settled = []
+    names = cfg.get("settle_phases") or [p.name for p in phases if p.rate_from == p.rate_to]
+    for p in phases:
+        if p.name not in names:
+            continue
+        t_end = st[p.name] + p.duration_s
+        cur = next((d for d in reversed(res["decisions"]) if d["t"] <= t_end), None)
+        if cur is None:
+            continue
+        ideal = ideal_replicas(cfg, p.rate_from)
+        settled.append({"phase": p.name, "t": round(t_end, 1), "replicas": cur["desired"], "ideal": ideal})
+    settled_err = max((abs(x["replicas"] - x["ideal"]) for x in settled), default=None)
+    # ideal's integral (1 s steps) and the replica-seconds (pods created -> gone) against it
+    ideal_int = sum(ideal_replicas(cfg, rate_at(phases, t + 0.5)) for t in range(int(total)))
+    rs = 0.0
+    for p in res["pods"]:
+        a = max(0.0, p["created"] or 0.0)
+        b = min(total, p["gone"] if p["gone"] is not None else total)
+        rs += max(0.0, b - a)
+    # cold start: from the first scale-up after t = 0 until the first pod it created is ready
+    cold = None
+    ups = [e for e in res["scale_events"] if e["to"] > e["from"]]
+    if ups:
+        first = ups[0]
+        readies = [p["ready"] for p in res["pods"] if p["name"] in first["created"] and p["ready"] is not None]
+        ready_t = min(readies) if readies else total
+        peak = max([d["desired"] for d in res["decisions"] if first["t"] <= d["t"] <= ready_t] or [first["to"]])
+        ideal_peak = max(ideal_replicas(cfg, rate_at(phases, t)) for t in
+                         [first["t"] + i * 0.5 for i in range(int((ready_t - first["t"]) * 2) + 1)])
+        cold = {"from_t": first["t"], "ready_t": round(ready_t, 1), "decision_to_ready_s": round(ready_t - first["t"], 1),
+                "peak_replicas": peak, "ideal": ideal_peak}
+    ok = sorted(r[2] - r[0] for r in res["requests"] if r[3] == "ok")
+    return {
+        "capacity_rps": cap, "scale_downs_over_capacity": len(bad_downs), "scale_downs_over_capacity_list": bad_downs,
+        "settled": settled, "settled_max_error": settled_err, "ideal_replica_seconds": ideal_int,
+        "replica_seconds_vs_ideal": round(rs / ideal_int, 3) if ideal_int else None,
+        "cold_start": cold, "p50_s": percentile(ok, 0.5), "p99_s": percentile(ok, 0.99),
     }

@@ -13,6 +13,14 @@ per metric (replica_calculator.go)
   Value         GetExternalMetricReplicas(specReplicas) -> getUsageRatioReplicaCount:
                 ratio = usage / target; if |1 - ratio| <= tolerance: specReplicas
                 else ceil(ratio * readyPodCount)   (pods of the selector with Ready = True)
+  Pods          (the comparison's prometheus-adapter signals, not KEDA) GetMetricReplicas ->
+                calcPlainMetricReplicas(specReplicas): one value per pod of the Deployment;
+                terminating pods are ignored; ratio = mean over the pods with a value / target;
+                no pod missing: within tolerance -> specReplicas, else ceil(ratio * #values);
+                pods missing a value (a starting pod) count as 0 when ratio > 1 and as the
+                target when ratio < 1, then: within tolerance, or the direction flipped ->
+                specReplicas, else ceil(new ratio * #pods) (not below/above specReplicas
+                against the direction).
   Values travel as Kubernetes quantities in milli-units (KEDA: resource.NewMilliQuantity),
   so they are truncated to 0.001 here as well.
 over metrics    the largest proposal; a metric that fails is skipped, and when some failed the
@@ -60,9 +68,45 @@ class Rules:
 @dataclasses.dataclass
 class Trigger:
     name: str
-    metric_type: str  # AverageValue | Value
+    metric_type: str  # AverageValue | Value | Pods (AverageValue of a per-pod metric)
     query: str
     threshold: float
+
+
+PODS_ANNOTATION = "tests.triton-sidecar/pods-metrics"
+
+
+def quantity(v) -> float:
+    """A Kubernetes quantity as written in a manifest: 8, "8", "0.7", "1000m"."""
+    t = str(v).strip()
+    return float(t[:-1]) / 1000.0 if t.endswith("m") else float(t)
+
+
+def pods_proposal(trigger: Trigger, per_pod: Dict[str, float], pods: Sequence[str], spec_replicas: int,
+                  tolerance: float = TOLERANCE) -> Optional[int]:
+    """calcPlainMetricReplicas for a Pods metric (AverageValue target). `per_pod`: pod -> value
+    (from the query, any pod); `pods`: the Deployment's pods that are not terminating. None when
+    no pod has a value (the HPA's error: no metrics returned)."""
+    target = _milli(trigger.threshold)
+    metrics = {p: _milli(v) for p, v in per_pod.items() if p in pods and math.isfinite(v)}
+    if not metrics:
+        return None
+    missing = [p for p in pods if p not in metrics]
+    ratio = sum(metrics.values()) / len(metrics) / target
+    if not missing:
+        if abs(1.0 - ratio) <= tolerance:
+            return spec_replicas
+        return int(math.ceil(ratio * len(metrics)))
+    fill = target if ratio < 1.0 else 0.0
+    for p in missing:
+        metrics[p] = fill
+    new_ratio = sum(metrics.values()) / len(metrics) / target
+    if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 and new_ratio > 1.0) or (ratio > 1.0 and new_ratio < 1.0):
+        return spec_replicas
+    n = int(math.ceil(new_ratio * len(metrics)))
+    if (new_ratio < 1.0 and n > spec_replicas) or (new_ratio > 1.0 and n < spec_replicas):
+        return spec_replicas
+    return n
 
 
 @dataclasses.dataclass
@@ -193,15 +237,20 @@ class Hpa:
         return desired, "DesiredWithinRange"
 
     # ---------------------------------------------------------------- one sync
-    def sync(self, now: float, values: Dict[str, Optional[float]], spec_replicas: int, status_replicas: int,
-             ready_pods: int) -> Decision:
+    def sync(self, now: float, values: Dict[str, object], spec_replicas: int, status_replicas: int,
+             ready_pods: int, pods: Sequence[str] = ()) -> Decision:
         """One reconcile: `values` maps trigger name -> query value (None when the query failed
-        or answered no single series). Returns the Decision; the caller scales when
-        desired != current, and must then call record_scale()."""
+        or answered no single series; for a Pods trigger a dict pod -> value), `pods` the names
+        of the Deployment's pods that are not terminating. Returns the Decision; the caller
+        scales when desired != current, and must then call record_scale()."""
         current = spec_replicas
         props: Dict[str, Optional[int]] = {}
         for tr in self.spec.triggers:
             v = values.get(tr.name)
+            if tr.metric_type == "Pods":
+                props[tr.name] = None if not isinstance(v, dict) else pods_proposal(
+                    tr, v, pods, spec_replicas, self.spec.tolerance)
+                continue
             props[tr.name] = None if v is None or not math.isfinite(v) else proposal(
                 tr, v, spec_replicas, status_replicas, ready_pods, self.spec.tolerance)
         valid = [p for p in props.values() if p is not None]
@@ -254,10 +303,16 @@ def spec_from_scaledobject(so: dict, max_cap: Optional[int] = None) -> HpaSpec:
     if max_cap is not None:
         mx = min(mx, max_cap)
     triggers = []
+    pods_metrics = set(((so.get("metadata") or {}).get("annotations") or {}).get(PODS_ANNOTATION, "").split(","))
     for t in s.get("triggers") or []:
         if t.get("type") != "prometheus":
             raise ValueError(f"trigger type {t.get('type')!r} is not modelled")
         md = t["metadata"]
-        triggers.append(Trigger(t.get("name") or md["query"][:20], t.get("metricType", "AverageValue"),
-                                " ".join(md["query"].split()), float(md["threshold"])))
+        name = t.get("name") or md["query"][:20]
+        mtype = t.get("metricType", "AverageValue")
+        if name in pods_metrics:
+            if mtype != "AverageValue":
+                raise ValueError(f"Pods metric {name}: only an AverageValue target is modelled")
+            mtype = "Pods"
+        triggers.append(Trigger(name, mtype, " ".join(md["query"].split()), quantity(md["threshold"])))
     return HpaSpec(int(s.get("minReplicaCount", 0)), mx, up, down, triggers)

@@ -33,8 +33,8 @@ MODELS = ("unbatched", "batched")
 
 
 @pytest.fixture(scope="module")
-def results():
-    res = capacity.run_all(list(MODELS))
+def results(calibration):
+    res = [calibration[m] for m in MODELS]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "capacity.json").write_text(json.dumps(res, indent=1))
     md = ("Calibration\n\n" + capacity.calibration_table(res) + "\n\nProportionality\n\n"
