@@ -11,7 +11,7 @@ CARGO ?= cargo
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: autoscale-venv autoscale-demo test-autoscale bench fuzz-smoke test test-deps test-rust test-deploy test-image test-e2e build release demo clean venv
+.PHONY: autoscale-venv autoscale-demo autoscale-compare test-autoscale bench fuzz-smoke test test-deps test-rust test-deploy test-image test-e2e build release demo clean venv
 
 # Stages run one after another (timing tests never share the machine with another load), each
 # with its duration printed, so CI logs show where the time goes.
@@ -66,12 +66,21 @@ fuzz-smoke:
 autoscale-venv: venv
 	bash tests/autoscale/setup.sh
 
-## The whole autoscaling loop on one machine, real time: agent gauges vs raw-Triton PromQL; plot
+## Issue 9's comparison, real time: deploy/'s triggers before issue 13 vs raw-Triton PromQL; plot
 ## and table in target/autoscale/full/ (ARGS=--docs also rewrites docs/autoscaling.md's results).
 autoscale-demo: autoscale-venv release
 	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) tests/autoscale/demo.py --timing full $(ARGS)
 
-## The shortened loop (test overlay, stated in its output; < 5 min) and the HPA unit tests.
+## Issue 13's comparison: deploy/'s triggers now, before issue 13, the TRT-LLM tutorial's and
+## k8s-onprem's, side by side (same seed) on four scenarios (a spike longer than the scale-down
+## window, a slow ramp, the batched model, an unscaled 60 s cold start), after a calibration;
+## plots and tables in target/autoscale/compare/ (ARGS=--docs also rewrites docs/autoscaling.md's
+## results and docs/autoscaling.png; ARGS="--scenarios spike --sets new,previous" for a part).
+autoscale-compare: autoscale-venv release
+	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) tests/autoscale/compare.py $(ARGS)
+
+## Calibration and proportionality of the capacity gauges (one pod, ~2 min), the shortened loop
+## (deploy/'s triggers, scaled timing stated in its output, ~3.5 min) and the HPA unit tests.
 test-autoscale: autoscale-venv release
 	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) -m pytest -q -p no:cacheprovider -rs tests/autoscale
 

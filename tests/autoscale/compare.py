@@ -80,6 +80,9 @@ def main(argv=None) -> int:
     ap.add_argument("--docs", action="store_true")
     ap.add_argument("--max-load", type=float, default=3.0)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--calibration", type=pathlib.Path,
+                    help="reuse this capacity.json (another compare.py's) instead of calibrating again")
+    ap.add_argument("--calibrate-only", action="store_true")
     a = ap.parse_args(argv)
     scens = [s for s in a.scenarios.split(",") if s]
     sets = [s for s in a.sets.split(",") if s]
@@ -94,7 +97,14 @@ def main(argv=None) -> int:
     t_all = time.monotonic()
     if not a.report_only:
         try:
-            caps = calibrate(sorted({harness.SCENARIOS[s].model for s in scens}), out)
+            if a.calibration:
+                caps = json.loads(a.calibration.read_text())
+                if a.calibration.resolve() != (out / "capacity.json").resolve():
+                    (out / "capacity.json").write_text(json.dumps(caps, indent=1))
+            else:
+                caps = calibrate(sorted({harness.SCENARIOS[s].model for s in scens}), out)
+            if a.calibrate_only:
+                return 0
             for sc in scens:
                 timing = harness.SCENARIOS[sc]
                 for st in sets:

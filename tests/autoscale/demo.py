@@ -7,7 +7,7 @@ and the summary table.
                                             [--out DIR] [--seed N] [--docs] [--max-load 3]
     .venv/bin/python tests/autoscale/demo.py --report-only [--out DIR] [--docs]
 
---timing full   real time (default): the ScaledObject rendered from deploy/overlays/keda, the
+--timing full   real time (default): deploy/'s ScaledObject from before issue 13 (kustomize/previous), the
                 HPA's 15 s sync; about 18 minutes per run.
 --timing short  the test overlay of `make test` (tests/autoscale/kustomize/components/short) and a
                 5 s sync, about 3.5 minutes per run. Stated in the output.
@@ -44,7 +44,7 @@ import report  # noqa: E402
 
 DOCS_MD = harness.ROOT / "docs" / "autoscaling.md"
 DOCS_PNG = harness.ROOT / "docs" / "autoscaling.png"
-BEGIN, END = "<!-- autoscale-results:begin -->", "<!-- autoscale-results:end -->"
+BEGIN, END = "<!-- autoscale9-results:begin -->", "<!-- autoscale9-results:end -->"
 
 
 def wait_load(max_load: float) -> None:

@@ -115,10 +115,12 @@ IDLE, PLATEAU, SPIKE = 2.0, 9.0, 40.0  # req/s. One pod serves ~19/s (1 / (SLOW_
 # spike needs three (two would be overloaded), so the replicas rise during the spike.
 
 TIMINGS = {
-    # Real time: deploy/'s ScaledObject as it is (maxReplicaCount capped), the HPA's 15 s sync.
+    # Issue 9's comparison (demo.py), kept runnable: "agent" is deploy/'s triggers from before
+    # issue 13 (tests/autoscale/kustomize/previous), the model `slow`.
+    # Real time: that ScaledObject as it is (maxReplicaCount capped), the HPA's 15 s sync.
     "full": Timing(
         name="full",
-        entry_points={"agent": "deploy/overlays/keda", "raw": "tests/autoscale/kustomize/raw",
+        entry_points={"agent": "tests/autoscale/kustomize/previous", "raw": "tests/autoscale/kustomize/raw",
                       "busy": "tests/autoscale/kustomize/busy"},
         sync_s=15.0, sync_offset_s=7.5,
         phases=[Phase("idle", 60, IDLE, IDLE), Phase("ramp", 120, IDLE, PLATEAU),
@@ -129,7 +131,7 @@ TIMINGS = {
     # 5 s HPA sync, for both signals alike; the profile is shorter too.
     "short": Timing(
         name="short",
-        entry_points={"agent": "tests/autoscale/kustomize/agent-short",
+        entry_points={"agent": "tests/autoscale/kustomize/previous-short",
                       "raw": "tests/autoscale/kustomize/raw-short",
                       "busy": "tests/autoscale/kustomize/busy-short"},
         sync_s=5.0, sync_offset_s=2.5,
@@ -142,7 +144,7 @@ TIMINGS = {
     # shows what the HPA recommends while the spike's load is served by enough pods.
     "sustained": Timing(
         name="sustained",
-        entry_points={"agent": "tests/autoscale/kustomize/agent-short",
+        entry_points={"agent": "tests/autoscale/kustomize/previous-short",
                       "raw": "tests/autoscale/kustomize/raw-short",
                       "busy": "tests/autoscale/kustomize/busy-short"},
         sync_s=5.0, sync_offset_s=2.5,
@@ -174,28 +176,28 @@ _SHORT_NOTE = ("SHORTENED: HPA behavior windows and policy periods x 0.1 (deploy
                "600 -> 60 s, before issue 13 300 -> 30 s; policies 60 -> 6 s, 120 -> 12 s), HPA sync 15 -> 5 s; "
                "pods ready in seconds (no cold start)")
 SCENARIOS = {
-    # (a) a spike longer than the scale-down window (150 s: 2.5 x 60 s)
+    # (a) a spike longer than the scale-down window (130 s: 2.2 x 60 s)
     "spike": Timing(name="spike", entry_points={}, model="unbatched",
-                    phases=[Phase("idle", 20, LOW, LOW), Phase("spike", 150, PEAK, PEAK),
-                            Phase("ramp down", 10, PEAK, LOW), Phase("idle after", 80, LOW, LOW)],
+                    phases=[Phase("idle", 15, LOW, LOW), Phase("spike", 130, PEAK, PEAK),
+                            Phase("ramp down", 10, PEAK, LOW), Phase("idle after", 75, LOW, LOW)],
                     settle_phases=("spike", "idle after"), note=_SHORT_NOTE, **_SHORT),
     # (b) a slow ramp to the same peak
     "ramp": Timing(name="ramp", entry_points={}, model="unbatched",
-                   phases=[Phase("idle", 20, LOW, LOW), Phase("ramp", 150, LOW, PEAK), Phase("plateau", 30, PEAK, PEAK),
-                           Phase("ramp down", 30, PEAK, LOW), Phase("idle after", 70, LOW, LOW)],
+                   phases=[Phase("idle", 15, LOW, LOW), Phase("ramp", 120, LOW, PEAK), Phase("plateau", 25, PEAK, PEAK),
+                           Phase("ramp down", 20, PEAK, LOW), Phase("idle after", 70, LOW, LOW)],
                    settle_phases=("plateau", "idle after"), note=_SHORT_NOTE, **_SHORT),
     # (c) the dynamically batched, two-instance model
     "batched": Timing(name="batched", entry_points={}, model="batched",
-                      phases=[Phase("idle", 20, LOW, LOW), Phase("spike", 120, PEAK, PEAK),
-                              Phase("ramp down", 10, PEAK, LOW), Phase("idle after", 80, LOW, LOW)],
+                      phases=[Phase("idle", 15, LOW, LOW), Phase("spike", 100, PEAK, PEAK),
+                              Phase("ramp down", 10, PEAK, LOW), Phase("idle after", 75, LOW, LOW)],
                       settle_phases=("spike", "idle after"), note=_SHORT_NOTE, **_SHORT),
     # (d) a 60 s cold start before a new pod turns ready, UNSCALED: behavior as rendered, HPA sync
-    # 15 s. The run ends 60 s after the spike (the scale-down windows, 300 s and 600 s, are longer:
+    # 15 s. The run ends 30 s after the spike (the scale-down windows, 300 s and 600 s, are longer:
     # replicas are compared with the ideal at the spike's end only).
     "coldstart": Timing(name="coldstart", entry_points={}, model="unbatched", sync_s=15.0, sync_offset_s=7.5,
                         cold_start_s=60.0, rates_in_capacity=True, scaled=False,
-                        phases=[Phase("idle", 45, LOW, LOW), Phase("spike", 240, PEAK, PEAK),
-                                Phase("ramp down", 15, PEAK, LOW), Phase("idle after", 60, LOW, LOW)],
+                        phases=[Phase("idle", 30, LOW, LOW), Phase("spike", 210, PEAK, PEAK),
+                                Phase("ramp down", 15, PEAK, LOW), Phase("idle after", 30, LOW, LOW)],
                         settle_phases=("spike",),
                         note="UNSCALED: behavior as rendered, HPA sync 15 s; every pod created after t = 0 "
                              "sleeps 60 s before tritonserver starts (a GPU pod's cold start)"),
@@ -1033,18 +1035,23 @@ def capacity_measures(res: dict) -> dict:
         a = max(0.0, p["created"] or 0.0)
         b = min(total, p["gone"] if p["gone"] is not None else total)
         rs += max(0.0, b - a)
-    # cold start: from the first scale-up after t = 0 until the first pod it created is ready
+    # cold start: from the moment the load first needs more pods than at t = 0 (the ideal rises)
+    # until the first pod created after it is ready; the peak of the HPA's replicas in that
+    # window against the ideal's (overshoot: replicas asked for while new pods cannot serve yet)
     cold = None
-    ups = [e for e in res["scale_events"] if e["to"] > e["from"]]
+    rise = next((float(t) for t in range(int(total)) if ideal_replicas(cfg, rate_at(phases, t)) >
+                 ideal_replicas(cfg, rate_at(phases, 0))), None)
+    ups = [e for e in res["scale_events"] if e["to"] > e["from"] and rise is not None and e["t"] >= rise]
     if ups:
         first = ups[0]
-        readies = [p["ready"] for p in res["pods"] if p["name"] in first["created"] and p["ready"] is not None]
+        readies = [p["ready"] for p in res["pods"] if p["created"] is not None and p["created"] >= rise
+                   and p["ready"] is not None]
         ready_t = min(readies) if readies else total
-        peak = max([d["desired"] for d in res["decisions"] if first["t"] <= d["t"] <= ready_t] or [first["to"]])
-        ideal_peak = max(ideal_replicas(cfg, rate_at(phases, t)) for t in
-                         [first["t"] + i * 0.5 for i in range(int((ready_t - first["t"]) * 2) + 1)])
-        cold = {"from_t": first["t"], "ready_t": round(ready_t, 1), "decision_to_ready_s": round(ready_t - first["t"], 1),
-                "peak_replicas": peak, "ideal": ideal_peak}
+        peak = max([d["desired"] for d in res["decisions"] if rise <= d["t"] <= ready_t] or [first["to"]])
+        ideal_peak = max(ideal_replicas(cfg, rate_at(phases, rise + i * 0.5))
+                         for i in range(int((ready_t - rise) * 2) + 1))
+        cold = {"from_t": rise, "first_up_t": first["t"], "ready_t": round(ready_t, 1),
+                "decision_to_ready_s": round(ready_t - first["t"], 1), "peak_replicas": peak, "ideal": ideal_peak}
     ok = sorted(r[2] - r[0] for r in res["requests"] if r[3] == "ok")
     return {
         "capacity_rps": cap, "scale_downs_over_capacity": len(bad_downs), "scale_downs_over_capacity_list": bad_downs,

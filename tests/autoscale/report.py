@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-LABELS = {"agent": "agent gauges (deploy/)", "raw": "raw Triton PromQL",
+LABELS = {"agent": "agent gauges (deploy/ before issue 13)", "raw": "raw Triton PromQL",
           "busy": "agent gauges + busy-fraction trigger (experiment)"}
 BIN_S = 5.0
 
