@@ -352,11 +352,41 @@ def proportionality_table(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: Sequence[dict]) -> str:
+    loads = ", ".join(f"{r['model']} {r['loadavg_before'][0]:.1f}" for r in results)
+    return ("Calibration (goal: the agent's estimate within +-25 % of the measured saturation throughput):\n\n"
+            + calibration_table(results)
+            + "\n\nProportionality (one pod, both models at once, paced open loop; goal: each utilization ratio "
+              "within +-15 % of the load ratio):\n\n" + proportionality_table(results)
+            + f"\n\n1-minute load average before: {loads} (2 CPUs, shared with other builds)\n")
+
+
+def write_docs(md: str) -> None:
+    path = ROOT / "docs" / "autoscaling.md"
+    begin, end = "<!-- capacity-results:begin -->", "<!-- capacity-results:end -->"
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path} lacks the {begin} ... {end} markers")
+    pre, rest = text.split(begin, 1)
+    _, post = rest.split(end, 1)
+    path.write_text(pre + begin + "\n\n" + md + "\n" + end + post)
+    log(f"wrote the capacity-results block of {path}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="unbatched,batched")
     ap.add_argument("--json", type=pathlib.Path)
+    ap.add_argument("--docs", action="store_true", help="write both tables into docs/autoscaling.md (capacity-results block)")
+    ap.add_argument("--report-only", type=pathlib.Path, metavar="JSON", help="print (and --docs) from a saved --json")
     a = ap.parse_args(argv)
+    if a.report_only:
+        results = json.loads(a.report_only.read_text())
+        md = markdown(results)
+        print(md)
+        if a.docs:
+            write_docs(md)
+        return 0
     t0 = time.monotonic()
     results = run_all([m for m in a.models.split(",") if m])
     print(f"load average before/after: " + "; ".join(
@@ -366,6 +396,8 @@ def main(argv=None) -> int:
     print("\nProportionality (one pod, paced open loop; goal: each utilization ratio within +-15 % of the load ratio)\n")
     print(proportionality_table(results))
     print(f"\ntook {time.monotonic() - t0:.0f} s")
+    if a.docs:
+        write_docs(markdown(results))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(results, indent=1))

@@ -43,7 +43,7 @@ import harness  # noqa: E402
 import report  # noqa: E402
 
 DOCS_MD = harness.ROOT / "docs" / "autoscaling.md"
-DOCS_PNG = harness.ROOT / "docs" / "autoscaling.png"
+DOCS_PNG = harness.ROOT / "docs" / "autoscaling-issue9.png"
 BEGIN, END = "<!-- autoscale9-results:begin -->", "<!-- autoscale9-results:end -->"
 
 
