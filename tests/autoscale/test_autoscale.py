@@ -8,7 +8,7 @@ measured by the session's calibration, conftest.py), back to idle.
 SHORTENED, stated in its output: the HPA behavior's windows and policy periods x 0.1 (deploy/'s
 scale-down window 600 -> 60 s) and an HPA sync every 5 s instead of 15 s; pods start in seconds.
 Queries, thresholds, min replicas and the agent's flags are the manifest's; maxReplicaCount is
-capped at 3 for this 2-core machine. About 3.5 minutes.
+capped at 3 for this 2-core machine. About 4.5 minutes.
 
 Asserts: zero failed requests across the whole profile, which contains at least one scale-up and
 one scale-down (each a kubelet-style termination: preStop /wait-for-drain, then SIGTERM); no
