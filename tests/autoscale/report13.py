@@ -185,8 +185,8 @@ def scenario_table(name: str, by_set: Dict[str, dict]) -> str:
         ("failed Prometheus queries", [str(s["query_errors"]) for s in S]),
     ]
     cfg = next(iter(by_set.values()))["config"]
-    head = (f"**{SCENARIO_TITLES.get(name, name)}**, model `{cfg['model']}`, C = {cfg['capacity_rps']:.2f} requests/s per pod; "
-            f"{'SCALED' if cfg['scaled'] else 'UNSCALED'}: {cfg['timing_note']}\n\n")
+    head = (f"**{SCENARIO_TITLES.get(name, name)}**, model `{cfg['model']}`, C = {cfg['capacity_rps']:.2f} requests/s per pod, "
+            f"peak {max(p['rate_to'] for p in cfg['phases']) / cfg['capacity_rps']:.2f} C; {cfg['timing_note']}\n\n")
     lines = ["| | " + " | ".join(TRIGGER_SET_LABELS.get(s, s) for s in sets) + " |", "|---" * (len(sets) + 1) + "|"]
     for label, vals in rows:
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
