@@ -1080,6 +1080,12 @@ def capacity_measures(res: dict) -> dict:
                          for i in range(int((ready_t - rise) * 2) + 1))
         cold = {"from_t": rise, "first_up_t": first["t"], "ready_t": round(ready_t, 1),
                 "decision_to_ready_s": round(ready_t - first["t"], 1), "peak_replicas": peak, "ideal": ideal_peak}
+    elif rise is not None:
+        # no scale-up after the rise: the replicas were already there (asked for before the load)
+        at_rise = [d["desired"] for d in res["decisions"] if d["t"] <= rise]
+        cold = {"from_t": rise, "first_up_t": None, "ready_t": None, "decision_to_ready_s": None,
+                "peak_replicas": max(at_rise or [cfg["min_replicas"]]), "ideal": ideal_replicas(cfg, rate_at(phases, rise + 1)),
+                "note": "no scale-up after the load rose: already at this count"}
     ok = sorted(r[2] - r[0] for r in res["requests"] if r[3] == "ok")
     return {
         "capacity_rps": cap, "scale_downs_over_capacity": len(bad_downs), "scale_downs_over_capacity_list": bad_downs,
