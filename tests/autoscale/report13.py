@@ -18,7 +18,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness import TRIGGER_SET_LABELS, Phase, ideal_replicas, rate_at  # noqa: E402
-from report import _bins, _phases  # noqa: E402
+from report import _bins  # noqa: E402
+
+
+def _phases(ax, res, label=False):
+    """Phase boundaries, and the peak phases shaded (report._phases wants a phase named spike)."""
+    st = res["config"]["phase_starts"]
+    phases = res["config"]["phases"]
+    top = max(p["rate_to"] for p in phases)
+    for p in phases:
+        if p["rate_from"] == p["rate_to"] == top:
+            ax.axvspan(st[p["name"]], st[p["name"]] + p["duration_s"], color="#f4c7c3", alpha=0.5, lw=0)
+    for p in phases[1:]:
+        ax.axvline(st[p["name"]], color="#999999", lw=0.6, ls=":")
+    if label:
+        for p in phases:
+            ax.text(st[p["name"]] + 2, 1.02, p["name"], transform=ax.get_xaxis_transform(), fontsize=7, color="#555555")
 
 SCENARIO_TITLES = {
     "spike": "(a) spike longer than the scale-down window",
