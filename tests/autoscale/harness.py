@@ -1058,6 +1058,11 @@ def capacity_measures(res: dict) -> dict:
     settled_err = max((abs(x["replicas"] - x["ideal"]) for x in settled), default=None)
     # ideal's integral (1 s steps) and the replica-seconds (pods created -> gone) against it
     ideal_int = sum(ideal_replicas(cfg, rate_at(phases, t + 0.5)) for t in range(int(total)))
+    # the ideal held for the run's scale-down window (the most a perfect signal under this
+    # behavior keeps): max of the ideal over [t - window, t]; what is spent above it is the signal's
+    win = float(((cfg.get("behavior") or {}).get("scale_down") or {}).get("stabilization_s", 0.0))
+    per_s = [ideal_replicas(cfg, rate_at(phases, t + 0.5)) for t in range(int(total))]
+    held_int = sum(max(per_s[max(0, i - int(win)):i + 1]) for i in range(len(per_s)))
     rs = 0.0
     for p in res["pods"]:
         a = max(0.0, p["created"] or 0.0)
@@ -1091,5 +1096,7 @@ def capacity_measures(res: dict) -> dict:
         "capacity_rps": cap, "scale_downs_over_capacity": len(bad_downs), "scale_downs_over_capacity_list": bad_downs,
         "settled": settled, "settled_max_error": settled_err, "ideal_replica_seconds": ideal_int,
         "replica_seconds_vs_ideal": round(rs / ideal_int, 3) if ideal_int else None,
+        "ideal_held_replica_seconds": held_int, "scale_down_window_s": win,
+        "replica_seconds_vs_ideal_held": round(rs / held_int, 3) if held_int else None,
         "cold_start": cold, "p50_s": percentile(ok, 0.5), "p99_s": percentile(ok, 0.99),
     }

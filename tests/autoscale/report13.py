@@ -196,6 +196,9 @@ def scenario_table(name: str, by_set: Dict[str, dict]) -> str:
            f"{s['cold_start']['peak_replicas']} / {s['cold_start']['ideal']} (already before the rise)") for s in S]),
         ("replica-seconds / ideal's integral (goal <= 1.3)",
          [f"{s['replica_seconds']:.0f} / {s['ideal_replica_seconds']} = **{s['replica_seconds_vs_ideal']:.2f}**" for s in S]),
+        ("replica-seconds / the ideal held for the scale-down window",
+         [f"{s['replica_seconds']:.0f} / {s['ideal_held_replica_seconds']} = {s['replica_seconds_vs_ideal_held']:.2f} "
+          f"({s['scale_down_window_s']:g} s)" for s in S]),
         ("client p50 / p99", [f"{_f(s['p50_s'])} / {_f(s['p99_s'])} s" for s in S]),
         ("failed requests (goal 0)", [f"**{s['failed']}** of {s['requests']}" for s in S]),
         ("scale-ups / scale-downs", [f"{s['scale_ups']} / {s['scale_downs']}" for s in S]),

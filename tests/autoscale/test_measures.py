@@ -14,7 +14,8 @@ def result(events, decisions, pods, requests=()):
               harness.Phase("idle after", 10, 2.5, 2.5)]
     return {"config": {"capacity_rps": 10.0, "ideal_target": 0.7, "min_replicas": 1, "max_replicas": 3,
                        "phases": [p.__dict__ for p in phases], "phase_starts": harness.phase_starts(phases),
-                       "settle_phases": ["spike", "idle after"]},
+                       "settle_phases": ["spike", "idle after"],
+                       "behavior": {"scale_down": {"stabilization_s": 5.0}}},
             "scale_events": events, "decisions": decisions, "pods": pods, "requests": list(requests)}
 
 
@@ -40,6 +41,8 @@ def test_measures():
     assert m["ideal_replica_seconds"] == 10 * 1 + 20 * 3 + 10 * 1
     # pods: a 40 s, b 29 s, c 11 s
     assert m["replica_seconds_vs_ideal"] == round(80 / 80, 3)
+    # held for 5 s: the spike's 3 pods until t = 35 (the ramp-free drop at t = 30 + 5 s)
+    assert m["ideal_held_replica_seconds"] == 10 * 1 + 25 * 3 + 5 * 1 and m["scale_down_window_s"] == 5.0
     # the ideal rises at t = 10; first pod created after it ready at 18; peak desired 3 (ideal 3)
     assert m["cold_start"]["from_t"] == 10.0 and m["cold_start"]["ready_t"] == 18
     assert m["cold_start"]["peak_replicas"] == 3 and m["cold_start"]["ideal"] == 3
