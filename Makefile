@@ -80,7 +80,7 @@ autoscale-compare: autoscale-venv release
 	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) tests/autoscale/compare.py $(ARGS)
 
 ## Calibration and proportionality of the capacity gauges (one pod, ~2 min), the shortened loop
-## (deploy/'s triggers, scaled timing stated in its output, ~4 min) and the unit tests; 6.5 min measured.
+## (deploy/'s triggers, scaled timing stated in its output, ~4 min) and the unit tests; 377 s measured.
 test-autoscale: autoscale-venv release
 	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) -m pytest -q -p no:cacheprovider -rs tests/autoscale
 
