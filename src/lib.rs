@@ -10,7 +10,6 @@
 //! Each arrow is one direction; the HTTP handlers only read published state.
 #![forbid(unsafe_code)]
 
-pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod derive;
@@ -21,7 +20,6 @@ pub mod metrics;
 pub mod poller;
 pub mod signals;
 pub mod triton;
-pub mod utilization;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

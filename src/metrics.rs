@@ -18,13 +18,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::derive::utilization::CapacitySource;
 use crate::derive::{clean, ModelDerived};
 use crate::drain::controller::DrainView;
 use crate::drain::machine::Phase;
 use crate::gpu::{GpuSource, GpuState};
 use crate::poller::{readiness, PollState};
 use crate::triton::client::Reason;
-use crate::utilization::CapacitySource;
 
 /// The Content-Type of the page: Prometheus text 0.0.4. Prometheus 3 fails scrapes without a
 /// valid one.

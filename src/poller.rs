@@ -6,7 +6,7 @@
 //! being reachable, never one per failed poll.
 //!
 //! Every `--stats-interval` it also reads `GET /v2/models/stats` for the online capacity
-//! estimate ([`crate::capacity`]); a refusal (401/403: the API is restricted and the access
+//! estimate ([`crate::derive::capacity`]); a refusal (401/403: the API is restricted and the access
 //! header is missing or wrong) shows in `triton_sidecar_statistics_refused` and one log line
 //! per change.
 
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::capacity::Estimator;
 use crate::config::Config;
+use crate::derive::capacity::Estimator;
 use crate::derive::{derive, Derived, Pushed, Window};
 use crate::drain::machine::Phase;
 use crate::triton::client::{ModelInfo, Reason, ScrapeError, TritonClient};
@@ -334,9 +334,9 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         }
         st.last_page_at = self.window.latest_at();
         st.derived = derive(&self.window, page_at, &self.steps);
-        crate::utilization::assess(
+        crate::derive::utilization::assess(
             &mut st.derived,
-            &crate::utilization::Inputs {
+            &crate::derive::utilization::Inputs {
                 configured: &self.cfg.capacity,
                 estimator: &self.estimator,
                 info: &self.info,

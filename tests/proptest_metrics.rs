@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use triton_sidecar::config::DrainConfig;
+use triton_sidecar::derive::utilization::{Capacity, CapacitySource};
 use triton_sidecar::derive::{clean, Derived, ModelDerived, PodDerived};
 use triton_sidecar::drain::controller::DrainView;
 use triton_sidecar::drain::machine::{Completion, DrainResult, Phase, Trigger};
@@ -22,7 +23,6 @@ use triton_sidecar::metrics::Metrics;
 use triton_sidecar::poller::PollState;
 use triton_sidecar::triton::client::Reason;
 use triton_sidecar::triton::text;
-use triton_sidecar::utilization::{Capacity, CapacitySource};
 
 type Key = (String, Vec<(String, String)>);
 

@@ -2,7 +2,7 @@
 //! Pure: fills in a [`Derived`] from the learned inputs.
 //!
 //! **Capacity** is `--capacity` where given (source `configured`), else the online estimate
-//! (source `estimated`: [`crate::capacity`] at the instance count and `max_batch_size` of the
+//! (source `estimated`: [`crate::derive::capacity`] at the instance count and `max_batch_size` of the
 //! model's config), else absent: no guess.
 //!
 //! **Utilization** is offered load / capacity. It is linear in load by construction and keeps
@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::capacity::Estimator;
+use crate::derive::capacity::Estimator;
 use crate::derive::{clean, Derived};
 use crate::triton::client::ModelInfo;
 

@@ -3,6 +3,13 @@
 //! Time is a [`Duration`] on a monotonic axis chosen by the caller (the poller uses time since
 //! start; tests use the real capture times of the fixture pages). Every output is finite and
 //! non-negative: KEDA reads NaN/Inf as 0 and would scale a pod down at its peak.
+//!
+//! - this module: the window, the per-model and pod gauges of the page counters;
+//! - [`capacity`]: the online capacity estimate from Triton's execution statistics;
+//! - [`utilization`]: which capacity a model has, its utilization, and the pod's.
+
+pub mod capacity;
+pub mod utilization;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -34,8 +41,8 @@ pub struct ModelDerived {
     /// backend.
     pub active_ratio: Option<f64>,
     /// Capacity, requests per second, and where it came from; filled by
-    /// [`crate::utilization::assess`]. `None`: no capacity known (no guess).
-    pub capacity: Option<crate::utilization::Capacity>,
+    /// [`crate::derive::utilization::assess`]. `None`: no capacity known (no guess).
+    pub capacity: Option<crate::derive::utilization::Capacity>,
     /// Offered load / capacity; `None` without a capacity. Not capped at 1.
     pub utilization: Option<f64>,
 }
@@ -52,7 +59,7 @@ pub struct PodDerived {
     pub request_rate: f64,
     /// Client-facing arrivals per second (ensemble steps left out).
     pub offered_load_rps: f64,
-    /// The pod's utilization (see [`crate::utilization::assess`]); `None` when no counted
+    /// The pod's utilization (see [`crate::derive::utilization::assess`]); `None` when no counted
     /// model has a capacity.
     pub utilization: Option<f64>,
     /// Counted models (not ensembles, not BLS) with no capacity.
