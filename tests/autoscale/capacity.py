@@ -51,6 +51,7 @@ import requests  # noqa: E402
 import common  # noqa: E402
 import scenarios  # noqa: E402
 import serve_models  # noqa: E402
+from harness import agent_has_flag, header_flag  # noqa: E402
 
 SERVE_MODELS = HERE / "serve_models.py"
 CONCURRENCY = {"unbatched": 4, "batched": 32}
@@ -83,24 +84,6 @@ def pod(model: str, token: str, startup_delay: float = 0.0, exit_timeout: int = 
         args += ["--startup-delay", str(startup_delay)]
     with common.start_triton(script=SERVE_MODELS, extra_args=args, startup_timeout=180 + startup_delay) as t:
         yield t
-
-
-_HELP: List[str] = []
-
-
-def agent_has_flag(flag: str) -> bool:
-    """Whether the agent binary knows `flag` (an agent from before issue 13 does not)."""
-    if not _HELP:
-        import subprocess
-        _HELP.append(subprocess.run([str(scenarios.agent_bin()), "--help"], capture_output=True, text=True).stdout)
-    return flag in _HELP[0]
-
-
-def header_flag(token: str) -> List[str]:
-    if not agent_has_flag("--triton-api-header"):
-        log("this agent has no --triton-api-header (built before issue 13): the statistics stay refused to it")
-        return []
-    return ["--triton-api-header", f"{serve_models.ACCESS_HEADER}={token}"]
 
 
 @contextlib.contextmanager

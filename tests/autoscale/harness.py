@@ -465,7 +465,10 @@ def agent_has_flag(flag: str) -> bool:
 
 def header_flag(token: str) -> List[str]:
     """pytriton restricts Triton's statistics API to its access token: the agent sends it."""
-    if not token or not agent_has_flag("--triton-api-header"):
+    if not token:
+        return []
+    if not agent_has_flag("--triton-api-header"):
+        log("this agent has no --triton-api-header (built before issue 13): the statistics stay refused to it")
         return []
     return ["--triton-api-header", f"{serve_models.ACCESS_HEADER}={token}"]
 
