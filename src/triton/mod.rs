@@ -2,6 +2,7 @@
 //! and the HTTP client.
 
 pub mod client;
+pub mod connections;
 pub mod snapshot;
 pub mod stats;
 pub mod text;

@@ -103,6 +103,13 @@ def parse_args(argv=None):
     p.add_argument("--slow-ms", type=float, default=350.0, help="sleep per request of the slow model")
     p.add_argument("--slow-instances", type=int, default=1)
     p.add_argument("--with-flaky", action="store_true", help="also serve the `flaky` model")
+    p.add_argument("--with-drain-models", action="store_true",
+                   help="also serve `long` (--long-ms per request, --long-instances instances) and the decoupled "
+                        "`stream` (--stream-tokens responses, one every --stream-token-ms)")
+    p.add_argument("--long-ms", type=float, default=12000.0)
+    p.add_argument("--long-instances", type=int, default=2)
+    p.add_argument("--stream-tokens", type=int, default=40)
+    p.add_argument("--stream-token-ms", type=float, default=200.0)
     p.add_argument("--flaky-ms", type=float, default=20.0)
     p.add_argument("--replay-models", default=None,
                    help="JSON file: serve only these sleep-based models (oracle trace replay)")
@@ -320,6 +327,36 @@ def main(argv=None) -> int:
                     **io,
                 )
                 models.append("flaky")
+            if args.with_drain_models:
+                long_s = args.long_ms / 1000.0
+
+                def make_long():
+                    @batch
+                    def long_infer(x):
+                        time.sleep(long_s)  # one request per execution (max batch 1)
+                        return {"y": x}
+
+                    return long_infer
+
+                def stream_infer(requests):
+                    # Decoupled: one response per token, the last one ends the stream.
+                    for _ in range(args.stream_tokens):
+                        time.sleep(args.stream_token_ms / 1000.0)
+                        yield [{"y": np.asarray(r["x"], dtype=np.float32)} for r in requests]
+
+                triton.bind(
+                    model_name="long",
+                    infer_func=[make_long() for _ in range(args.long_instances)],
+                    config=ModelConfig(max_batch_size=1, batcher=DynamicBatcher(max_queue_delay_microseconds=0)),
+                    **io,
+                )
+                triton.bind(
+                    model_name="stream",
+                    infer_func=stream_infer,
+                    config=ModelConfig(max_batch_size=1, decoupled=True),
+                    **io,
+                )
+                models += ["long", "stream"]
 
         t0 = time.monotonic()
         triton.run()  # starts tritonserver, loads the models (explicit mode), waits for them
