@@ -217,6 +217,15 @@ pub struct Args {
     /// The drain completes with result `timeout` after this long.
     #[arg(long, env = "TRITON_SIDECAR_DRAIN_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Triton's gRPC port, whose connections the drain watches (with the port of
+    /// --triton-url); 0 when Triton serves no gRPC.
+    #[arg(long, env = "TRITON_SIDECAR_TRITON_GRPC_PORT", default_value_t = 8001)]
+    pub triton_grpc_port: u16,
+    /// Triton's own --exit-timeout-secs: how long Triton keeps in-flight work going after its
+    /// SIGTERM. Work the agent cannot confirm is handed to it when it fits; 0 hands nothing
+    /// (Triton r25.05+ cancels gRPC requests at shutdown).
+    #[arg(long, env = "TRITON_SIDECAR_TRITON_EXIT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub triton_exit_timeout: Duration,
     /// NVML library to load.
     #[arg(long, env = "TRITON_SIDECAR_NVML_LIB", value_name = "PATH")]
     pub nvml_lib: Option<PathBuf>,
@@ -361,6 +370,9 @@ pub struct Config {
     pub stats_interval: Duration,
     /// BLS models, left out of the pod utilization.
     pub bls_models: BTreeSet<String>,
+    /// Triton's inference ports whose client connections the drain watches: the port of
+    /// `--triton-url` (HTTP) and `--triton-grpc-port` (unless 0).
+    pub connection_ports: Vec<(u16, crate::triton::connections::Protocol)>,
 }
 
 fn model_name_ok(m: &str) -> bool {
@@ -443,6 +455,8 @@ pub struct DrainConfig {
     pub quiet: Duration,
     /// Upper bound of a drain.
     pub timeout: Duration,
+    /// Triton's `--exit-timeout-secs`: in-flight work it finishes after its SIGTERM.
+    pub triton_exit_timeout: Duration,
 }
 
 /// GPU reporting.
@@ -454,6 +468,31 @@ pub struct GpuConfig {
     pub nvml_lib: Option<PathBuf>,
     /// NVML poll interval.
     pub poll_interval: Duration,
+}
+
+/// The HTTP port of `--triton-url` (its scheme's default when none is written) and the gRPC
+/// port, as the drain's connection view needs them.
+fn connection_ports(
+    triton_url: &str,
+    grpc: u16,
+) -> Result<Vec<(u16, crate::triton::connections::Protocol)>, ConfigError> {
+    use crate::triton::connections::Protocol;
+    let url = reqwest::Url::parse(triton_url.trim())
+        .map_err(|e| err("--triton-url", format!("'{triton_url}': {e}")))?;
+    let mut ports = Vec::new();
+    if let Some(p) = url.port_or_known_default() {
+        ports.push((p, Protocol::Http));
+    }
+    if grpc != 0 {
+        if ports.iter().any(|(p, _)| *p == grpc) {
+            return Err(err(
+                "--triton-grpc-port",
+                format!("{grpc} is also the port of --triton-url"),
+            ));
+        }
+        ports.push((grpc, Protocol::Grpc));
+    }
+    Ok(ports)
 }
 
 fn check_url(flag: &'static str, s: &str) -> Result<String, ConfigError> {
@@ -532,6 +571,7 @@ impl Config {
             min_drain: bounded("--min-drain", a.min_drain)?,
             quiet: bounded("--drain-quiet", a.drain_quiet)?,
             timeout: nonzero("--drain-timeout", a.drain_timeout)?,
+            triton_exit_timeout: a.triton_exit_timeout,
         };
         if drain.timeout < drain.min_drain {
             return Err(err("--drain-timeout", "is shorter than --min-drain"));
@@ -586,6 +626,7 @@ impl Config {
             triton_api_header,
             stats_interval: nonzero("--stats-interval", a.stats_interval)?,
             bls_models,
+            connection_ports: connection_ports(&a.triton_url, a.triton_grpc_port)?,
         })
     }
 
@@ -594,6 +635,7 @@ impl Config {
         let mut c = Config::from_args(&default_args()).expect("defaults are valid");
         c.triton_url = triton.trim_end_matches('/').to_string();
         c.triton_metrics_url = format!("{}/metrics", c.triton_url);
+        c.connection_ports = connection_ports(&c.triton_url, 0).unwrap_or_default();
         c.metrics_addr = ([127, 0, 0, 1], 0).into();
         c.admin_addr = ([127, 0, 0, 1], 0).into();
         c.gpu.choice = GpuChoice::Off;

@@ -196,6 +196,9 @@ pub struct Metrics {
     drain_elapsed: FloatGauge,
     drain_timeout: FloatGauge,
     drains: Family<Labels, Counter>,
+    drain_waiting: FloatGaugeFamily,
+    open_requests: FloatGaugeFamily,
+    connection_scan_errors: Counter,
     gpu_util: FloatGaugeFamily,
     gpu_mem_used: FloatGaugeFamily,
     gpu_mem_total: FloatGaugeFamily,
@@ -318,6 +321,14 @@ impl Metrics {
             "triton_sidecar_last_page_age_seconds",
             "Age of the newest good page of Triton's metrics, as of the last poll; absent before the first",
         );
+        let drain_waiting = gf(
+            "triton_sidecar_drain_waiting",
+            "1 for each signal that holds the drain under way (on: pending, completions, open-requests, unconfirmed-connections, traffic), else 0",
+        );
+        let open_requests = gf(
+            "triton_sidecar_open_requests",
+            "HTTP requests to Triton without an answer yet, by the kernel's view of their connections; read while a drain is under way, absent otherwise",
+        );
         let mut g = |name: &str, help: &str| {
             let x = FloatGauge::default();
             r.register(name, help, x.clone());
@@ -364,6 +375,12 @@ impl Metrics {
             "triton_sidecar_scrape_errors",
             "Failed scrapes of Triton, by reason",
             scrape_errors.clone(),
+        );
+        let connection_scan_errors = Counter::default();
+        r.register(
+            "triton_sidecar_connection_scan_errors",
+            "Failed reads of Triton's connections from the kernel (netlink sock_diag) during drains",
+            connection_scan_errors.clone(),
         );
         let drains = Family::<Labels, Counter>::default();
         r.register(
@@ -415,6 +432,9 @@ impl Metrics {
             drain_elapsed,
             drain_timeout,
             drains,
+            drain_waiting,
+            open_requests,
+            connection_scan_errors,
             gpu_util,
             gpu_mem_used,
             gpu_mem_total,
@@ -524,6 +544,20 @@ impl Metrics {
         self.drain_elapsed.set(clean(elapsed.as_secs_f64()));
         self.drain_timeout
             .set(clean(drain.config.timeout.as_secs_f64()));
+        let flags = drain.waiting_on.flags();
+        for (label, on) in crate::drain::machine::WaitingOn::LABELS.iter().zip(flags) {
+            let draining = drain.phase == Phase::Draining;
+            self.drain_waiting
+                .get_or_create(&lbl("on", label))
+                .set(if draining && on { 1.0 } else { 0.0 });
+        }
+        self.open_requests.clear();
+        if let Some(c) = poll.connections {
+            self.open_requests
+                .get_or_create(&Vec::new())
+                .set(f64::from(c.open_requests));
+        }
+        catch_up(&self.connection_scan_errors, poll.connection_scan_errors);
         for ((t, r), n) in &drain.counts {
             let l: Labels = vec![
                 ("trigger", t.as_str().to_string()),
@@ -623,9 +657,12 @@ mod tests {
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),
+            triton_exit_timeout: Duration::from_secs(30),
         };
         let m = DrainMachine::new(cfg);
         DrainView {
+            waiting_on: Default::default(),
+            open_requests: 0,
             phase: m.phase(),
             trigger: None,
             result: None,
@@ -658,6 +695,8 @@ mod tests {
             "{page}"
         );
         let draining = DrainView {
+            waiting_on: Default::default(),
+            open_requests: 0,
             phase: Phase::Draining,
             started: Some(Duration::from_millis(10_500)),
             ..view()
@@ -679,6 +718,8 @@ mod tests {
         );
         // Drained: back to 0, the drain's length moves to triton_sidecar_drain_seconds.
         let drained = DrainView {
+            waiting_on: Default::default(),
+            open_requests: 0,
             phase: Phase::Drained,
             ..draining
         };

@@ -21,6 +21,7 @@ use crate::derive::capacity::Estimator;
 use crate::derive::{derive, Derived, Pushed, Window};
 use crate::drain::machine::Phase;
 use crate::triton::client::{ModelInfo, Reason, ScrapeError, TritonClient};
+use crate::triton::connections::{self, ConnectionView};
 use crate::triton::snapshot::{Snapshot, TritonGpuSample};
 use crate::triton::transport::{Clock, MonotonicClock, Transport};
 
@@ -84,6 +85,15 @@ pub struct PollState {
     pub last_page_at: Option<Duration>,
     /// Triton refused the statistics API (401/403) on the last read.
     pub statistics_refused: bool,
+    /// The kernel's view of Triton's client connections, read on every poll while a drain is
+    /// under way ([`crate::triton::connections`]); `None` otherwise or when the read failed.
+    pub connections: Option<ConnectionView>,
+    /// Failed reads of the connections (netlink refused or undecodable), cumulative.
+    pub connection_scan_errors: u64,
+    /// The longest execution Triton has shown since the agent started: the largest
+    /// per-request compute time (`triton_compute_ms`) of any model over any window. A mean
+    /// over each window, so a lower bound of the longest single execution.
+    pub longest_execution: Duration,
 }
 
 /// Why readiness is what it is: `(ready, reason)`; the reason is `/readyz`'s body.
@@ -218,6 +228,10 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     stats_at: Option<Duration>,
     /// Why the last statistics read failed, logged once per change; `None` after a good read.
     stats_problem: Option<String>,
+    /// Read Triton's connections on each poll: set by [`poll_loop`] while a drain is under way.
+    pub watch_connections: bool,
+    /// Why the last connection read failed, logged once per change.
+    connections_problem: Option<String>,
 }
 
 impl Poller<TritonClient, MonotonicClock> {
@@ -257,6 +271,8 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             info: Arc::default(),
             stats_at: None,
             stats_problem: None,
+            watch_connections: false,
+            connections_problem: None,
         }
     }
 
@@ -332,8 +348,19 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         if st.triton_up && self.stats_due(page_at) {
             self.read_stats(page_at, &mut st).await;
         }
+        st.connections = if self.watch_connections && st.triton_up {
+            self.read_connections(&mut st).await
+        } else {
+            None
+        };
         st.last_page_at = self.window.latest_at();
         st.derived = derive(&self.window, page_at, &self.steps);
+        for m in st.derived.models.values() {
+            if m.compute_ms.is_finite() && m.compute_ms > 0.0 {
+                let d = Duration::from_secs_f64((m.compute_ms / 1000.0).min(86_400.0));
+                st.longest_execution = st.longest_execution.max(d);
+            }
+        }
         crate::derive::utilization::assess(
             &mut st.derived,
             &crate::derive::utilization::Inputs {
@@ -345,6 +372,36 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         );
         self.state = st;
         &self.state
+    }
+
+    /// One read of the kernel's socket table, off the runtime (a netlink round trip). A failure
+    /// is counted and logged once per change; the drain then goes by Triton's counters alone.
+    async fn read_connections(&mut self, st: &mut PollState) -> Option<ConnectionView> {
+        if self.cfg.connection_ports.is_empty() {
+            return None;
+        }
+        let ports = self.cfg.connection_ports.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let own = connections::own_socket_inodes();
+            connections::scan().map(|samples| connections::classify(&samples, &ports, &own))
+        })
+        .await;
+        let problem = match read {
+            Ok(Ok(view)) => {
+                if self.connections_problem.take().is_some() {
+                    tracing::info!("Triton's connections can be read again");
+                }
+                return Some(view);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("the connection read stopped: {e}"),
+        };
+        st.connection_scan_errors += 1;
+        if self.connections_problem.as_deref() != Some(problem.as_str()) {
+            tracing::warn!(error = %problem, "cannot read Triton's connections: the drain cannot see requests that execute without moving a counter");
+            self.connections_problem = Some(problem);
+        }
+        None
     }
 
     fn stats_due(&self, now: Duration) -> bool {
@@ -524,6 +581,8 @@ pub async fn poll_loop<T: Transport, C: Clock>(
     let (normal, fast) = (poller.cfg.poll_interval, poller.cfg.drain.poll_interval);
     loop {
         let began = Instant::now();
+        // Only a drain needs to know what executes; serving polls stay as cheap as before.
+        poller.watch_connections = *drain.borrow() == Phase::Draining;
         let st = poller.poll_once().await.clone();
         tx.send_replace(Arc::new(st));
         if poller.config_worker.is_finished() {

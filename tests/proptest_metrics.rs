@@ -178,6 +178,8 @@ fn drain_view(
     counts: BTreeMap<(Trigger, DrainResult), u64>,
 ) -> DrainView {
     DrainView {
+        waiting_on: Default::default(),
+        open_requests: 0,
         phase,
         trigger: None,
         result: None,
@@ -199,6 +201,7 @@ fn drain_view(
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),
+            triton_exit_timeout: Duration::from_secs(30),
         },
     }
 }

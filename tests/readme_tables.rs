@@ -26,7 +26,11 @@ fn first_column(heading: &str) -> Vec<String> {
 fn registered_families() -> Vec<String> {
     let src = include_str!("../src/metrics.rs");
     let code = &src[..src.find("#[cfg(test)]").unwrap_or(src.len())];
-    let counters = ["triton_sidecar_scrape_errors", "triton_sidecar_drains"];
+    let counters = [
+        "triton_sidecar_scrape_errors",
+        "triton_sidecar_drains",
+        "triton_sidecar_connection_scan_errors",
+    ];
     let mut out: Vec<String> = code
         .split('"')
         .skip(1)

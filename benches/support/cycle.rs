@@ -19,6 +19,8 @@ pub const HISTORY: u64 = 10;
 
 pub fn drain_view() -> DrainView {
     DrainView {
+        waiting_on: Default::default(),
+        open_requests: 0,
         phase: Phase::Serving,
         trigger: None,
         result: None,
@@ -34,6 +36,7 @@ pub fn drain_view() -> DrainView {
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),
+            triton_exit_timeout: Duration::from_secs(30),
         },
     }
 }

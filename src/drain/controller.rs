@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::machine::{
     CancelError, Completion, DrainMachine, DrainResult, Observation, Phase, Probe, Trigger,
+    WaitingOn,
 };
 use crate::config::DrainConfig;
 use crate::poller::PollState;
@@ -41,6 +42,10 @@ pub struct DrainView {
     pub terminating: bool,
     /// The configuration, for `/drain/status`.
     pub config: DrainConfig,
+    /// What the drain under way waits on.
+    pub waiting_on: WaitingOn,
+    /// Open HTTP requests to Triton at the last poll that read the connections.
+    pub open_requests: u32,
 }
 
 impl DrainView {
@@ -62,6 +67,12 @@ impl DrainView {
         };
         let status = DrainStatus {
             elapsed_ms: elapsed.as_millis() as u64,
+            open_requests: self.open_requests,
+            waiting_on: if self.phase == Phase::Draining {
+                self.waiting_on.labels()
+            } else {
+                Vec::new()
+            },
             pending: self.pending,
             quiet_ms: quiet.as_millis() as u64,
             result: self.result.map(DrainResult::as_str),
@@ -83,6 +94,9 @@ pub struct DrainStatus {
     /// Milliseconds since the drain under way began; the last drain's length once drained; 0
     /// while serving.
     pub elapsed_ms: u64,
+    /// HTTP requests to Triton that have no answer yet, by the kernel's view of their
+    /// connections, as of the last poll that read them (polls read them only while draining).
+    pub open_requests: u32,
     /// Requests Triton reports pending or in flight, as of the last poll.
     pub pending: f64,
     /// Milliseconds the drain under way has seen no work; 0 otherwise.
@@ -99,6 +113,9 @@ pub struct DrainStatus {
     /// What started the drain under way or the last one (`signal`, `prestop-http`, `post`,
     /// `cli`); null before any.
     pub trigger: Option<&'static str>,
+    /// What the drain under way waits on: any of `pending`, `completions`, `open-requests`,
+    /// `unconfirmed-connections`, `traffic`; empty when nothing holds it or none is under way.
+    pub waiting_on: Vec<&'static str>,
 }
 
 /// A command to the controller.
@@ -194,6 +211,8 @@ pub fn observation(p: &PollState) -> Observation {
             counters: a.counters,
             in_flight: a.in_flight,
             ready: p.health.is_ready(),
+            connections: p.connections,
+            longest_execution: p.longest_execution,
         },
         (None, Some(ScrapeError::Refused)) => Probe::Refused,
         _ => Probe::Failed,
@@ -218,6 +237,8 @@ fn view_of(m: &DrainMachine, counts: &BTreeMap<(Trigger, DrainResult), u64>) -> 
         counts: counts.clone(),
         terminating: m.terminating(),
         config: m.config(),
+        waiting_on: m.waiting_on(),
+        open_requests: m.open_requests(),
     }
 }
 
@@ -235,6 +256,8 @@ struct Stamp {
     /// Compared by bits, so a NaN never counts as a change on every pass.
     in_flight: u64,
     terminating: bool,
+    waiting_on: WaitingOn,
+    open_requests: u32,
 }
 
 impl Stamp {
@@ -248,6 +271,8 @@ impl Stamp {
             quiet_since: m.quiet_since(),
             in_flight: m.last_in_flight().to_bits(),
             terminating: m.terminating(),
+            waiting_on: m.waiting_on(),
+            open_requests: m.open_requests(),
         }
     }
 }
@@ -426,6 +451,8 @@ mod tests {
             terminating: false,
             timeout_ms: 0,
             trigger: None,
+            open_requests: 0,
+            waiting_on: Vec::new(),
         };
         let value = serde_json::to_value(&status).expect("serialisable");
         let served: std::collections::BTreeSet<&str> = value
@@ -443,6 +470,7 @@ mod tests {
             min_drain: Duration::ZERO,
             quiet: Duration::from_millis(10),
             timeout,
+            triton_exit_timeout: Duration::from_secs(30),
         }
     }
 

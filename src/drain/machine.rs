@@ -4,6 +4,70 @@
 use std::time::Duration;
 
 use crate::config::DrainConfig;
+use crate::triton::connections::ConnectionView;
+
+/// What a drain under way is waiting on, as of the last poll: `/drain/status`'s `waiting_on`
+/// and the `triton_sidecar_drain_waiting{on}` gauge. Named fields, one per signal, so the log,
+/// the JSON and the gauge read the same value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaitingOn {
+    /// Requests pending in Triton, or in flight by a backend's own gauge (TensorRT-LLM
+    /// `active`/`waiting`, vLLM `running`/`waiting`).
+    pub pending: bool,
+    /// Triton's success, failure or execution counters moved since the previous poll.
+    pub completions: bool,
+    /// HTTP connections to Triton whose request has no answer yet (the kernel's view).
+    pub open_requests: bool,
+    /// Connections whose state the kernel cannot tell (gRPC, or HTTP whose request and answer
+    /// fell in one tick) that received a request more recently than the longest execution
+    /// Triton has shown, by more than Triton's own exit timeout would cover.
+    pub unconfirmed: bool,
+    /// Data moved on a Triton connection within `--drain-quiet` (a stream that still sends).
+    pub traffic: bool,
+}
+
+impl WaitingOn {
+    /// The `on` label values, in the order of [`WaitingOn::flags`].
+    pub const LABELS: [&'static str; 5] = [
+        "pending",
+        "completions",
+        "open-requests",
+        "unconfirmed-connections",
+        "traffic",
+    ];
+    /// Each signal's value, in the order of [`WaitingOn::LABELS`].
+    pub fn flags(&self) -> [bool; 5] {
+        [
+            self.pending,
+            self.completions,
+            self.open_requests,
+            self.unconfirmed,
+            self.traffic,
+        ]
+    }
+    /// The labels of the signals that hold the drain.
+    pub fn labels(&self) -> Vec<&'static str> {
+        Self::LABELS
+            .iter()
+            .zip(self.flags())
+            .filter_map(|(l, on)| on.then_some(*l))
+            .collect()
+    }
+}
+
+/// Work the kernel cannot confirm is held past what Triton's exit timeout covers by this much:
+/// Triton's exit timeout runs from its SIGTERM, which follows the hook by a poll or so, and the
+/// longest execution is a mean over the window, not a bound.
+pub const HANDOFF_MARGIN: Duration = Duration::from_secs(2);
+
+/// Whether an unconfirmed connection (see [`WaitingOn::unconfirmed`]) holds the drain: its
+/// newest request arrived `recv_age` ago, and executions have run up to `longest`. If one is
+/// still executing, at most `longest - recv_age` remains; when Triton's exit timeout covers
+/// that (with [`HANDOFF_MARGIN`]), it is handed to Triton's own shutdown. Nothing learned yet
+/// (`longest` 0) holds nothing: every connection ever opened would otherwise hold every drain.
+pub fn unconfirmed_holds(recv_age: Duration, longest: Duration, triton_exit: Duration) -> bool {
+    recv_age < longest && longest.saturating_sub(recv_age) + HANDOFF_MARGIN > triton_exit
+}
 
 /// What started a drain (`trigger` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -99,6 +163,12 @@ pub enum Probe {
         in_flight: f64,
         /// Triton (and every required model) answered ready.
         ready: bool,
+        /// The kernel's view of Triton's client connections; `None` when not read (serving,
+        /// or the scan failed).
+        connections: Option<ConnectionView>,
+        /// The longest execution Triton has shown since the agent started (the largest
+        /// per-request compute time of any model); zero before any.
+        longest_execution: Duration,
     },
     /// Connection refused: nothing listens.
     Refused,
@@ -171,6 +241,10 @@ pub struct DrainMachine {
     requests_seen: f64,
     /// Since the last drain completed, Triton was unreachable at least once.
     was_unreachable: bool,
+    /// What the drain under way waits on, as of the last poll.
+    waiting_on: WaitingOn,
+    /// Open HTTP requests at the last poll that read the connections.
+    open_requests: u32,
 }
 
 /// Three refusals in a row mean Triton is gone.
@@ -194,6 +268,8 @@ impl DrainMachine {
             last: None,
             requests_seen: 0.0,
             was_unreachable: false,
+            waiting_on: WaitingOn::default(),
+            open_requests: 0,
         }
     }
 
@@ -233,6 +309,14 @@ impl DrainMachine {
     pub fn last_in_flight(&self) -> f64 {
         self.last_in_flight
     }
+    /// What the drain under way waits on (all false when none is, or nothing holds it).
+    pub fn waiting_on(&self) -> WaitingOn {
+        self.waiting_on
+    }
+    /// Open HTTP requests to Triton at the last poll that read the connections.
+    pub fn open_requests(&self) -> u32 {
+        self.open_requests
+    }
     /// The configuration.
     pub fn config(&self) -> DrainConfig {
         self.cfg
@@ -252,6 +336,7 @@ impl DrainMachine {
                 self.started = Some(now);
                 self.quiet_since = None;
                 self.requests_seen = 0.0;
+                self.waiting_on = WaitingOn::default();
                 (self.generation, true)
             }
         }
@@ -303,6 +388,7 @@ impl DrainMachine {
             requests_seen: self.requests_seen,
         };
         self.phase = Phase::Drained;
+        self.waiting_on = WaitingOn::default();
         self.result = Some(result);
         self.last = Some(c);
         // "Gone" means this process is already dead: whatever answers next is a new one.
@@ -339,6 +425,8 @@ impl DrainMachine {
                 counters,
                 in_flight,
                 ready,
+                connections,
+                longest_execution,
             } => {
                 self.refused_in_row = 0;
                 self.last_in_flight = in_flight;
@@ -354,12 +442,35 @@ impl DrainMachine {
                         }
                     }
                     // The pending count leaves out executing requests, so a counter that moved
-                    // means work is still arriving or finishing: the quiet period restarts.
-                    if in_flight > 0.0 || moved || obs.counter_reset {
-                        self.quiet_since = None;
-                    } else if self.quiet_since.is_none() {
-                        self.quiet_since = Some(now);
+                    // means work is still arriving or finishing; an executing request that
+                    // moves no counter shows in the kernel's view of its connection. Either
+                    // restarts the quiet period.
+                    let mut w = WaitingOn {
+                        pending: in_flight > 0.0,
+                        completions: moved || obs.counter_reset,
+                        ..WaitingOn::default()
+                    };
+                    if let Some(c) = connections {
+                        self.open_requests = c.open_requests;
+                        w.open_requests = c.open_requests > 0;
+                        w.unconfirmed = c.ambiguous_recv_age.is_some_and(|age| {
+                            unconfirmed_holds(age, longest_execution, self.cfg.triton_exit_timeout)
+                        });
+                        w.traffic = c.traffic_age.is_some_and(|age| age < self.cfg.quiet);
                     }
+                    if w.pending || w.completions || w.open_requests || w.unconfirmed {
+                        self.quiet_since = None;
+                    } else {
+                        // Quiet counts from the later of the first idle poll and the newest
+                        // byte on any Triton connection: a stream that still sends holds the
+                        // drain until it has been silent for the quiet period.
+                        let mut since = self.quiet_since.unwrap_or(now);
+                        if let Some(age) = connections.and_then(|c| c.traffic_age) {
+                            since = since.max(now.saturating_sub(age));
+                        }
+                        self.quiet_since = Some(since);
+                    }
+                    self.waiting_on = w;
                 }
                 self.last_counters = Some(counters);
                 if obs.counter_reset && self.phase == Phase::Drained {
@@ -408,6 +519,7 @@ mod tests {
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),
+            triton_exit_timeout: Duration::from_secs(30),
         }
     }
     fn ms(x: u64) -> Duration {
@@ -420,6 +532,8 @@ mod tests {
                 counters: (c, 0.0, c),
                 in_flight,
                 ready: true,
+                connections: None,
+                longest_execution: Duration::ZERO,
             },
             counter_reset: false,
         }
@@ -441,6 +555,190 @@ mod tests {
             t += 200;
         }
         None
+    }
+
+    /// A poll with the kernel's view of Triton's connections.
+    fn with_conns(at: u64, c: f64, view: ConnectionView, longest_s: u64) -> Observation {
+        let mut o = ok(at, c, 0.0);
+        if let Probe::Ok {
+            connections,
+            longest_execution,
+            ..
+        } = &mut o.probe
+        {
+            *connections = Some(view);
+            *longest_execution = Duration::from_secs(longest_s);
+        }
+        o
+    }
+
+    /// Drive polls every 200 ms from `from` until the drain completes, the view given by `f`.
+    fn run_conns(
+        m: &mut DrainMachine,
+        from: u64,
+        to: u64,
+        longest_s: u64,
+        f: impl Fn(u64) -> (f64, ConnectionView),
+    ) -> Option<Completion> {
+        let mut t = from;
+        while t <= to {
+            let (c, v) = f(t);
+            if let Some(done) = m.observe(with_conns(t, c, v, longest_s)) {
+                return Some(done);
+            }
+            t += 200;
+        }
+        None
+    }
+
+    fn idle_conn(age_ms: u64) -> ConnectionView {
+        ConnectionView {
+            connections: 1,
+            traffic_age: Some(ms(age_ms)),
+            ..ConnectionView::default()
+        }
+    }
+
+    /// An HTTP request that executes for 60 s moves no counter and no pending count: the
+    /// kernel's view holds the drain until its answer, then quiet after it. Without the view
+    /// (the old rule) the same drain ended at min-drain, cutting the request.
+    #[test]
+    fn an_open_request_holds_past_quiet_and_exit_timeout_until_answered() {
+        let mut m = DrainMachine::new(cfg());
+        m.observe(ok(0, 10.0, 0.0));
+        m.start(ms(0), Trigger::Signal);
+        let answered_at = 60_000;
+        let done = run_conns(&mut m, 200, 89_000, 0, |t| {
+            if t < answered_at {
+                let v = ConnectionView {
+                    connections: 1,
+                    open_requests: 1,
+                    traffic_age: Some(ms(t)),
+                    ..ConnectionView::default()
+                };
+                (10.0, v)
+            } else {
+                // Answered: the success counter moves once, the connection idles.
+                (11.0, idle_conn(t - answered_at))
+            }
+        })
+        .expect("drains");
+        assert_eq!(done.result, DrainResult::Idle);
+        // Answered at 60 s; the counter moved at the 60.0 s poll; quiet 2 s after that.
+        assert_eq!(done.duration, ms(answered_at + 2200));
+
+        let mut old = DrainMachine::new(cfg());
+        old.observe(ok(0, 10.0, 0.0));
+        old.start(ms(0), Trigger::Signal);
+        let blind = run(&mut old, 200, 89_000, |_| (10.0, 0.0)).expect("drains");
+        assert_eq!(blind.duration, ms(5000), "the old rule cannot see it");
+    }
+
+    #[test]
+    fn waiting_on_names_what_holds_the_drain() {
+        let mut m = DrainMachine::new(cfg());
+        m.observe(ok(0, 10.0, 0.0));
+        m.start(ms(0), Trigger::Post);
+        let v = ConnectionView {
+            connections: 2,
+            open_requests: 1,
+            traffic_age: Some(ms(50)),
+            ..ConnectionView::default()
+        };
+        m.observe(with_conns(200, 10.0, v, 0));
+        assert_eq!(m.waiting_on().labels(), vec!["open-requests", "traffic"]);
+        assert_eq!(m.open_requests(), 1);
+        // A backend that reports in-flight work (TensorRT-LLM active, vLLM running) holds it.
+        m.observe(ok(400, 10.0, 3.0));
+        assert_eq!(m.waiting_on().labels(), vec!["pending"]);
+        // Counters that moved.
+        m.observe(ok(600, 12.0, 0.0));
+        assert_eq!(m.waiting_on().labels(), vec!["completions"]);
+        // Nothing reported at all (no view, no pending, counters still): nothing holds it.
+        m.observe(ok(800, 12.0, 0.0));
+        assert!(m.waiting_on().labels().is_empty());
+    }
+
+    /// A stream sends as it goes: each poll sees fresh traffic, so the quiet period starts
+    /// only once it stops sending. A pause shorter than quiet does not end the drain.
+    #[test]
+    fn a_stream_that_sends_holds_until_silent_for_quiet() {
+        let mut m = DrainMachine::new(cfg());
+        m.observe(ok(0, 10.0, 0.0));
+        m.start(ms(0), Trigger::Signal);
+        let stream_ends = 20_000;
+        let done = run_conns(&mut m, 200, 89_000, 0, |t| {
+            // Sends every 1.5 s (a pause shorter than the 2 s quiet) until 20 s.
+            let last_send = if t < stream_ends {
+                t - t % 1500
+            } else {
+                stream_ends
+            };
+            (10.0, idle_conn(t - last_send))
+        })
+        .expect("drains");
+        assert_eq!(done.result, DrainResult::Idle);
+        assert_eq!(done.duration, ms(stream_ends + 2000));
+        assert!(m.waiting_on().labels().is_empty());
+    }
+
+    /// Idle keep-alive connections (traffic long ago, nothing open) do not hold the drain.
+    #[test]
+    fn idle_keep_alive_connections_do_not_hold() {
+        let mut m = DrainMachine::new(cfg());
+        m.observe(ok(0, 10.0, 0.0));
+        m.start(ms(0), Trigger::Signal);
+        let done =
+            run_conns(&mut m, 200, 89_000, 0, |t| (10.0, idle_conn(30_000 + t))).expect("drains");
+        assert_eq!(done.duration, ms(5000));
+    }
+
+    fn grpc(recv_age_ms: u64) -> ConnectionView {
+        ConnectionView {
+            connections: 1,
+            ambiguous: 1,
+            ambiguous_recv_age: Some(ms(recv_age_ms)),
+            traffic_age: Some(ms(recv_age_ms)),
+            ..ConnectionView::default()
+        }
+    }
+
+    /// A gRPC request (the kernel cannot tell it from an idle connection) arrived at the drain's
+    /// start; executions have run up to 60 s. With Triton's exit timeout of 30 s the drain holds
+    /// until the remaining work fits in it (60 - 30 + 2 = 32 s after the request), then hands
+    /// it over; with an exit timeout of 0 (Triton r25.05+ cancels gRPC at shutdown) it holds
+    /// the full 60 s; with nothing learned it holds nothing.
+    #[test]
+    fn unconfirmed_connections_are_held_until_triton_exit_covers_them() {
+        for (exit_s, longest_s, want_ms) in [
+            (30, 60, 32_000),
+            (0, 60, 60_000),
+            (30, 0, 5_000),
+            (90, 60, 5_000),
+        ] {
+            let mut c = cfg();
+            c.triton_exit_timeout = Duration::from_secs(exit_s);
+            let mut m = DrainMachine::new(c);
+            m.observe(ok(0, 10.0, 0.0));
+            m.start(ms(0), Trigger::Signal);
+            let done =
+                run_conns(&mut m, 200, 89_000, longest_s, |t| (10.0, grpc(t))).expect("drains");
+            // Quiet 2 s after the hold ends, never before min-drain (5 s).
+            let held_until = want_ms.max(3_000);
+            let want = if want_ms <= 5_000 {
+                5_000
+            } else {
+                held_until + 2_000
+            };
+            let got = done.duration.as_millis() as u64;
+            assert!(
+                got >= want && got <= want + 200,
+                "exit {exit_s} s, longest {longest_s} s: {got} ms, want {want}"
+            );
+        }
+        assert!(unconfirmed_holds(ms(10_000), ms(60_000), ms(30_000)));
+        assert!(!unconfirmed_holds(ms(40_000), ms(60_000), ms(30_000)));
+        assert!(!unconfirmed_holds(ms(0), Duration::ZERO, Duration::ZERO));
     }
 
     #[test]
@@ -609,6 +907,8 @@ mod tests {
                 counters: (0.0, 0.0, 0.0),
                 in_flight: 0.0,
                 ready: false,
+                connections: None,
+                longest_execution: Duration::ZERO,
             },
             counter_reset: true,
         };
@@ -642,6 +942,8 @@ mod tests {
                 counters: (0.0, 0.0, 0.0),
                 in_flight: 0.0,
                 ready: true,
+                connections: None,
+                longest_execution: Duration::ZERO,
             },
             counter_reset: true,
         });
