@@ -151,7 +151,21 @@ def deployment_errors(dep):
     grace = spec.get("terminationGracePeriodSeconds", 30)
     if grace < drain + exit_s + 5:
         errs.append(f"terminationGracePeriodSeconds {grace} < drain {drain:g} + exit {exit_s} + margin")
+    errs += exit_timeout_agreement(env, exit_timeout)
     return errs
+
+
+def exit_timeout_agreement(env, exit_args):
+    """The agent's --triton-exit-timeout (TRITON_SIDECAR_TRITON_EXIT_TIMEOUT, default 30s) must
+    equal Triton's --exit-timeout-secs where the pod states it: the drain hands work it cannot
+    confirm to Triton's shutdown only when it fits in that timeout (issue 19)."""
+    if not exit_args:
+        return []
+    triton_s = int(exit_args[0].split("=", 1)[1])
+    agent_s = duration_s(env.get("TRITON_SIDECAR_TRITON_EXIT_TIMEOUT", "30s"))
+    if agent_s != triton_s:
+        return [f"agent TRITON_SIDECAR_TRITON_EXIT_TIMEOUT {agent_s:g} s != Triton --exit-timeout-secs {triton_s}"]
+    return []
 
 
 def check_deployment(ep, dep):
@@ -162,6 +176,13 @@ def check_deployment(ep, dep):
 
 def self_test(dep):
     """The Deployment check must reject the mistakes it exists for."""
+    bad = copy.deepcopy(dep)
+    a, _ = find_container(pod_spec(bad), AGENT)
+    for e in a.get("env") or []:
+        if e["name"] == "TRITON_SIDECAR_TRITON_EXIT_TIMEOUT":
+            e["value"] = "10s"
+    check(any("TRITON_EXIT_TIMEOUT" in e for e in deployment_errors(bad)),
+          "self-test: an agent exit timeout that differs from Triton's --exit-timeout-secs is rejected")
     bad = copy.deepcopy(dep)
     t, _ = find_container(pod_spec(bad), TRITON)
     t["lifecycle"]["preStop"]["httpGet"]["port"] = "admin"
@@ -596,6 +617,7 @@ def injection_errors(ps, labels, exit_default=30):
     grace = ps.get("terminationGracePeriodSeconds", 30)
     if grace < drain + exit_s + 5:
         errs.append(f"terminationGracePeriodSeconds {grace} < drain {drain:g} + exit {exit_s} + margin")
+    errs += exit_timeout_agreement(env, ex)
     if labels is not None and labels.get("triton-sidecar.io/agent") != "true":
         errs.append("pod label triton-sidecar.io/agent=true missing (the PodMonitor selects it)")
     return errs
