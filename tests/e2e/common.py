@@ -289,6 +289,30 @@ def start_triton(
         "--metrics-port", str(metrics_p),
         *extra_args,
     ]
+    for attempt in (1, 2):
+        try:
+            with _start_triton_once(argv, startup_timeout, log_dir, stop_grace) as handle:
+                yield handle
+            return
+        except HandshakeLost as e:
+            if attempt == 2:
+                raise RuntimeError(f"Triton lost pytriton's stub handshake twice: {e}") from e
+            log(f"RETRY: a model's Python stub lost pytriton's start-up handshake "
+                f"(ConnectionRefusedError in get_config_from_handshake_server); starting Triton once more")
+
+
+class HandshakeLost(RuntimeError):
+    """Triton never became ready because a model's Python stub lost pytriton's start-up handshake
+    (`ConnectionRefusedError` in `get_config_from_handshake_server`): a known start-up race of
+    pytriton 0.7.0, the one failure start_triton() retries (once)."""
+
+
+def handshake_lost(log_text: str) -> bool:
+    return "get_config_from_handshake_server" in log_text and "ConnectionRefusedError" in log_text
+
+
+@contextlib.contextmanager
+def _start_triton_once(argv, startup_timeout, log_dir, stop_grace) -> Iterator[TritonHandle]:
     leftovers_before = _leftover_snapshot()
     env = dict(os.environ)
     for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
@@ -317,7 +341,8 @@ def start_triton(
     reader.start()
     try:
         if not ready_evt.wait(startup_timeout) or not any(l.startswith("READY ") for l in lines):
-            raise RuntimeError(
+            err = HandshakeLost if handshake_lost(mp.log_tail(100000)) else RuntimeError
+            raise err(
                 f"serve_triton.py did not become READY within {startup_timeout}s "
                 f"(alive={mp.alive()}, rc={mp.proc.poll()}); stdout={lines!r}\n--- log {mp.log_path} ---\n{mp.log_tail()}"
             )
