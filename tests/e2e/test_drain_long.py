@@ -40,9 +40,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import OK, LoadGenerator, http_get, log, start_triton  # noqa: E402
 from scenarios import RESULTS_DIR, Router, start_agent  # noqa: E402
 
-EXIT_S = 5  # Triton's --exit-timeout-secs here (deploy/: 30)
+EXIT_S = 8  # Triton's --exit-timeout-secs here (deploy/: 30)
 LONG_S = 12.0  # > EXIT_S > quiet
-MEDIUM_S = 4.0  # > quiet (2 s), < EXIT_S
+MEDIUM_S = 7.0  # > quiet (2 s), < EXIT_S, and ends after --min-drain (it starts 1 s before T0)
 STREAM_TOKENS, STREAM_TOKEN_MS = 30, 300  # 9 s streams, a message every 0.3 s
 MIN_DRAIN, QUIET = 5.0, 2.0
 SLEEP_S = 30.0
@@ -185,7 +185,7 @@ def run_case(case: str, strategy: str) -> Dict[str, object]:
         if agent is not None:
             agent.process.send_signal(15)
             if case in ("mixed", "medium"):
-                time.sleep(MIN_DRAIN + 0.5)  # past min-drain and quiet: what holds it now?
+                time.sleep(MIN_DRAIN - 1.0)  # the long work still executes: what holds the drain?
                 code, body = http_get(f"{agent.admin_url}/drain/status", timeout=2)
                 status_during = json.loads(body) if code == 200 else {"code": code}
         hook_done.wait(150)
