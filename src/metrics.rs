@@ -544,9 +544,9 @@ impl Metrics {
         self.drain_elapsed.set(clean(elapsed.as_secs_f64()));
         self.drain_timeout
             .set(clean(drain.config.timeout.as_secs_f64()));
+        let draining = drain.phase == Phase::Draining;
         let flags = drain.waiting_on.flags();
         for (label, on) in crate::drain::machine::WaitingOn::LABELS.iter().zip(flags) {
-            let draining = drain.phase == Phase::Draining;
             self.drain_waiting
                 .get_or_create(&lbl("on", label))
                 .set(if draining && on { 1.0 } else { 0.0 });

@@ -42,7 +42,7 @@ pub enum Protocol {
 
 /// One established TCP socket as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Socket4Tuple {
+pub struct SocketPair {
     /// Local address and port.
     pub local: SocketAddr,
     /// Remote address and port.
@@ -53,7 +53,7 @@ pub struct Socket4Tuple {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnSample {
     /// Addresses.
-    pub addrs: Socket4Tuple,
+    pub addrs: SocketPair,
     /// The socket's inode (0 for sockets without one).
     pub inode: u32,
     /// `tcpi_bytes_received`.
@@ -174,7 +174,7 @@ fn dump_family(family: u8, out: &mut Vec<ConnSample>) -> Result<(), ConnScanErro
                     });
                     if let Some(info) = info {
                         out.push(ConnSample {
-                            addrs: Socket4Tuple {
+                            addrs: SocketPair {
                                 local: SocketAddr::new(unmap(id.source_address), id.source_port),
                                 peer: SocketAddr::new(
                                     unmap(id.destination_address),
@@ -288,7 +288,7 @@ mod tests {
         ls: u32,
     ) -> ConnSample {
         ConnSample {
-            addrs: Socket4Tuple {
+            addrs: SocketPair {
                 local: SocketAddr::from(([127, 0, 0, 1], local)),
                 peer: SocketAddr::from(([127, 0, 0, 1], peer)),
             },

@@ -200,7 +200,6 @@ def run_case(case: str, strategy: str) -> Dict[str, object]:
             outs = []
         for th in threads:
             th.join(30)
-        rc_line = None
         t.process.wait(15)
     rc_line = t.exited_line
     fast_failed = sum(1 for o in outs if o.status != OK)
