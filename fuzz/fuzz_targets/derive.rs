@@ -232,7 +232,10 @@ fn drain_view() -> DrainView {
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),
+            triton_exit_timeout: Duration::from_secs(30),
         },
+        waiting_on: Default::default(),
+        open_requests: 0,
     }
 }
 
