@@ -269,7 +269,7 @@ impl Metrics {
             "triton_queue_wait_ms",
             "Mean queue wait (ms) of the requests completed in the window, per model",
         );
-        let pending = gf("triton_pending_requests", "Requests waiting in the queue now, per model (Triton's pending count plus TensorRT-LLM waiting)");
+        let pending = gf("triton_pending_requests", "Requests waiting in the queue now, per model (Triton's pending count plus TensorRT-LLM waiting and vLLM num_requests_waiting)");
         let request_rate = gf(
             "triton_request_rate",
             "Successful requests per second over the window, per model",
