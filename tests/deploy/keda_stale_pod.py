@@ -15,7 +15,7 @@ over synthetic per-pod series carrying the labels its selector asks for:
   cold        a fourth pod whose Triton is still starting publishes
               nothing at all (it gets no traffic)                      -> 3.0 (not extrapolated)
   idle        three idle pods at 0                                    -> 0.0
-  half-idle   one pod at 1.2, one at 0, one stale                      -> 1.8
+  half-idle   one pod at 1.5, one at 0, one stale                      -> 2.25
   all stale   no pod knows its utilization                            -> no sample (KEDA's fallback)
 
 Then the control: the same cases against the plain sum() of the selector must fail (the stale
@@ -54,7 +54,7 @@ CASES = {
     "stale": ([(1.0, 0), (1.0, 0), (None, 1)], 3.0),
     "cold": ([(1.0, 0), (1.0, 0), (None, 1), (None, None)], 3.0),
     "idle": ([(0.0, 0), (0.0, 0), (0.0, 0)], 0.0),
-    "half-idle": ([(1.2, 0), (0.0, 0), (None, 1)], 1.8),
+    "half-idle": ([(1.5, 0), (0.0, 0), (None, 1)], 2.25),
     "all stale": ([(None, 1), (None, 1)], None),
 }
 
@@ -85,34 +85,41 @@ def run(path: pathlib.Path) -> subprocess.CompletedProcess:
     return subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True)
 
 
-def main() -> int:
-    items = json.loads(pathlib.Path(sys.argv[1]).read_text())
-    out = pathlib.Path(sys.argv[2])
-    out.mkdir(parents=True, exist_ok=True)
-    util = [it for it in items if it["role"] == "keda" and it["name"] == "utilization"]
-    if not util:
-        raise SystemExit("no KEDA trigger named utilization in the extracted queries")
-    expr = util[0]["expr"]
+def check(expr: str, out: pathlib.Path, tag: str) -> int:
     labels = selector_labels(expr, "triton_pod_utilization")
-    rendered = out / "stale-pod.test.yaml"
+    rendered = out / f"stale-pod-{tag}.test.yaml"
     rendered.write_text(yaml.safe_dump(test_file(expr, labels), sort_keys=False))
     r = run(rendered)
     print(f"rendered utilization query: {expr}")
-    print(r.stdout + r.stderr)
     if r.returncode != 0:
+        print(r.stdout + r.stderr)
         print("FAIL: the rendered query reads a stale pod's load as gone (or misreads another case)")
         return 1
     sel = "triton_pod_utilization{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
-    control = out / "stale-pod-control.test.yaml"
+    control = out / f"stale-pod-{tag}-control.test.yaml"
     control.write_text(yaml.safe_dump(test_file(f"sum({sel})", labels), sort_keys=False))
     c = run(control)
     if c.returncode == 0:
         print("FAIL: the control (a plain sum) passed too: the cases do not tell the rules apart")
         return 1
-    failed = sorted(set(re.findall(r"name: ([\w -]+),", c.stdout + c.stderr)))
-    print(f"control sum({sel}) fails as it must: {failed or (c.stdout + c.stderr).strip()[:300]}")
-    print(f"ok: {len(CASES)} cases")
+    got = re.findall(r"exp: (.*)\n\s*got: (.*)", c.stdout + c.stderr)
+    print(f"  ok: {len(CASES)} cases; the control sum({sel}) fails as it must, "
+          f"{len(got)} case(s) wrong: " + "; ".join(f"expected {e.strip()}, got {g.strip()}" for e, g in got))
     return 0
+
+
+def main() -> int:
+    items = json.loads(pathlib.Path(sys.argv[1]).read_text())
+    out = pathlib.Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    exprs = sorted({it["expr"] for it in items if it["role"] == "keda" and it["name"] == "utilization"})
+    if not exprs:
+        raise SystemExit("no KEDA trigger named utilization in the extracted queries")
+    rc = 0
+    for i, expr in enumerate(exprs):
+        rc |= check(expr, out, str(i))
+    print(f"{len(exprs)} distinct rendered utilization queries, {'all pass' if rc == 0 else 'FAILED'}")
+    return rc
 
 
 if __name__ == "__main__":
