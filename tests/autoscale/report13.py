@@ -243,7 +243,9 @@ def markdown(results: Dict[str, Dict[str, dict]], caps: dict) -> str:
     out = [
         f"- calibration (closed loop, one pod): " + ", ".join(f"`{m}` {v['rps']:.2f} requests/s" for m, v in caps.items()),
         f"- ideal replicas: ceil(offered / (C x {cfg['ideal_target']})) within min/max {cfg['min_replicas']}/{cfg['max_replicas']} "
-        f"(manifest max {cfg['max_replicas_manifest']}, capped for this machine); load: open loop, Poisson, seed {cfg['seed']}",
+        f"(manifest max {cfg['max_replicas_manifest']}, "
+        + (f"the HPA's; the pods capped at {cfg['physical_cap']} for this machine" if cfg.get("physical_cap")
+           else "capped for this machine") + f"); load: open loop, Poisson, seed {cfg['seed']}",
         f"- {cfg['prometheus']}; machine: {cfg['machine']['nproc']} CPUs, 1-minute load average before each run: {loads}",
         *trig_lines,
         "",
