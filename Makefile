@@ -11,7 +11,7 @@ CARGO ?= cargo
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: autoscale-venv autoscale-demo autoscale-compare test-autoscale bench fuzz-smoke test test-deps test-rust test-deploy test-image test-e2e build release demo clean venv
+.PHONY: autoscale-venv autoscale-demo autoscale-compare autoscale-coldstart test-autoscale bench fuzz-smoke test test-deps test-rust test-deploy test-image test-e2e build release demo clean venv
 
 # Stages run one after another (timing tests never share the machine with another load), each
 # with its duration printed, so CI logs show where the time goes.
@@ -81,6 +81,12 @@ autoscale-compare: autoscale-venv release
 
 ## Calibration and proportionality of the capacity gauges (one pod, ~2 min), the shortened loop
 ## (deploy/'s triggers, scaled timing stated in its output, ~4 min) and the unit tests; 377 s measured.
+## Issue 22: scenario (d), a 60 s cold start, on deploy/'s triggers before issue 22 and now, with
+## deploy/'s maxReplicaCount 8 (pods capped at the ideal + 2); asserts a desired peak <= ideal + 1
+## and 0 failed. Calibration + two runs, one after the other.
+autoscale-coldstart: autoscale-venv release
+	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) tests/autoscale/compare.py --scenarios coldstart --sets before-22,new --lanes 1 --out target/autoscale/coldstart $(ARGS)
+
 test-autoscale: autoscale-venv release
 	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) -m pytest -q -p no:cacheprovider -rs tests/autoscale
 

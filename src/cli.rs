@@ -9,24 +9,69 @@ use crate::drain::machine::Phase;
 use crate::poller::{readiness, PollState, Poller};
 use crate::triton::client::TritonClient;
 
-/// Format the per-model table `check` prints.
+/// Format the per-model table `check` prints: the gauges, then the scaling signal (offered
+/// load, capacity with its source and basis, utilization); `-` where a value is absent.
 pub fn format_table(st: &PollState) -> String {
+    let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<24} {:>14} {:>9} {:>10} {:>10} {:>11}\n",
-        "MODEL", "QUEUE_WAIT_MS", "PENDING", "REQ_PER_S", "FAIL_PER_S", "COMPUTE_MS"
+        "{:<24} {:>14} {:>9} {:>10} {:>10} {:>11} {:>11} {:>10} {:<23} {:>6}\n",
+        "MODEL",
+        "QUEUE_WAIT_MS",
+        "PENDING",
+        "REQ_PER_S",
+        "FAIL_PER_S",
+        "COMPUTE_MS",
+        "LOAD_PER_S",
+        "CAPACITY",
+        "CAPACITY_FROM",
+        "UTIL"
     ));
     for (name, m) in &st.derived.models {
+        let from = m.capacity.map_or("-".to_string(), |c| {
+            let batch = c
+                .largest_batch
+                .map_or(String::new(), |b| format!(", batch<={b}"));
+            if c.source.as_str() == c.basis.as_str() {
+                c.source.as_str().to_string()
+            } else {
+                format!("{}/{}{batch}", c.source.as_str(), c.basis.as_str())
+            }
+        });
         out.push_str(&format!(
-            "{:<24} {:>14.2} {:>9.0} {:>10.2} {:>10.2} {:>11.2}\n",
-            name, m.queue_wait_ms, m.pending, m.request_rate, m.failure_rate, m.compute_ms
+            "{:<24} {:>14.2} {:>9.0} {:>10.2} {:>10.2} {:>11.2} {:>11.2} {:>10} {:<23} {:>6}\n",
+            name,
+            m.queue_wait_ms,
+            m.pending,
+            m.request_rate,
+            m.failure_rate,
+            m.compute_ms,
+            m.offered_load_rps,
+            opt(m.capacity.map(|c| c.rps), 1),
+            from,
+            opt(m.utilization, 2),
         ));
     }
     let p = st.derived.pod;
     out.push_str(&format!(
-        "{:<24} {:>14.2} {:>9.0} {:>10.2} {:>10} {:>11}\n",
-        "(pod)", p.queue_wait_ms, p.pending, p.request_rate, "-", "-"
+        "{:<24} {:>14.2} {:>9.0} {:>10.2} {:>10} {:>11} {:>11.2} {:>10} {:<23} {:>6}\n",
+        "(pod)",
+        p.queue_wait_ms,
+        p.pending,
+        p.request_rate,
+        "-",
+        "-",
+        p.offered_load_rps,
+        "-",
+        "-",
+        opt(p.utilization, 2),
     ));
+    if p.models_without_capacity > 0.0 {
+        out.push_str(&format!(
+            "models with load and no capacity: {} (give --capacity MODEL=RPS, or let the agent read /v2/models/stats)\n",
+            p.models_without_capacity
+        ));
+    }
     let (ready, why) = readiness(st, Phase::Serving);
     out.push_str(&format!(
         "ready: {} ({})\n",

@@ -261,6 +261,16 @@ pub struct Args {
     /// How often Triton's execution statistics are read for the online capacity estimate.
     #[arg(long, env = "TRITON_SIDECAR_STATS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub stats_interval: Duration,
+    /// How long an online capacity estimate is published after the last good read of Triton's
+    /// statistics; past it the estimate is absent (its source stopped answering). At least
+    /// --stats-interval.
+    #[arg(long, env = "TRITON_SIDECAR_STATS_MAX_AGE", default_value = "30s", value_parser = parse_duration)]
+    pub stats_max_age: Duration,
+    /// How far back the capacity estimate looks for a drift in execution cost. What it learned
+    /// about each batch size is kept while the model stays loaded; this only bounds the
+    /// evidence of a change.
+    #[arg(long, env = "TRITON_SIDECAR_CAPACITY_HORIZON", default_value = "300s", value_parser = parse_duration)]
+    pub capacity_horizon: Duration,
     /// A BLS model (repeatable): its utilization is published but not added into the pod's,
     /// since its children are models of their own and count there.
     #[arg(
@@ -368,6 +378,10 @@ pub struct Config {
     pub triton_api_header: Option<ApiHeader>,
     /// How often `/v2/models/stats` is read.
     pub stats_interval: Duration,
+    /// How long an estimate outlives the last good statistics read.
+    pub stats_max_age: Duration,
+    /// The capacity estimate's drift horizon.
+    pub capacity_horizon: Duration,
     /// BLS models, left out of the pod utilization.
     pub bls_models: BTreeSet<String>,
     /// Triton's inference ports whose client connections the drain watches: the port of
@@ -605,6 +619,14 @@ impl Config {
             _ => None,
         };
         let choice = GpuChoice::from_flags(a.no_gpu, a.gpu.as_deref())?;
+        let stats_interval = nonzero("--stats-interval", a.stats_interval)?;
+        let stats_max_age = nonzero("--stats-max-age", a.stats_max_age)?;
+        if stats_max_age < stats_interval {
+            return Err(err(
+                "--stats-max-age",
+                "must be at least --stats-interval: an estimate would lapse between two reads",
+            ));
+        }
         Ok(Config {
             triton_url: check_url("--triton-url", &a.triton_url)?,
             triton_metrics_url: check_url("--triton-metrics-url", &a.triton_metrics_url)?,
@@ -624,7 +646,9 @@ impl Config {
             },
             capacity: parse_capacity(&a.capacity)?,
             triton_api_header,
-            stats_interval: nonzero("--stats-interval", a.stats_interval)?,
+            stats_interval,
+            stats_max_age,
+            capacity_horizon: nonzero("--capacity-horizon", a.capacity_horizon)?,
             bls_models,
             connection_ports: connection_ports(&a.triton_url, a.triton_grpc_port)?,
         })
@@ -806,6 +830,21 @@ mod tests {
         assert_eq!(h.name.as_str(), "triton-access-token");
         assert_eq!(h.value.to_str().unwrap(), "abc=def");
         assert_eq!(c.stats_interval, Duration::from_secs(30));
+        assert_eq!(c.stats_max_age, Duration::from_secs(30));
+        let c = parse(&["--stats-max-age", "2m", "--capacity-horizon", "20s"]).unwrap();
+        assert_eq!(c.stats_max_age, Duration::from_secs(120));
+        assert_eq!(c.capacity_horizon, Duration::from_secs(20));
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.capacity_horizon, Duration::from_secs(300));
+        let c = parse(&[
+            "--stats-interval",
+            "30s",
+            "--bls-model",
+            "x,y",
+            "--bls-model",
+            "z",
+        ])
+        .unwrap();
         assert_eq!(
             c.bls_models,
             BTreeSet::from(["x".into(), "y".into(), "z".into()])
@@ -854,6 +893,21 @@ mod tests {
                 "duration",
             ),
             (&["--bls-model", "a/b"], "--bls-model", "model name"),
+            (
+                &["--stats-interval", "20s", "--stats-max-age", "10s"],
+                "--stats-max-age",
+                "at least --stats-interval",
+            ),
+            (
+                &["--stats-max-age", "0s"],
+                "--stats-max-age",
+                "greater than 0",
+            ),
+            (
+                &["--capacity-horizon", "0s"],
+                "--capacity-horizon",
+                "greater than 0",
+            ),
         ];
         for (argv, flag, why) in table {
             let e = parse(argv).expect_err(&format!("{argv:?} should fail"));

@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::derive::capacity::Basis;
 use crate::derive::utilization::CapacitySource;
 use crate::derive::{clean, ModelDerived};
 use crate::drain::controller::DrainView;
@@ -25,6 +26,7 @@ use crate::drain::machine::Phase;
 use crate::gpu::{GpuSource, GpuState};
 use crate::poller::{readiness, PollState};
 use crate::triton::client::Reason;
+use crate::triton::stats::StatsFailure;
 
 /// The Content-Type of the page: Prometheus text 0.0.4. Prometheus 3 fails scrapes without a
 /// valid one.
@@ -51,8 +53,10 @@ struct ModelFamilies {
     compute: FloatGaugeFamily,
     /// `triton_offered_load_rps`.
     offered_load: FloatGaugeFamily,
-    /// `triton_capacity_rps{model,source}`; absent without a capacity.
+    /// `triton_capacity_rps{model,source,basis}`; absent without a capacity.
     capacity: FloatGaugeFamily,
+    /// `triton_capacity_largest_batch`; absent without an estimated capacity.
+    largest_batch: FloatGaugeFamily,
     /// `triton_utilization`; absent without a capacity.
     utilization: FloatGaugeFamily,
     /// `triton_kv_cache_occupancy_ratio`; TensorRT-LLM only.
@@ -73,7 +77,7 @@ impl ModelFamilies {
             compute: self.compute.get_or_create_owned(&l),
             offered_load: self.offered_load.get_or_create_owned(&l),
             model: model.to_string(),
-            capacity_source: None,
+            capacity_key: None,
             optional_on: [false; 3],
         }
     }
@@ -91,19 +95,28 @@ impl ModelFamilies {
             &self.utilization,
             &self.kv_occupancy,
             &self.active_ratio,
+            &self.largest_batch,
         ] {
             f.remove(&l);
         }
-        for src in [CapacitySource::Configured, CapacitySource::Estimated] {
-            self.capacity.remove(&capacity_labels(model, src));
+        for (src, basis) in CAPACITY_KEYS {
+            self.capacity.remove(&capacity_labels(model, src, basis));
         }
     }
 }
 
-fn capacity_labels(model: &str, src: CapacitySource) -> Labels {
+/// Every (source, basis) a capacity series can carry.
+const CAPACITY_KEYS: [(CapacitySource, Basis); 3] = [
+    (CapacitySource::Configured, Basis::Configured),
+    (CapacitySource::Estimated, Basis::Fitted),
+    (CapacitySource::Estimated, Basis::Proportional),
+];
+
+fn capacity_labels(model: &str, src: CapacitySource, basis: Basis) -> Labels {
     vec![
         ("model", model.to_string()),
         ("source", src.as_str().to_string()),
+        ("basis", basis.as_str().to_string()),
     ]
 }
 
@@ -123,8 +136,8 @@ struct ModelGauges {
     offered_load: FloatGauge,
     /// The model name, for the optional series (looked up only while present).
     model: String,
-    /// The `source` of the capacity series now published, to remove it when it changes.
-    capacity_source: Option<CapacitySource>,
+    /// The (source, basis) of the capacity series now published, to remove it when it changes.
+    capacity_key: Option<(CapacitySource, Basis)>,
     /// Which of utilization, KV occupancy and active ratio are published now.
     optional_on: [bool; 3],
 }
@@ -140,16 +153,22 @@ impl ModelGauges {
         self.offered_load.set(clean(m.offered_load_rps));
         // The optional gauges are absent for most models (no capacity, not TensorRT-LLM): a
         // label lookup only for the models that have them, or just lost them.
-        let src = m.capacity.map(|c| c.source);
-        if let Some(old) = self.capacity_source.filter(|o| Some(*o) != src) {
-            f.capacity.remove(&capacity_labels(&self.model, old));
+        let key = m.capacity.map(|c| (c.source, c.basis));
+        if let Some((src, basis)) = self.capacity_key.filter(|o| Some(*o) != key) {
+            f.capacity.remove(&capacity_labels(&self.model, src, basis));
+            f.largest_batch.remove(&lbl("model", &self.model));
         }
         if let Some(c) = m.capacity {
             f.capacity
-                .get_or_create(&capacity_labels(&self.model, c.source))
+                .get_or_create(&capacity_labels(&self.model, c.source, c.basis))
                 .set(clean(c.rps));
+            if let Some(b) = c.largest_batch {
+                f.largest_batch
+                    .get_or_create(&lbl("model", &self.model))
+                    .set(b as f64);
+            }
         }
-        self.capacity_source = src;
+        self.capacity_key = key;
         for (i, (fam, v)) in [
             (&f.utilization, m.utilization),
             (&f.kv_occupancy, m.kv_occupancy),
@@ -185,6 +204,9 @@ pub struct Metrics {
     pod_utilization: FloatGaugeFamily,
     models_without_capacity: FloatGaugeFamily,
     statistics_refused: FloatGauge,
+    /// Age of the last good statistics read; absent before the first.
+    statistics_age: FloatGaugeFamily,
+    statistics_errors: Family<Labels, Counter>,
     /// Age of the newest good page of Triton's metrics, as of the last poll.
     last_page_age: FloatGaugeFamily,
     ready: FloatGauge,
@@ -247,7 +269,7 @@ impl Metrics {
             "triton_queue_wait_ms",
             "Mean queue wait (ms) of the requests completed in the window, per model",
         );
-        let pending = gf("triton_pending_requests", "Requests waiting in the queue now, per model (Triton's pending count plus TensorRT-LLM waiting)");
+        let pending = gf("triton_pending_requests", "Requests waiting in the queue now, per model (Triton's pending count plus TensorRT-LLM waiting and vLLM num_requests_waiting)");
         let request_rate = gf(
             "triton_request_rate",
             "Successful requests per second over the window, per model",
@@ -266,11 +288,15 @@ impl Metrics {
         );
         let capacity = gf(
             "triton_capacity_rps",
-            "Requests per second the pod can serve, per model; source=configured (--capacity) or estimated (from /v2/models/stats); absent when neither",
+            "Requests per second the pod can serve, per model; source=configured (--capacity) or estimated (from /v2/models/stats, absent past --stats-max-age); basis=configured, fitted (batching gain measured) or proportional (none assumed); absent when neither",
+        );
+        let largest_batch = gf(
+            "triton_capacity_largest_batch",
+            "Largest batch size executed since the model loaded, per model with an estimated capacity: the estimate is capped at it",
         );
         let utilization = gf(
             "triton_utilization",
-            "Offered load over capacity, per model; keeps rising past 1 under overload; absent without a capacity",
+            "Offered load over capacity, per model; keeps rising past 1 under overload; 0 when idle (nothing arrived, completed or waits, from the model's second page on), with or without a capacity; otherwise absent without a capacity",
         );
         let kv_occupancy = gf(
             "triton_kv_cache_occupancy_ratio",
@@ -311,11 +337,15 @@ impl Metrics {
         );
         let pod_utilization = gf(
             "triton_pod_utilization",
-            "The pod's utilization for the autoscaler: per GPU the sum of its models' utilizations (ensembles and --bls-model left out, unplaced models on every GPU), the max over GPUs; absent when no counted model has a capacity",
+            "The pod's utilization for the autoscaler: per GPU the sum of its models' utilizations (ensembles and --bls-model left out, unplaced models on every GPU), the max over GPUs; 0 when every counted model is idle; absent when no counted model is idle or has a capacity",
         );
         let models_without_capacity = gf(
             "triton_sidecar_models_without_capacity",
             "Models counted in the pod utilization that have no capacity (neither --capacity nor an estimate)",
+        );
+        let statistics_age = gf(
+            "triton_sidecar_statistics_age_seconds",
+            "Age of the last good read of Triton's /v2/models/stats, as of the last poll; absent before the first; the estimate lapses past --stats-max-age",
         );
         let last_page_age = gf(
             "triton_sidecar_last_page_age_seconds",
@@ -376,6 +406,15 @@ impl Metrics {
             "Failed scrapes of Triton, by reason",
             scrape_errors.clone(),
         );
+        let statistics_errors = Family::<Labels, Counter>::default();
+        r.register(
+            "triton_sidecar_statistics_errors",
+            "Failed reads of Triton's /v2/models/stats, by reason",
+            statistics_errors.clone(),
+        );
+        for reason in StatsFailure::ALL {
+            let _ = statistics_errors.get_or_create(&lbl("reason", reason.as_str()));
+        }
         let connection_scan_errors = Counter::default();
         r.register(
             "triton_sidecar_connection_scan_errors",
@@ -411,6 +450,7 @@ impl Metrics {
                 compute,
                 offered_load,
                 capacity,
+                largest_batch,
                 utilization,
                 kv_occupancy,
                 active_ratio,
@@ -422,6 +462,8 @@ impl Metrics {
             pod_utilization,
             models_without_capacity,
             statistics_refused,
+            statistics_age,
+            statistics_errors,
             last_page_age,
             ready,
             up,
@@ -507,6 +549,22 @@ impl Metrics {
         }
         self.statistics_refused
             .set(if poll.statistics_refused { 1.0 } else { 0.0 });
+        match poll.statistics_read_at {
+            Some(t) => {
+                self.statistics_age
+                    .get_or_create(&none)
+                    .set(clean(poll.at.saturating_sub(t).as_secs_f64()));
+            }
+            None => self.statistics_age.clear(),
+        }
+        for (reason, n) in &poll.statistics_errors {
+            catch_up(
+                &self
+                    .statistics_errors
+                    .get_or_create(&lbl("reason", reason.as_str())),
+                *n,
+            );
+        }
         match poll.last_page_at {
             Some(p) => {
                 self.last_page_age

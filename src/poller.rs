@@ -6,9 +6,11 @@
 //! being reachable, never one per failed poll.
 //!
 //! Every `--stats-interval` it also reads `GET /v2/models/stats` for the online capacity
-//! estimate ([`crate::derive::capacity`]); a refusal (401/403: the API is restricted and the access
-//! header is missing or wrong) shows in `triton_sidecar_statistics_refused` and one log line
-//! per change.
+//! estimate ([`crate::derive::capacity`]). Every failed read is counted by reason in
+//! `triton_sidecar_statistics_errors_total` and logged once per change; a refusal (401/403: the
+//! API is restricted and the access header is missing or wrong) also shows in
+//! `triton_sidecar_statistics_refused`. `triton_sidecar_statistics_age_seconds` is the age of
+//! the last good read, and past `--stats-max-age` the estimate is no longer published.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use crate::drain::machine::Phase;
 use crate::triton::client::{ModelInfo, Reason, ScrapeError, TritonClient};
 use crate::triton::connections::{self, ConnectionView};
 use crate::triton::snapshot::{Snapshot, TritonGpuSample};
+use crate::triton::stats::StatsFailure;
 use crate::triton::transport::{Clock, MonotonicClock, Transport};
 
 /// Triton's readiness as last seen.
@@ -85,6 +88,12 @@ pub struct PollState {
     pub last_page_at: Option<Duration>,
     /// Triton refused the statistics API (401/403) on the last read.
     pub statistics_refused: bool,
+    /// When the last good read of `/v2/models/stats` was made, on the same axis as `at`;
+    /// `None` before the first. The estimate is published while `at` minus this is at most
+    /// `--stats-max-age`.
+    pub statistics_read_at: Option<Duration>,
+    /// Failed statistics reads by reason, cumulative.
+    pub statistics_errors: BTreeMap<StatsFailure, u64>,
     /// The kernel's view of Triton's client connections, read on every poll while a drain is
     /// under way ([`crate::triton::connections`]); `None` otherwise or when the read failed.
     pub connections: Option<ConnectionView>,
@@ -253,6 +262,10 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         for r in Reason::ALL {
             state.scrape_errors.insert(r, 0);
         }
+        for r in StatsFailure::ALL {
+            state.statistics_errors.insert(r, 0);
+        }
+        let estimator = Estimator::new(cfg.capacity_horizon);
         Poller {
             cfg,
             client,
@@ -267,7 +280,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             reachable: None,
             non_finite_seen: false,
             health_timeouts: 0,
-            estimator: Estimator::default(),
+            estimator,
             info: Arc::default(),
             stats_at: None,
             stats_problem: None,
@@ -368,6 +381,9 @@ impl<T: Transport, C: Clock> Poller<T, C> {
                 estimator: &self.estimator,
                 info: &self.info,
                 bls: &self.cfg.bls_models,
+                estimate_fresh: st
+                    .statistics_read_at
+                    .is_some_and(|t| page_at.saturating_sub(t) <= self.cfg.stats_max_age),
             },
         );
         self.state = st;
@@ -413,39 +429,48 @@ impl<T: Transport, C: Clock> Poller<T, C> {
     /// one per model, so it cannot grow with the model count as config reads would.
     async fn read_stats(&mut self, now: Duration, st: &mut PollState) {
         self.stats_at = Some(now);
-        let problem = match self.client.model_stats().await {
+        let failure = match self.client.model_stats().await {
             Ok(body) => match crate::triton::stats::parse(&body) {
                 Ok(stats) => {
-                    let restarted = self.estimator.observe(now, &stats);
-                    if !restarted.is_empty() {
-                        tracing::info!(models = ?restarted, "execution statistics went down (Triton restarted or reloaded the model); the capacity estimate starts afresh for those models");
+                    let seen = self.estimator.observe(now, &stats);
+                    if !seen.restarted.is_empty() {
+                        tracing::info!(models = ?seen.restarted, "execution statistics went down (Triton restarted or reloaded the model); the capacity estimate starts afresh for those models");
+                    }
+                    for (model, ratio) in &seen.revised {
+                        tracing::info!(model = %model, cost_ratio = ratio, "execution cost drifted at the batch sizes seen now; the capacity estimate's batch curve is revised");
                     }
                     st.statistics_refused = false;
+                    st.statistics_read_at = Some(now);
                     None
                 }
-                Err(e) => Some(e.to_string()),
+                Err(e) => Some((StatsFailure::Invalid, e.to_string())),
             },
-            Err(ScrapeError::Status(code @ (401 | 403))) => {
-                st.statistics_refused = true;
-                Some(format!("HTTP {code}"))
+            Err(e) => {
+                // A refusal flag already raised stays until a read says otherwise: a timeout
+                // says nothing about the header.
+                if matches!(e, ScrapeError::Status(401 | 403)) {
+                    st.statistics_refused = true;
+                }
+                Some((StatsFailure::of(&e), e.to_string()))
             }
-            // 404 (the extension is not built in), a timeout, a refused connection: no
-            // estimate from this read; a refusal flag already raised stays until a read says
-            // otherwise.
-            Err(e) => Some(e.to_string()),
         };
+        if let Some((reason, _)) = failure {
+            *st.statistics_errors.entry(reason).or_insert(0) += 1;
+        }
+        let problem = failure.map(|(reason, why)| format!("{reason}: {why}"));
         if problem == self.stats_problem {
             return;
         }
+        let max_age = self.cfg.stats_max_age.as_secs_f64();
         match (&problem, st.statistics_refused) {
             (None, _) => tracing::info!(
                 "Triton's execution statistics are readable; the capacity estimate is on"
             ),
             (Some(why), true) => {
-                tracing::warn!(error = %why, "Triton refuses /v2/models/stats (a restricted API): no capacity estimate. Fix: pass --triton-api-header NAME=VALUE matching Triton's --http-restricted-api (pytriton: the access token of TritonSecurityConfig, header triton-access-token), or open the statistics API, or give --capacity MODEL=RPS")
+                tracing::warn!(error = %why, max_age_s = max_age, "Triton refuses /v2/models/stats (a restricted API): the capacity estimate lapses --stats-max-age after the last good read. Fix: pass --triton-api-header NAME=VALUE matching Triton's --http-restricted-api (pytriton: the access token of TritonSecurityConfig, header triton-access-token), or open the statistics API, or give --capacity MODEL=RPS")
             }
             (Some(why), false) => {
-                tracing::warn!(error = %why, "Triton's execution statistics are not readable; no new capacity estimate until they are")
+                tracing::warn!(error = %why, max_age_s = max_age, "Triton's execution statistics are not readable; the capacity estimate lapses --stats-max-age after the last good read")
             }
         }
         self.stats_problem = problem;

@@ -503,7 +503,7 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
     assert_eq!(
         value(
             &p,
-            "triton_capacity_rps{model=\"cfg\",source=\"configured\"}"
+            "triton_capacity_rps{model=\"cfg\",source=\"configured\",basis=\"configured\"}"
         ),
         Some(40.0),
         "{p}"
@@ -528,13 +528,31 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
         Some(0.0),
         "{p}"
     );
-    // 2 instances × 8 / (10 ms + 8 × 5 ms) = 320 requests per second.
+    // Capped at the largest batch seen (4, below max_batch_size 8): 2 instances × 4 /
+    // (10 ms + 4 × 5 ms) = 266.7 requests per second, on a fitted line.
     let cap = value(
         &p,
-        "triton_capacity_rps{model=\"lin\",source=\"estimated\"}",
+        "triton_capacity_rps{model=\"lin\",source=\"estimated\",basis=\"fitted\"}",
     )
     .unwrap();
-    assert!((cap - 320.0).abs() < 1e-6, "{p}");
+    assert!((cap - 8.0 / 0.030).abs() < 1e-6, "{p}");
+    assert_eq!(
+        value(&p, "triton_capacity_largest_batch{model=\"lin\"}"),
+        Some(4.0),
+        "{p}"
+    );
+    // The refused reads were counted by reason, and the good ones date the estimate.
+    assert!(
+        value(
+            &p,
+            "triton_sidecar_statistics_errors_total{reason=\"forbidden\"}"
+        )
+        .unwrap()
+            >= 1.0,
+        "{p}"
+    );
+    let age = value(&p, "triton_sidecar_statistics_age_seconds").unwrap();
+    assert!((0.0..=1.0).contains(&age), "{p}");
     assert_eq!(
         value(&p, "triton_sidecar_models_without_capacity"),
         Some(0.0),
@@ -568,9 +586,9 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
         Duration::from_secs(5),
         "estimate with the header",
         || async {
-            metrics_page(&b)
-                .await
-                .contains("triton_capacity_rps{model=\"lin\",source=\"estimated\"}")
+            metrics_page(&b).await.contains(
+                "triton_capacity_rps{model=\"lin\",source=\"estimated\",basis=\"fitted\"}",
+            )
         },
     )
     .await;

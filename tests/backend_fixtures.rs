@@ -38,6 +38,7 @@ fn kv_occupancy_and_active_ratio_per_backend() {
     let cases: Vec<(&str, &str, Want, Want, f64)> = {
         let new = page("trtllm_new.prom");
         let old = page("trtllm_old.prom");
+        let vllm = page("vllm.prom");
         vec![
             (
                 "trtllm_new.prom",
@@ -75,7 +76,21 @@ fn kv_occupancy_and_active_ratio_per_backend() {
                 )
                 .unwrap(),
             ),
-            ("vllm.prom", "vllm_model", None, None, 0.0),
+            (
+                "vllm.prom",
+                "vllm_model",
+                None,
+                None,
+                // Triton's pending (0) plus vLLM's own queue, keyed by the `model` label.
+                raw(&vllm, "vllm:num_requests_waiting", "vllm_model", "").unwrap()
+                    + raw(
+                        &vllm,
+                        "nv_inference_pending_request_count",
+                        "vllm_model",
+                        "",
+                    )
+                    .unwrap(),
+            ),
         ]
     };
     for (file, model, occ, active, pending) in cases {
@@ -165,4 +180,43 @@ fn offered_load_counts_arrivals_that_did_not_complete() {
     let d = derive(&w, Duration::from_secs(5), &HashSet::new());
     // Over the window (t = 1 to 5): 20 completed + 4 failed − 2 queue = 22 in 4 s.
     assert_eq!(d.models["t"].offered_load_rps, 5.5);
+}
+
+/// vLLM's queue is pending per model (Triton's vLLM backend labels `model`), and each request
+/// is counted once in the in-flight total the drain reads: waiting in pending, running beside
+/// it, series without a `model` label (a vLLM server of its own) once, pod-wide.
+#[test]
+fn vllm_waiting_is_pending_per_model_and_counted_once_in_flight() {
+    let body = page("vllm.prom");
+    let snap = Snapshot::parse(&body).expect("vllm.prom");
+    let m = &snap.models["vllm_model"];
+    let waiting = raw(&body, "vllm:num_requests_waiting", "vllm_model", "").unwrap();
+    let running = raw(&body, "vllm:num_requests_running", "vllm_model", "").unwrap();
+    let pending = raw(
+        &body,
+        "nv_inference_pending_request_count",
+        "vllm_model",
+        "",
+    )
+    .unwrap();
+    assert_eq!(m.pending_total(), pending + waiting);
+    assert_eq!(snap.in_flight(), pending + waiting + running);
+
+    let two = "vllm:num_requests_waiting{model=\"a\",version=\"1\"} 3\n\
+               vllm:num_requests_running{model=\"a\",version=\"1\"} 1\n\
+               vllm:num_requests_waiting{model=\"b\",version=\"1\"} 0\n\
+               vllm:num_requests_running{model=\"b\",version=\"1\"} 2\n\
+               nv_inference_pending_request_count{model=\"b\",version=\"1\"} 4\n\
+               vllm:num_requests_waiting{model_name=\"standalone\"} 5\n\
+               vllm:num_requests_running{model_name=\"standalone\"} 6\n";
+    let snap = Snapshot::parse(two).unwrap();
+    assert_eq!(snap.models["a"].pending_total(), 3.0);
+    assert_eq!(snap.models["b"].pending_total(), 4.0);
+    assert!(!snap.models.contains_key("standalone"));
+    assert_eq!(snap.in_flight(), 3.0 + 1.0 + 4.0 + 2.0 + 5.0 + 6.0);
+    // Offered load counts the queue: a model with waiting requests and no completions is loaded.
+    let mut w = Window::new(Duration::from_secs(10));
+    w.push(Duration::from_secs(1), Arc::new(snap));
+    let d = derive(&w, Duration::from_secs(1), &HashSet::new());
+    assert_eq!(d.models["a"].pending, 3.0);
 }

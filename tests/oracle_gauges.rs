@@ -575,3 +575,83 @@ fn case13_offered_load_is_not_capped_at_capacity() {
         assert_eq!(o.pod.unwrap().utilization, Some(u));
     }
 }
+
+/// Issue 22: statistics that stop answering. A steady load on an estimated model; the
+/// statistics read fails from poll 8 to poll 19 in one way per run (403, 404, a timeout, a
+/// refused connection, a 500). Every poll still matches the request-level truth, and by name:
+/// the estimate is published while its last good read is at most `--stats-max-age` (3 s)
+/// old, absent after (the model is then counted without capacity and its utilization is
+/// absent), and back at the first good read; each failed read is counted under its reason.
+#[test]
+fn case22_an_estimate_lapses_when_the_statistics_stop_answering() {
+    use std::time::Duration;
+    use triton_sidecar::triton::client::ScrapeError;
+    use triton_sidecar::triton::stats::StatsFailure;
+    let kinds = [
+        (ScrapeError::Status(403), StatsFailure::Forbidden),
+        (ScrapeError::Status(404), StatsFailure::NotFound),
+        (ScrapeError::Timeout, StatsFailure::Timeout),
+        (ScrapeError::Refused, StatsFailure::Connect),
+        (ScrapeError::Status(500), StatsFailure::HttpStatus),
+    ];
+    for (err, reason) in kinds {
+        let rs: Vec<RequestSpec> = (0..300).map(|i| req(0, 0.01 + i as f64 / 10.0)).collect();
+        let sim = Arc::new(trace(vec![model("m", 0.05)], rs, 30, 5.0).simulate());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let (obs, states) = rt.block_on(oracle::drive_with_stats_faults(
+            sim.clone(),
+            vec![(8, 19, err.clone())],
+            Some(Duration::from_secs(3)),
+        ));
+        if let Err(e) = oracle::truth::check(&sim, &obs) {
+            panic!("{err:?}: {e}");
+        }
+        for (k, (o, st)) in obs.iter().zip(&states).enumerate() {
+            let age = st.statistics_read_at.map(|t| st.at.saturating_sub(t));
+            let fresh = age.is_some_and(|a| a <= Duration::from_secs(3));
+            let m = o.models["m"];
+            if (3..8).contains(&k) || k >= 21 {
+                assert!(
+                    m.capacity.is_some() && m.utilization.is_some(),
+                    "{err:?} poll {k}: {m:?}"
+                );
+            }
+            // The last good read was poll 7: polls 8-10 hold it (age <= 3 s), 11-19 do not.
+            if (11..=19).contains(&k) {
+                assert!(!fresh, "{err:?} poll {k}: age {age:?}");
+                assert_eq!(m.capacity, None, "{err:?} poll {k}");
+                assert_eq!(m.utilization, None, "{err:?} poll {k}");
+                assert_eq!(
+                    st.derived.pod.models_without_capacity, 1.0,
+                    "{err:?} poll {k}"
+                );
+            }
+            if m.capacity.is_some() {
+                assert!(
+                    fresh,
+                    "{err:?} poll {k}: a capacity {m:?} from a read {age:?} old"
+                );
+            }
+        }
+        let last = states.last().expect("states");
+        assert_eq!(
+            last.statistics_errors[&reason], 12,
+            "{err:?}: {:?}",
+            last.statistics_errors
+        );
+        let others: u64 = last
+            .statistics_errors
+            .iter()
+            .filter(|(r, _)| **r != reason)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(others, 0, "{err:?}");
+        assert!(
+            !last.statistics_refused,
+            "{err:?}: a good read clears the refusal"
+        );
+    }
+}

@@ -343,6 +343,8 @@ async fn check_prints_the_table() {
                 "500ms",
                 "--require-model",
                 "m",
+                "--capacity",
+                "m=40",
                 "--no-gpu",
             ])
             .output()
@@ -370,6 +372,18 @@ async fn check_prints_the_table() {
     // queue wait (1,400,000 − 1,000,000) / 10 = 40,000 µs = 40.00 ms; pending 4
     assert_eq!(cols[1], "40.00", "{stdout}");
     assert_eq!(cols[2], "4");
+    // The scaling signal: offered load (10 completions over the interval, pending steady),
+    // the configured capacity and their ratio.
+    let load: f64 = cols[6].parse().expect("load");
+    assert!(load > 0.0, "{stdout}");
+    assert_eq!((cols[7], cols[8]), ("40.0", "configured"), "{stdout}");
+    let util: f64 = cols[9].parse().expect("util");
+    assert!((util - load / 40.0).abs() <= 0.006, "{stdout}");
+    let pod = stdout
+        .lines()
+        .find(|l| l.starts_with("(pod)"))
+        .expect("pod row");
+    assert_eq!(pod.split_whitespace().last(), Some(cols[9]), "{stdout}");
     assert!(stdout.contains("ready: yes (ready)"), "{stdout}");
 }
 

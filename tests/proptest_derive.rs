@@ -77,13 +77,17 @@ fn counters() -> impl Strategy<Value = ModelCounters> {
             proptest::option::of(wild()),
             proptest::option::of(wild()),
         ),
+        (proptest::option::of(wild()), proptest::option::of(wild())),
     )
         .prop_map(
             |(
                 (success, failure, exec_count, queue_us, compute_infer_us),
                 (queue_summary, compute_summary, pending, trtllm_waiting, trtllm_active),
                 (trtllm_max, kv_used_blocks, kv_max_blocks, kv_fraction),
+                (vllm_waiting, vllm_running),
             )| ModelCounters {
+                vllm_waiting,
+                vllm_running,
                 trtllm_max,
                 kv_used_blocks,
                 kv_max_blocks,

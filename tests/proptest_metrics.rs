@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use triton_sidecar::config::DrainConfig;
+use triton_sidecar::derive::capacity::Basis;
 use triton_sidecar::derive::utilization::{Capacity, CapacitySource};
 use triton_sidecar::derive::{clean, Derived, ModelDerived, PodDerived};
 use triton_sidecar::drain::controller::DrainView;
@@ -102,8 +103,17 @@ fn model_derived() -> impl Strategy<Value = ModelDerived> {
                     } else {
                         CapacitySource::Estimated
                     },
+                    basis: if configured {
+                        Basis::Configured
+                    } else if rps.is_finite() && rps > 100.0 {
+                        Basis::Fitted
+                    } else {
+                        Basis::Proportional
+                    },
+                    largest_batch: (!configured).then_some(8),
                 }),
                 utilization,
+                idle: utilization == Some(0.0),
             },
         )
 }

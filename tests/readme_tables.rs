@@ -30,6 +30,7 @@ fn registered_families() -> Vec<String> {
         "triton_sidecar_scrape_errors",
         "triton_sidecar_drains",
         "triton_sidecar_connection_scan_errors",
+        "triton_sidecar_statistics_errors",
     ];
     let mut out: Vec<String> = code
         .split('"')

@@ -4,26 +4,43 @@
 //! **The rule.** An execution of a batch of b requests costs about `cost(b) = a + k·b`: a fixed
 //! part (launch, Python/ZeroMQ hop, kernel set-up) and a part per request. The estimate fits
 //! `a` and `k` by least squares over the mean cost of each batch size seen, weighted by its
-//! execution count, and gives `instances × B / cost(B)` at the largest batch the model accepts
-//! (`B = max_batch_size`, 1 when batching is off): the throughput with every instance busy on
-//! full batches, which is what a saturated dynamic batcher approaches.
+//! execution count, and gives `instances × B / cost(B)`: the throughput with every instance
+//! busy on batches of B back to back, which is what a saturated dynamic batcher approaches.
 //!
-//! **One batch size seen** (an unbatched model, or a light load that never forms a batch):
+//! **Which B: the cap.** `B = min(the batch the config lets the batcher form, the largest batch
+//! seen)`. The config's batch is `max_batch_size` (1 when batching is off), or the largest
+//! `preferred_batch_size` below it, which the dynamic batcher forms in preference once the queue
+//! holds that many. The cap at the largest batch *seen* is the safe side: with `a >= 0` the
+//! throughput `B / (a + k·B)` rises with B, so a smaller B never overstates capacity (the
+//! autoscaler may add a pod early, never late); extrapolating the line past every batch ever
+//! measured could (a memory-bound kernel bends the line up, a batcher held by its queue delay
+//! never forms that batch). The largest batch seen is published with the capacity.
+//!
+//! **One batch size seen** (an unbatched model, or a light load that never formed a batch):
 //! `cost(B) = B × cost(b) / b`, no batching gain assumed. That is low for a batched model (a
 //! safe error: the autoscaler adds pods early) and exact for an unbatched one.
 //!
 //! **A fit that makes no physical sense** (`a < 0` or `k < 0`, from noise over close batch
 //! sizes) falls back to the same proportional rule at the largest batch size seen.
 //!
-//! **Re-learning.** The fit reads the *increments* of the cumulative statistics over the last
-//! [`Estimator::horizon`], so a model reloaded with different behaviour is re-learned within
-//! it; a count or time that went down (Triton restarted, the model was reloaded) drops what was
-//! learned and starts from the new totals. While the model is idle the last estimate is held:
-//! capacity does not vanish because no one asked.
+//! The **basis** (`fitted`: the line, `proportional`: the two rules above) is published with
+//! the capacity, so a reader knows whether the batching gain is measured or assumed 1.
+//!
+//! **Memory and revision.** What was learned about each batch size is kept for as long as the
+//! model version stays loaded: light load long after a peak still knows the batch curve the
+//! peak measured. It is revised only on evidence: over the last [`Estimator::horizon`] the
+//! executions of the batch sizes seen *now* cost more than [`DRIFT`] away from what was learned
+//! for those sizes (a model that got slower or faster without a reload: a noisy neighbour, a
+//! clock change). Then the sizes seen now take their recent cost, and every other size is
+//! scaled by the same ratio, since a drift seen at one batch size is the best evidence there is
+//! for the others. A count or time that went down (Triton restarted, the model was reloaded)
+//! drops what was learned and starts from the new totals. While the model is idle everything
+//! learned is held: capacity does not vanish because no one asked. (How long it may be held
+//! when the statistics stop answering is the caller's rule: `--stats-max-age`.)
 //!
 //! **Rows and requests.** Triton's batch sizes count rows (inferences), and a client request
 //! may carry several rows; the offered load counts requests. The capacity in rows per second
-//! is divided by the rows per request seen over the same increments (`inference_count` over
+//! is divided by the rows per request seen since the model loaded (`inference_count` over
 //! the successful requests that executed, both without cache hits; 1 when nothing completed),
 //! so that load and capacity share a unit.
 
@@ -69,10 +86,10 @@ impl CostModel {
         }
     }
 
-    /// Rows per second of `instances` instances running batches of `max_batch_size` (1 when
-    /// 0: batching off) back to back; `None` when the cost is not positive and finite.
-    pub fn capacity_rps(&self, instances: u32, max_batch_size: u32) -> Option<f64> {
-        let b = f64::from(max_batch_size.max(1));
+    /// Rows per second of `instances` instances running batches of `batch` (1 when 0:
+    /// batching off) back to back; `None` when the cost is not positive and finite.
+    pub fn capacity_rps(&self, instances: u32, batch: u32) -> Option<f64> {
+        let b = f64::from(batch.max(1));
         let c = self.cost(b);
         let cap = f64::from(instances) * b / c;
         (c > 0.0 && cap.is_finite() && cap > 0.0).then_some(cap)
@@ -119,27 +136,131 @@ pub fn fit(batches: &ModelBatches) -> Result<CostModel, FitError> {
     }
 }
 
-/// How long increments are kept for the fit, by default: long enough to hold a few minutes of
-/// varied batch sizes, short enough that a changed model is re-learned within a scale-up.
+/// How far back the drift check looks, by default (`--capacity-horizon`): long enough to hold
+/// a few minutes of executions at the batch sizes of the moment, short enough that a model that
+/// changed is re-learned within a scale-up.
 pub const DEFAULT_HORIZON: Duration = Duration::from_secs(300);
+
+/// How far the recent cost of the batch sizes seen now may depart from what was learned for
+/// them before the curve is revised: 20 %, above the run-to-run noise of a mean over many
+/// executions and well below the change a neighbour or a clock change makes.
+pub const DRIFT: f64 = 0.20;
+
+/// The fewest recent executions a revision is based on: fewer are noise, not evidence.
+const DRIFT_MIN_EXECUTIONS: f64 = 10.0;
+
+/// How a capacity was arrived at: the `basis` label of `triton_capacity_rps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Basis {
+    /// `--capacity MODEL=RPS`.
+    Configured,
+    /// The line `a + k·b` fitted over two or more batch sizes: the batching gain is measured.
+    Fitted,
+    /// One batch size seen, or a fit with a negative term: no batching gain assumed.
+    Proportional,
+}
+
+impl Basis {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Configured => "configured",
+            Basis::Fitted => "fitted",
+            Basis::Proportional => "proportional",
+        }
+    }
+}
+
+impl CostModel {
+    /// The basis this cost model gives a capacity.
+    pub fn basis(&self) -> Basis {
+        match self {
+            CostModel::Linear { .. } => Basis::Fitted,
+            CostModel::Proportional { .. } => Basis::Proportional,
+        }
+    }
+}
+
+/// An estimated capacity, with what it rests on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// Requests per second.
+    pub rps: f64,
+    /// Fitted or proportional.
+    pub basis: Basis,
+    /// The largest batch size executed since the model loaded.
+    pub largest_batch: u64,
+    /// The batch size the capacity is computed at: the config's, capped at `largest_batch`.
+    pub at_batch: u64,
+}
 
 /// One model's learning state.
 #[derive(Debug, Clone, Default)]
 struct Learned {
     /// The cumulative totals of the last read.
     last: ModelStats,
-    /// Increments with the time they were read, oldest first, none older than the horizon.
-    increments: VecDeque<(Duration, ModelStats)>,
-    /// The latest successful fit, held while the model is idle.
+    /// Increments with the time they were read, oldest first, none older than the horizon:
+    /// the evidence of the drift check.
+    recent: VecDeque<(Duration, ModelStats)>,
+    /// What is known of each batch size's cost: the totals since the model loaded, revised on
+    /// a drift.
+    curve: ModelBatches,
+    /// The latest successful fit of `curve`.
     cost: Option<CostModel>,
-    /// Rows per request over the increments of that fit (>= 1).
-    rows_per_request: f64,
+}
+
+impl Learned {
+    /// The recent increments summed per batch size.
+    fn recent_batches(&self) -> ModelBatches {
+        let mut sum = ModelBatches::new();
+        for (_, inc) in &self.recent {
+            for (b, t) in &inc.batches {
+                let s = sum.entry(*b).or_default();
+                s.count += t.count;
+                s.ns += t.ns;
+            }
+        }
+        sum
+    }
+
+    /// The drift check and revision of the module doc. Returns the ratio applied, if any.
+    fn revise_on_drift(&mut self) -> Option<f64> {
+        let recent = self.recent_batches();
+        let (mut now_ns, mut learned_ns, mut execs) = (0.0, 0.0, 0.0);
+        for (b, r) in &recent {
+            // What was learned before the recent executions: the curve holds both.
+            let Some(c) = self.curve.get(b) else {
+                continue;
+            };
+            let (count, ns) = (c.count - r.count, c.ns - r.ns);
+            if count <= 0.0 || ns <= 0.0 {
+                continue;
+            }
+            now_ns += r.ns;
+            learned_ns += r.count * ns / count;
+            execs += r.count;
+        }
+        let ratio = now_ns / learned_ns;
+        if execs < DRIFT_MIN_EXECUTIONS || !ratio.is_finite() || ratio <= 0.0 {
+            return None;
+        }
+        if (ratio - 1.0).abs() <= DRIFT {
+            return None;
+        }
+        for (b, c) in self.curve.iter_mut() {
+            match recent.get(b) {
+                Some(r) if r.count > 0.0 => *c = *r,
+                _ => c.ns *= ratio,
+            }
+        }
+        Some(ratio)
+    }
 }
 
 /// Per-model cost models learned from successive statistics replies.
 #[derive(Debug, Clone)]
 pub struct Estimator {
-    /// How long increments are kept.
+    /// How far back the drift check looks.
     pub horizon: Duration,
     models: BTreeMap<String, Learned>,
 }
@@ -160,8 +281,17 @@ fn went_down(old: &ModelStats, new: &ModelStats) -> bool {
         })
 }
 
+/// What one [`Estimator::observe`] changed, for the caller's log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// Models whose totals went down: they start afresh.
+    pub restarted: Vec<String>,
+    /// Models whose curve was revised on a drift, with the cost ratio applied.
+    pub revised: Vec<(String, f64)>,
+}
+
 impl Estimator {
-    /// An empty estimator keeping increments for `horizon`.
+    /// An empty estimator whose drift check looks back `horizon`.
     pub fn new(horizon: Duration) -> Self {
         Estimator {
             horizon,
@@ -169,16 +299,16 @@ impl Estimator {
         }
     }
 
-    /// Take a statistics reply read at `now`. Returns the models whose totals went down (they
-    /// start afresh). Models missing from the reply are forgotten (unloaded).
-    pub fn observe(&mut self, now: Duration, stats: &BTreeMap<String, ModelStats>) -> Vec<String> {
-        let mut restarted = Vec::new();
+    /// Take a statistics reply read at `now`. Models missing from the reply are forgotten
+    /// (unloaded).
+    pub fn observe(&mut self, now: Duration, stats: &BTreeMap<String, ModelStats>) -> Observed {
+        let mut out = Observed::default();
         self.models.retain(|m, _| stats.contains_key(m));
         for (name, cur) in stats {
             let l = self.models.entry(name.clone()).or_default();
             // A first sighting's totals are the increment since the model loaded.
             let inc: ModelStats = if went_down(&l.last, cur) {
-                restarted.push(name.clone());
+                out.restarted.push(name.clone());
                 *l = Learned::default();
                 cur.clone()
             } else {
@@ -204,37 +334,29 @@ impl Estimator {
                 }
             };
             l.last = cur.clone();
+            for (b, t) in &inc.batches {
+                let c = l.curve.entry(*b).or_default();
+                c.count += t.count;
+                c.ns += t.ns;
+            }
             if !inc.batches.is_empty() {
-                l.increments.push_back((now, inc));
+                l.recent.push_back((now, inc));
             }
             while l
-                .increments
+                .recent
                 .front()
                 .is_some_and(|(t, _)| *t < now.saturating_sub(self.horizon))
             {
-                l.increments.pop_front();
+                l.recent.pop_front();
             }
-            let mut sum = ModelStats::default();
-            for (_, inc) in &l.increments {
-                sum.inferences += inc.inferences;
-                sum.requests += inc.requests;
-                for (b, t) in &inc.batches {
-                    let s = sum.batches.entry(*b).or_default();
-                    s.count += t.count;
-                    s.ns += t.ns;
-                }
+            if let Some(ratio) = l.revise_on_drift() {
+                out.revised.push((name.clone(), ratio));
             }
-            if let Ok(c) = fit(&sum.batches) {
+            if let Ok(c) = fit(&l.curve) {
                 l.cost = Some(c);
-                let rows = sum.inferences / sum.requests;
-                l.rows_per_request = if rows.is_finite() && rows > 1.0 {
-                    rows
-                } else {
-                    1.0
-                };
             }
         }
-        restarted
+        out
     }
 
     /// The model's cost model, if one was learned.
@@ -242,17 +364,38 @@ impl Estimator {
         self.models.get(model).and_then(|l| l.cost)
     }
 
-    /// Requests per second of the model's `instances` at `max_batch_size`: the cost model's
-    /// rows per second over the rows per request seen.
-    pub fn capacity_rps(&self, model: &str, instances: u32, max_batch_size: u32) -> Option<f64> {
+    /// The capacity of the model's `instances` when the config lets the batcher form batches of
+    /// `config_batch` (see [`crate::triton::client::ModelInfo::batch_limit`]), capped at the
+    /// largest batch seen: the cost model's rows per second over the rows per request seen.
+    pub fn estimate(&self, model: &str, instances: u32, config_batch: u32) -> Option<Estimate> {
         let l = self.models.get(model)?;
-        let rows = l.cost?.capacity_rps(instances, max_batch_size)?;
-        Some(rows / l.rows_per_request.max(1.0))
+        let cost = l.cost?;
+        let largest_batch = l
+            .curve
+            .iter()
+            .filter(|(_, t)| t.count > 0.0)
+            .map(|(b, _)| *b)
+            .max()?;
+        let at_batch = u64::from(config_batch.max(1)).min(largest_batch.max(1));
+        let rows = cost.capacity_rps(instances, u32::try_from(at_batch).unwrap_or(u32::MAX))?;
+        let per_request = l.last.inferences / l.last.requests;
+        let per_request = if per_request.is_finite() && per_request > 1.0 {
+            per_request
+        } else {
+            1.0
+        };
+        Some(Estimate {
+            rps: rows / per_request,
+            basis: cost.basis(),
+            largest_batch,
+            at_batch,
+        })
     }
-    /// Forget everything (statistics unavailable: an estimate must not outlive its source by
-    /// more than the caller allows).
-    pub fn clear(&mut self) {
-        self.models.clear();
+
+    /// Requests per second of the model's `instances` at `config_batch`; see
+    /// [`Estimator::estimate`].
+    pub fn capacity_rps(&self, model: &str, instances: u32, config_batch: u32) -> Option<f64> {
+        self.estimate(model, instances, config_batch).map(|e| e.rps)
     }
 }
 
@@ -385,46 +528,129 @@ mod tests {
         assert!(close(e.capacity_rps("m", 1, 8).unwrap(), 40.0));
     }
 
-    #[test]
-    fn the_estimator_relearns_from_increments_and_after_a_restart() {
-        let s = |d: u64| Duration::from_secs(d);
-        let mut e = Estimator::new(s(60));
-        // One row per request: requests = executions × batch size.
-        let stats = |t: ModelBatches| {
-            let rows: f64 = t.iter().map(|(b, x)| *b as f64 * x.count).sum();
-            BTreeMap::from([(
-                "m".to_string(),
-                ModelStats {
-                    batches: t,
-                    inferences: rows,
-                    requests: rows,
-                },
-            )])
-        };
-        // Loaded with a = 10 ms, k = 5 ms.
-        let first = totals(0.010, 0.005, &[(1, 10.0), (4, 10.0)]);
-        assert!(e.observe(s(0), &stats(first.clone())).is_empty());
-        assert!(close(e.cost("m").unwrap().cost(8.0), 0.050));
-        assert!(close(e.capacity_rps("m", 2, 8).unwrap(), 320.0));
-        // Idle: the estimate is held, even past the horizon.
-        assert!(e.observe(s(100), &stats(first.clone())).is_empty());
-        assert!(close(e.cost("m").unwrap().cost(8.0), 0.050));
-        // The model got twice as slow without a reload: after the horizon only the new
-        // increments count.
-        let mut later = first.clone();
-        for (b, t) in totals(0.020, 0.010, &[(1, 10.0), (4, 10.0)]) {
-            let x = later.get_mut(&b).unwrap();
+    /// One row per request: requests = executions × batch size.
+    fn stats(t: ModelBatches) -> BTreeMap<String, ModelStats> {
+        let rows: f64 = t.iter().map(|(b, x)| *b as f64 * x.count).sum();
+        BTreeMap::from([(
+            "m".to_string(),
+            ModelStats {
+                batches: t,
+                inferences: rows,
+                requests: rows,
+            },
+        )])
+    }
+
+    /// `base` plus executions of cost `a + k·b`.
+    fn plus(base: &ModelBatches, a: f64, k: f64, sizes: &[(u64, f64)]) -> ModelBatches {
+        let mut out = base.clone();
+        for (b, t) in totals(a, k, sizes) {
+            let x = out.entry(b).or_default();
             x.count += t.count;
             x.ns += t.ns;
         }
-        e.observe(s(200), &stats(later.clone()));
+        out
+    }
+
+    #[test]
+    fn the_estimator_revises_on_drift_and_starts_afresh_after_a_restart() {
+        let s = |d: u64| Duration::from_secs(d);
+        let mut e = Estimator::new(s(60));
+        // Loaded with a = 10 ms, k = 5 ms.
+        let first = totals(0.010, 0.005, &[(1, 10.0), (4, 10.0)]);
+        assert_eq!(e.observe(s(0), &stats(first.clone())), Observed::default());
+        assert!(close(e.cost("m").unwrap().cost(8.0), 0.050));
+        // Capped at the largest batch seen (4): 2 × 4 / 0.030.
+        assert!(close(e.capacity_rps("m", 2, 8).unwrap(), 2.0 * 4.0 / 0.030));
+        // Idle: the estimate is held, even past the horizon.
+        assert_eq!(
+            e.observe(s(100), &stats(first.clone())),
+            Observed::default()
+        );
+        assert!(close(e.cost("m").unwrap().cost(8.0), 0.050));
+        // The model got twice as slow without a reload: a drift of 2 at the sizes seen now,
+        // against what was learned before them, and the curve takes the recent cost.
+        let later = plus(&first, 0.020, 0.010, &[(1, 10.0), (4, 10.0)]);
+        let seen = e.observe(s(200), &stats(later.clone()));
+        assert_eq!(seen.revised.len(), 1, "{seen:?}");
         assert!(close(e.cost("m").unwrap().cost(8.0), 0.100));
         // Reloaded (counters restarted): what was learned goes, the new totals are the data.
         let reloaded = totals(0.001, 0.001, &[(2, 3.0)]);
-        assert_eq!(e.observe(s(201), &stats(reloaded)), vec!["m".to_string()]);
+        assert_eq!(
+            e.observe(s(201), &stats(reloaded)).restarted,
+            vec!["m".to_string()]
+        );
         assert!(close(e.cost("m").unwrap().cost(8.0), 8.0 * 0.0015));
         // Unloaded: forgotten.
         e.observe(s(202), &BTreeMap::new());
         assert_eq!(e.cost("m"), None);
+    }
+
+    /// Light load long after a peak: only batch size 1 executes now, at the cost learned for it,
+    /// so the batch curve of the peak is kept; and the capacity keeps its basis and cap.
+    #[test]
+    fn light_load_after_a_peak_keeps_the_batch_curve() {
+        let s = |d: u64| Duration::from_secs(d);
+        let mut e = Estimator::new(s(60));
+        let peak = totals(0.160, 0.030, &[(1, 20.0), (4, 50.0), (8, 200.0)]);
+        e.observe(s(0), &stats(peak.clone()));
+        let at_peak = e.estimate("m", 2, 8).unwrap();
+        assert_eq!(at_peak.basis, Basis::Fitted);
+        assert_eq!((at_peak.largest_batch, at_peak.at_batch), (8, 8));
+        // 2 × 8 / (0.160 + 0.240) = 40 rps.
+        assert!(close(at_peak.rps, 40.0), "{at_peak:?}");
+        // Ten horizons of light load at batch 1, with 3 % noise on its cost.
+        let mut cur = peak;
+        for i in 1..=60u64 {
+            cur = plus(&cur, 0.160 * 1.03, 0.030 * 1.03, &[(1, 5.0)]);
+            let seen = e.observe(s(10 * i), &stats(cur.clone()));
+            assert!(seen.revised.is_empty(), "noise is no drift: {seen:?}");
+        }
+        let light = e.estimate("m", 2, 8).unwrap();
+        assert_eq!(light.basis, Basis::Fitted);
+        assert!((light.rps / 40.0 - 1.0).abs() < 0.03, "{light:?}");
+        // The same light load on a fresh estimator knows no batching gain: proportional, low.
+        let mut fresh = Estimator::new(s(60));
+        fresh.observe(s(0), &stats(totals(0.160, 0.030, &[(1, 5.0)])));
+        let f = fresh.estimate("m", 2, 8).unwrap();
+        assert_eq!(f.basis, Basis::Proportional);
+        assert_eq!(f.largest_batch, 1);
+        assert!(close(f.rps, 2.0 / 0.190), "{f:?}");
+    }
+
+    /// The capacity is computed at the config's batch limit, capped at the largest batch seen;
+    /// evaluating lower never raises it (the safe side).
+    #[test]
+    fn capacity_is_capped_at_the_largest_batch_seen() {
+        let mut e = Estimator::default();
+        e.observe(
+            Duration::ZERO,
+            &stats(totals(0.010, 0.005, &[(1, 10.0), (2, 10.0)])),
+        );
+        let capped = e.estimate("m", 1, 32).unwrap();
+        assert_eq!((capped.largest_batch, capped.at_batch), (2, 2));
+        assert!(close(capped.rps, 2.0 / 0.020));
+        // The config limit below the largest seen wins.
+        let below = e.estimate("m", 1, 1).unwrap();
+        assert_eq!(below.at_batch, 1);
+        assert!(close(below.rps, 1.0 / 0.015));
+        // Extrapolating to 32 would have claimed 32 / 0.170 = 188 rps: more, the unsafe side.
+        let c = e.cost("m").unwrap();
+        assert!(c.capacity_rps(1, 32).unwrap() > capped.rps);
+    }
+
+    /// A drift seen at the sizes executing now scales the sizes not seen by the same ratio.
+    #[test]
+    fn a_drift_at_small_batches_scales_the_large_ones() {
+        let s = |d: u64| Duration::from_secs(d);
+        let mut e = Estimator::new(s(60));
+        let peak = totals(0.010, 0.005, &[(1, 100.0), (8, 100.0)]);
+        e.observe(s(0), &stats(peak.clone()));
+        // Later, only batch 1 runs, 50 % slower (a noisy neighbour).
+        let slow = plus(&peak, 0.015, 0.0075, &[(1, 200.0)]);
+        let seen = e.observe(s(120), &stats(slow));
+        assert_eq!(seen.revised.len(), 1, "{seen:?}");
+        // Both points now cost 1.5× what they did: 2 instances × 8 / (1.5 × 0.050).
+        assert!(close(e.capacity_rps("m", 2, 8).unwrap(), 16.0 / 0.075));
     }
 }

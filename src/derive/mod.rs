@@ -43,8 +43,16 @@ pub struct ModelDerived {
     /// Capacity, requests per second, and where it came from; filled by
     /// [`crate::derive::utilization::assess`]. `None`: no capacity known (no guess).
     pub capacity: Option<crate::derive::utilization::Capacity>,
-    /// Offered load / capacity; `None` without a capacity. Not capped at 1.
+    /// Offered load / capacity; `None` without a capacity, except 0 for an [`idle`] model.
+    /// Not capped at 1.
+    ///
+    /// [`idle`]: ModelDerived::idle
     pub utilization: Option<f64>,
+    /// **Idle**: the window holds two or more pages of the model and, between its oldest and
+    /// newest, no request succeeded, failed or executed, and nothing is pending on either. Zero
+    /// offered load is then known, not guessed, and its utilization is 0 whatever the capacity
+    /// (a stuck request is pending, so a stall is never idle).
+    pub idle: bool,
 }
 
 /// Pod-level aggregates: true totals and request-weighted means, never means of means.
@@ -274,6 +282,16 @@ fn progressed(old: &ModelCounters, new: &ModelCounters) -> bool {
         || matches!((old.trtllm_iterations, new.trtllm_iterations), (Some(a), Some(b)) if b > a)
 }
 
+/// **Idle between two pages**: no counter moved and nothing is pending on either page. See
+/// [`ModelDerived::idle`].
+fn idle(old: &ModelCounters, new: &ModelCounters) -> bool {
+    new.success == old.success
+        && new.failure == old.failure
+        && new.exec_count == old.exec_count
+        && old.pending_total() == 0.0
+        && new.pending_total() == 0.0
+}
+
 /// **When a model's counters restarted**: any cumulative counter went down.
 fn restarted(old: &ModelCounters, new: &ModelCounters) -> bool {
     let pair_down = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| match (a, b) {
@@ -387,6 +405,7 @@ pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derive
             if let Some((c, _, _)) = mean_ms(old.compute_pair(), new.compute_pair()) {
                 d.compute_ms = c;
             }
+            d.idle = idle(old, new);
         }
         // **When a remembered wait expires**: nothing is remembered. The wait is the mean of
         // the requests that completed in the window, or, while requests wait with no

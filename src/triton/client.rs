@@ -345,12 +345,25 @@ pub struct ModelInfo {
     pub instances: Option<u32>,
     /// `max_batch_size`; 0 when batching is off.
     pub max_batch_size: u32,
+    /// The largest `dynamic_batching.preferred_batch_size`, when the config lists any.
+    pub largest_preferred_batch: Option<u32>,
     /// GPU indices the model's instances run on; `None` when it has no GPU placement (CPU
     /// instances, or the config does not say): such a model counts on every GPU.
     pub gpus: Option<Vec<u32>>,
 }
 
 impl ModelInfo {
+    /// The largest batch the config lets the dynamic batcher form under a deep queue: the
+    /// largest preferred batch size when there is one (the batcher forms it in preference),
+    /// else `max_batch_size`; 1 when batching is off. A shape limit, not evidence: the
+    /// capacity estimate caps it at the largest batch seen.
+    pub fn batch_limit(&self) -> u32 {
+        let max = self.max_batch_size.max(1);
+        self.largest_preferred_batch
+            .filter(|p| *p > 0)
+            .map_or(max, |p| p.min(max))
+    }
+
     /// Parse a config body; an unreadable body yields the default (no steps, no instances).
     pub fn from_config(body: &[u8]) -> ModelInfo {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
@@ -364,6 +377,15 @@ impl ModelInfo {
             .and_then(|b| b.as_u64())
             .and_then(|b| u32::try_from(b).ok())
             .unwrap_or(0);
+        let largest_preferred_batch = v
+            .get("dynamic_batching")
+            .and_then(|d| d.get("preferred_batch_size"))
+            .and_then(|p| p.as_array())
+            .and_then(|a| {
+                a.iter()
+                    .filter_map(|b| b.as_u64().and_then(|b| u32::try_from(b).ok()))
+                    .max()
+            });
         let groups = v.get("instance_group").and_then(|g| g.as_array());
         let mut instances: Option<u32> = None;
         let mut gpus: Vec<u32> = Vec::new();
@@ -398,6 +420,7 @@ impl ModelInfo {
             steps,
             instances: instances.filter(|n| *n > 0),
             max_batch_size,
+            largest_preferred_batch,
             gpus: (!gpus.is_empty()).then_some(gpus),
         }
     }
@@ -459,9 +482,21 @@ mod tests {
                 steps: vec![],
                 instances: Some(2),
                 max_batch_size: 8,
+                // The real config lists preferred_batch_size [8].
+                largest_preferred_batch: Some(8),
                 gpus: None
             }
         );
+        assert_eq!(i.batch_limit(), 8);
+        let preferred =
+            br#"{"max_batch_size": 16, "dynamic_batching": {"preferred_batch_size": [4, 8]}}"#;
+        let i = ModelInfo::from_config(preferred);
+        assert_eq!(i.largest_preferred_batch, Some(8));
+        assert_eq!(i.batch_limit(), 8);
+        let off = br#"{"max_batch_size": 0}"#;
+        assert_eq!(ModelInfo::from_config(off).batch_limit(), 1);
+        let odd = br#"{"max_batch_size": 4, "dynamic_batching": {"preferred_batch_size": [32]}}"#;
+        assert_eq!(ModelInfo::from_config(odd).batch_limit(), 4);
         let gpu = br#"{"max_batch_size": 4, "instance_group": [
             {"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]},
             {"kind": "KIND_GPU", "count": 1, "gpus": [1]}]}"#;

@@ -51,12 +51,20 @@ pub struct ModelCounters {
     /// `nv_cache_num_hits_per_model`: successes answered from the response cache, which add no
     /// compute time.
     pub cache_hits: Option<f64>,
+    /// vLLM `vllm:num_requests_waiting` of this model (Triton's vLLM backend labels it with
+    /// `model`): the backend's own queue. Triton hands a request to vLLM at once, so its pending
+    /// count stays 0 for these models and this is their queue.
+    pub vllm_waiting: Option<f64>,
+    /// vLLM `vllm:num_requests_running` of this model: in flight, not queued.
+    pub vllm_running: Option<f64>,
 }
 
 impl ModelCounters {
-    /// Pending requests as the agent reports them: Triton's queue plus TRT-LLM's own.
+    /// Pending requests as the agent reports them: Triton's queue plus the backend's own
+    /// (TensorRT-LLM's `waiting`, vLLM's `num_requests_waiting`). Part of the offered load:
+    /// a backend queue left out would cap a model's load at its completions.
     pub fn pending_total(&self) -> f64 {
-        self.pending + self.trtllm_waiting.unwrap_or(0.0)
+        self.pending + self.trtllm_waiting.unwrap_or(0.0) + self.vllm_waiting.unwrap_or(0.0)
     }
 
     /// Summed queue (sum_us, count) from the counter or, failing that, the summary.
@@ -98,9 +106,11 @@ pub struct TritonGpuSample {
 pub struct Snapshot {
     /// Per-model counters, keyed by the `model` label.
     pub models: BTreeMap<String, ModelCounters>,
-    /// `vllm:num_requests_running` summed, when a vLLM backend publishes it.
+    /// `vllm:num_requests_running` summed over series without a `model` label (a vLLM server
+    /// of its own, which labels `model_name`); Triton's vLLM backend labels `model`, and those
+    /// series are counted per model in [`ModelCounters::vllm_running`].
     pub vllm_running: Option<f64>,
-    /// `vllm:num_requests_waiting` summed, when a vLLM backend publishes it.
+    /// `vllm:num_requests_waiting` without a `model` label; see `vllm_running`.
     pub vllm_waiting: Option<f64>,
     /// Triton's `nv_gpu_*` series (utilization, memory, power), for GPU selection and fallback.
     pub gpu: Vec<TritonGpuSample>,
@@ -137,13 +147,16 @@ impl Snapshot {
         })
     }
 
-    /// Work the backends report as waiting or in flight: pending (core + TRT-LLM waiting),
-    /// TRT-LLM active, and vLLM running + waiting.
+    /// Work the backends report as waiting or in flight, each request once: per model its
+    /// pending total (Triton's queue, TRT-LLM waiting, vLLM waiting), TRT-LLM active and vLLM
+    /// running; and the vLLM series that name no model.
     pub fn in_flight(&self) -> f64 {
         let models: f64 = self
             .models
             .values()
-            .map(|m| m.pending_total() + m.trtllm_active.unwrap_or(0.0))
+            .map(|m| {
+                m.pending_total() + m.trtllm_active.unwrap_or(0.0) + m.vllm_running.unwrap_or(0.0)
+            })
             .sum();
         models + self.vllm_running.unwrap_or(0.0) + self.vllm_waiting.unwrap_or(0.0)
     }
@@ -187,8 +200,22 @@ impl Builder {
         }
         let v = s.value;
         match s.name {
-            "vllm:num_requests_running" => *self.snap.vllm_running.get_or_insert(0.0) += v,
-            "vllm:num_requests_waiting" => *self.snap.vllm_waiting.get_or_insert(0.0) += v,
+            "vllm:num_requests_running" | "vllm:num_requests_waiting" => {
+                let running = s.name == "vllm:num_requests_running";
+                let slot = match s.label("model") {
+                    Some(model) => {
+                        let m = self.slot(model);
+                        if running {
+                            &mut m.vllm_running
+                        } else {
+                            &mut m.vllm_waiting
+                        }
+                    }
+                    None if running => &mut self.snap.vllm_running,
+                    None => &mut self.snap.vllm_waiting,
+                };
+                *slot.get_or_insert(0.0) += v;
+            }
             n if n.starts_with("nv_gpu_") => {
                 if let Some(uuid) = s.label("gpu_uuid") {
                     self.snap.gpu.push(TritonGpuSample {

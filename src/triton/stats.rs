@@ -25,6 +25,73 @@ pub enum StatsError {
     ZeroBatch(String),
 }
 
+/// The `reason` label of `triton_sidecar_statistics_errors_total`: why a read of
+/// `/v2/models/stats` gave no statistics. The label strings live only in
+/// [`StatsFailure::as_str`], so the counter and the log line cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StatsFailure {
+    /// 401/403: a restricted API, and the access header is missing or wrong.
+    Forbidden,
+    /// 404: this Triton was built without the statistics extension.
+    NotFound,
+    /// Any other HTTP status.
+    HttpStatus,
+    /// No answer within `--scrape-timeout`.
+    Timeout,
+    /// The connection was refused or failed.
+    Connect,
+    /// The body was larger than `--max-body` or broke off.
+    Body,
+    /// The body is not Triton's statistics schema.
+    Invalid,
+}
+
+impl StatsFailure {
+    /// Every reason, so the counter family exists at 0 from start-up.
+    pub const ALL: [StatsFailure; 7] = [
+        StatsFailure::Forbidden,
+        StatsFailure::NotFound,
+        StatsFailure::HttpStatus,
+        StatsFailure::Timeout,
+        StatsFailure::Connect,
+        StatsFailure::Body,
+        StatsFailure::Invalid,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatsFailure::Forbidden => "forbidden",
+            StatsFailure::NotFound => "not_found",
+            StatsFailure::HttpStatus => "http_status",
+            StatsFailure::Timeout => "timeout",
+            StatsFailure::Connect => "connect",
+            StatsFailure::Body => "body",
+            StatsFailure::Invalid => "invalid",
+        }
+    }
+
+    /// The reason of a failed request.
+    pub fn of(e: &super::client::ScrapeError) -> StatsFailure {
+        use super::client::ScrapeError;
+        match e {
+            ScrapeError::Status(401 | 403) => StatsFailure::Forbidden,
+            ScrapeError::Status(404) => StatsFailure::NotFound,
+            ScrapeError::Status(_) => StatsFailure::HttpStatus,
+            ScrapeError::Timeout => StatsFailure::Timeout,
+            ScrapeError::Refused | ScrapeError::Connect(_) => StatsFailure::Connect,
+            ScrapeError::TooLarge { .. } | ScrapeError::Body(_) => StatsFailure::Body,
+            ScrapeError::NotUtf8 | ScrapeError::Parse(_) => StatsFailure::Invalid,
+        }
+    }
+}
+
+impl std::fmt::Display for StatsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Executions of one batch size, cumulative since the model was loaded.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BatchTotals {

@@ -21,7 +21,14 @@ token; the agents send it with --triton-api-header):
    window is 10 s). Goal: each ratio of utilizations (50/25, 75/25, 75/50) within +-15 % of the
    ratio of offered loads.
 
-Prints both tables; `--json` writes every number. test_capacity.py asserts the goals.
+3. **Light load after saturation** (issue 22), for each batched model: a paced load of
+   LIGHT_FRACTION of the measured throughput (no batch forms) for longer than the estimating
+   agent's `--capacity-horizon` (HORIZON_S, short here; 300 s by default), well over one horizon
+   after the saturation run. The estimate must still rest on the batch curve the saturation
+   measured (`basis="fitted"`), within +-25 % of the measured throughput; an estimator that
+   forgot it would fall back to the no-batching rule (about half of it for `batched`).
+
+Prints the tables; `--json` writes every number. test_capacity.py asserts the goals.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ STATS_WAIT_S = 11.0
 LEVELS = (0.25, 0.50, 0.75)
 LEVEL_S, SETTLE_S = 21.0, 12.0
 CAL_TOL, PROP_TOL = 0.25, 0.15
+LIGHT_FRACTION, HORIZON_S = 0.05, 20.0
+LIGHT_S = HORIZON_S + 12.0
 
 
 def log(msg: str) -> None:
@@ -103,13 +112,17 @@ def gauge(ag, name: str, **labels) -> Optional[float]:
 def stats_fit(triton, model: str, token: str) -> Dict[str, object]:
     """The contract's estimate, computed here from /v2/models/<m>/stats: fit cost(b) = a + k b
     (least squares weighted by execution count) over the batch sizes seen; capacity =
-    instances x B / cost(B) at B = max_batch_size (1 when 0); one size seen: B x cost(b) / b."""
+    instances x B / cost(B) at B = min(the config's limit: the largest preferred_batch_size, else
+    max_batch_size, 1 when 0; the largest batch seen); one size seen: B x cost(b) / b."""
     s = _session()
     h = {serve_models.ACCESS_HEADER: token}
     st = s.get(f"{triton.http_url}/v2/models/{model}/stats", headers=h, timeout=5).json()
     cfg = s.get(f"{triton.http_url}/v2/models/{model}/config", timeout=5).json()
     inst = sum(int(g.get("count", 1)) for g in cfg.get("instance_group") or [{"count": 1}])
     big_b = int(cfg.get("max_batch_size") or 0) or 1
+    preferred = [int(b) for b in (cfg.get("dynamic_batching") or {}).get("preferred_batch_size") or [] if int(b) > 0]
+    if preferred:
+        big_b = min(big_b, max(preferred))
     pts = []  # (b, count, mean cost s)
     for bs in st["model_stats"][0].get("batch_stats") or []:
         n = int(bs["compute_infer"]["count"])
@@ -119,6 +132,7 @@ def stats_fit(triton, model: str, token: str) -> Dict[str, object]:
         pts.append((int(bs["batch_size"]), n, ns / n / 1e9))
     if not pts:
         return {"capacity": None, "points": []}
+    big_b = min(big_b, max(b for b, _, _ in pts))
     if len(pts) == 1:
         b, _, c = pts[0]
         cost_big = big_b * c / b
@@ -232,12 +246,14 @@ def run_all(models: Sequence[str]) -> List[dict]:
     token = secrets.token_urlsafe(16)
     outs = {m: {"model": m, "nominal_rps": round(serve_models.nominal_capacity(m), 2),
                 "loadavg_before": os.getloadavg()} for m in models}
-    with pod(",".join(models), token) as t, agent(t, models, token) as ag_est:
+    horizon = ["--capacity-horizon", f"{HORIZON_S:g}s"] if agent_has_flag("--capacity-horizon") else []
+    with pod(",".join(models), token) as t, agent(t, models, token, horizon) as ag_est:
         for m in models:
             out = outs[m]
             out["statistics_refused"] = gauge(ag_est, "triton_sidecar_statistics_refused")
             log(f"{m}: closed loop, {CONCURRENCY[m]} clients, {SAT_S:g} s")
             out["saturation"] = closed_loop(t, m, CONCURRENCY[m], SAT_S, SAT_WARM_S)
+            out["saturation_end"] = time.monotonic()
         # the agent reads the statistics every --stats-interval (10 s by default): wait for a read
         # that saw the last saturation run
         time.sleep(STATS_WAIT_S)
@@ -282,6 +298,31 @@ def run_all(models: Sequence[str]) -> List[dict]:
                     outs[m]["levels"].append(lv)
                     log(f"{m}: {frac:.0%} ({load.rate:.2f}/s): utilization configured {lv['configured']}, "
                         f"estimated {lv['estimated']}, offered {lv['offered']}")
+        # 3. Light load, more than one horizon after saturation, on the batched models.
+        for m in models:
+            if m != "batched":  # the one model of serve_models.py that batches
+                continue
+            rate = LIGHT_FRACTION * outs[m]["saturation"]["rps"]
+            log(f"{m}: light load {rate:.2f}/s for {LIGHT_S:g} s (horizon {HORIZON_S:g} s)")
+            caps, bases = [], set()
+            with PacedLoad(t, m, rate) as load:
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < LIGHT_S:
+                    if time.monotonic() - t0 >= LIGHT_S - 6:
+                        v = gauge(ag_est, "triton_capacity_rps", model=m, source="estimated")
+                        if v is not None:
+                            caps.append(v)
+                        for b in ("fitted", "proportional"):
+                            if gauge(ag_est, "triton_capacity_rps", model=m, source="estimated", basis=b) is not None:
+                                bases.add(b)
+                    time.sleep(1.0)
+            since = time.monotonic() - outs[m]["saturation_end"]
+            est = sum(caps) / len(caps) if caps else None
+            outs[m]["light"] = {"rate": rate, "sent": load.sent, "ok": load.ok, "failed": load.failed,
+                                "estimated_rps": est, "basis": sorted(bases), "horizon_s": HORIZON_S,
+                                "horizon_flag": bool(horizon), "since_saturation_s": round(since, 1),
+                                "ratio": None if est is None else est / outs[m]["saturation"]["rps"]}
+            log(f"{m}: light load: estimate {est} ({sorted(bases)}), {since:.0f} s after saturation")
     for m in models:
         outs[m]["loadavg_after"] = os.getloadavg()
     return [outs[m] for m in models]
@@ -335,12 +376,27 @@ def proportionality_table(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def light_table(results: Sequence[dict]) -> str:
+    lines = ["| model | light load | horizon | since saturation | agent estimate | basis | ratio to measured saturation |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lt = r.get("light")
+        if not lt:
+            continue
+        lines.append(f"| {r['model']} | {lt['rate']:.2f}/s ({LIGHT_FRACTION:.0%}, {lt['failed']} failed) | "
+                     f"{lt['horizon_s']:g} s | {lt['since_saturation_s']:g} s | {_f(lt['estimated_rps'], '{:.2f}/s')} | "
+                     f"{', '.join(lt['basis']) or '-'} | {_f(lt['ratio'], '{:.3f}')} |")
+    return "\n".join(lines)
+
+
 def markdown(results: Sequence[dict]) -> str:
     loads = ", ".join(f"{r['model']} {r['loadavg_before'][0]:.1f}" for r in results)
     return ("Calibration (goal: the agent's estimate within +-25 % of the measured saturation throughput):\n\n"
             + calibration_table(results)
             + "\n\nProportionality (one pod, both models at once, paced open loop; goal: each utilization ratio "
               "within +-15 % of the load ratio):\n\n" + proportionality_table(results)
+            + "\n\nLight load more than one horizon after saturation (goal: within +-25 % of the measured "
+              "throughput, on the fitted batch curve):\n\n" + light_table(results)
             + f"\n\n1-minute load average before: {loads} (2 CPUs, shared with other builds)\n")
 
 
@@ -378,6 +434,8 @@ def main(argv=None) -> int:
     print(calibration_table(results))
     print("\nProportionality (one pod, paced open loop; goal: each utilization ratio within +-15 % of the load ratio)\n")
     print(proportionality_table(results))
+    print("\nLight load more than one horizon after saturation (goal: within +-25 % of the measured throughput)\n")
+    print(light_table(results))
     print(f"\ntook {time.monotonic() - t0:.0f} s")
     if a.docs:
         write_docs(markdown(results))

@@ -188,6 +188,20 @@ def main(argv=None) -> int:
         harness.log(f"wrote {DOCS_PNG} and the results block of {DOCS_MD}")
     if any(r["summary"]["failed"] or r["summary"]["pod_errors"] for by in results.values() for r in by.values()):
         rc = rc or 1
+    # Issue 22's bound, scenario (d) on deploy/ as rendered: the HPA's desired replicas (with the
+    # manifest's maxReplicaCount, the pods capped) peak at no more than the ideal + 1, 0 failed.
+    cold = (results.get("coldstart") or {}).get("new")
+    if cold is not None:
+        sm, cfg = cold["summary"], cold["config"]
+        ideal_peak = max(harness.ideal_replicas(cfg, max(p["rate_from"], p["rate_to"])) for p in cfg["phases"])
+        ok = sm["max_desired"] <= ideal_peak + 1 and sm["failed"] == 0
+        print(f"{'ok' if ok else 'FAIL'}: coldstart/new: peak desired {sm['max_desired']} (ideal {ideal_peak}, "
+              f"bound {ideal_peak + 1}, maxReplicaCount {cfg['max_replicas']}, pods capped at {cfg.get('physical_cap')}), "
+              f"failed {sm['failed']} of {sm['requests']}, desired replica-seconds / ideal "
+              f"{sm.get('desired_replica_seconds_vs_ideal')}, p99 {sm.get('p99_s')}, estimate overstatement max "
+              f"{sm.get('estimate_overstatement_max')} (excess {sm.get('estimate_excess_pods_max')} pods)")
+        if not ok:
+            rc = rc or 1
     return rc
 
 

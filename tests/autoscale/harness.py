@@ -108,6 +108,10 @@ class Timing:
     rates_in_capacity: bool = False
     scaled: bool = True           # anything shortened (stated in every output)
     settle_phases: Tuple[str, ...] = ()  # phases at whose end replicas are compared with the ideal
+    # issue 22: the HPA runs with the manifest's maxReplicaCount (no MAX_REPLICAS_CAP) and only
+    # the pods are capped, at the run's peak ideal + physical_extra: the HPA's *desired*
+    # replicas are recorded as asked for, the machine runs at most that many Tritons.
+    physical_extra: Optional[int] = None
 
 
 IDLE, PLATEAU, SPIKE = 2.0, 9.0, 40.0  # req/s. One pod serves ~19/s (1 / (SLOW_MS + overhead)):
@@ -159,12 +163,14 @@ TIMINGS = {
 # Issue 13's comparison: four trigger sets, side by side, same seed.
 TRIGGER_SETS = {
     "new": "deploy/overlays/keda",                               # deploy/ as rendered now
+    "before-22": "tests/autoscale/kustomize/before-22",          # deploy/'s triggers before issue 22
     "previous": "tests/autoscale/kustomize/previous",            # deploy/'s triggers before issue 13
     "tutorial": "tests/autoscale/kustomize/trtllm-tutorial",     # TensorRT-LLM tutorial's Pods metric
     "onprem": "tests/autoscale/kustomize/k8s-onprem",            # Triton deploy/k8s-onprem's Pods metric
 }
 TRIGGER_SET_LABELS = {
-    "new": "deploy/ (utilization + queue wait)", "previous": "deploy/ before issue 13 (pending + queue wait)",
+    "new": "deploy/ (utilization / 0.7 + 1 pod while queue wait > 100 ms)",
+    "before-22": "deploy/ before issue 22 (utilization, queue wait as its own trigger)", "previous": "deploy/ before issue 13 (pending + queue wait)",
     "tutorial": "TRT-LLM tutorial (queue/compute ratio)", "onprem": "k8s-onprem (avg queue time)",
 }
 # Issue 13's scenarios. Rates in units of one pod's measured capacity C: idle 0.25 C (ideal 1 pod
@@ -196,8 +202,10 @@ SCENARIOS = {
     # more than the ideal while the new pod starts (overshoot) shows below the cap of 3.
     # 15 s. The run ends 30 s after the spike (the scale-down windows, 300 s and 600 s, are longer:
     # replicas are compared with the ideal at the spike's end only).
+    # Issue 22: with deploy/'s maxReplicaCount of 8; the pods are capped at the ideal + 2 (two
+    # cores cannot run 8 Tritons), the HPA's desired replicas are not.
     "coldstart": Timing(name="coldstart", entry_points={}, model="unbatched", sync_s=15.0, sync_offset_s=7.5,
-                        cold_start_s=60.0, rates_in_capacity=True, scaled=False,
+                        cold_start_s=60.0, rates_in_capacity=True, scaled=False, physical_extra=2,
                         phases=[Phase("idle", 30, LOW, LOW), Phase("spike", 210, COLD_PEAK, COLD_PEAK),
                                 Phase("ramp down", 15, COLD_PEAK, LOW), Phase("idle after", 30, LOW, LOW)],
                         settle_phases=("spike",),
@@ -488,6 +496,7 @@ class Cluster:
         self.rs_hash = "".join(self.rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(9))
         self.pods: List[Pod] = []
         self.spec_replicas = 0
+        self.physical_cap: Optional[int] = None  # at most this many pods run (issue 22's scenario (d))
         self.lock = threading.Lock()
         self._rr = 0
         self._stop = threading.Event()
@@ -514,7 +523,9 @@ class Cluster:
         return sum(1 for p in self.existing() if p.ready)
 
     def scale(self, n: int) -> Tuple[List[str], List[str]]:
-        self.spec_replicas = n
+        self.spec_replicas = n  # what the HPA asked for (the Deployment's spec.replicas)
+        if self.physical_cap is not None:
+            n = min(n, self.physical_cap)
         act = self.active()
         created, deleted = [], []
         if n > len(act):
@@ -756,6 +767,8 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
     entry = entry_point or timing.entry_points[signal_name]
     docs = render(entry)
     so = next(d for d in docs if d["kind"] == "ScaledObject")
+    if timing.physical_extra is not None:
+        max_cap = None  # the manifest's maxReplicaCount; the pods are capped below instead
     spec = spec_from_scaledobject(so, max_cap=max_cap)
     scale_behavior(spec, timing.behavior_scale)
     tpl = pod_template(docs)
@@ -773,6 +786,13 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
     times = arrivals(phases, seed)
     starts = phase_starts(phases)
     total = starts["end"]
+    physical_cap = None
+    if timing.physical_extra is not None:
+        if not capacity_rps:
+            raise ValueError(f"timing {timing.name}: a physical cap needs capacity_rps (the ideal)")
+        peak = max(max(p.rate_from, p.rate_to) for p in phases)
+        need = int(math.ceil(peak / (capacity_rps * ideal_target) - 1e-9))
+        physical_cap = max(spec.min_replicas, min(spec.max_replicas, need)) + timing.physical_extra
     config = {
         "signal": signal_name, "timing": timing.name, "timing_note": timing.note, "entry_point": entry,
         "scaled": timing.scaled, "cold_start_s": timing.cold_start_s, "behavior_scale": timing.behavior_scale,
@@ -782,6 +802,10 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
         "shadow_triggers": shadow,
         "min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas,
         "max_replicas_manifest": int(so["spec"].get("maxReplicaCount", 100)),
+        "physical_cap": physical_cap,
+        "modifiers": None if spec.modifiers is None else {
+            "formula": spec.modifiers.formula.text, "target": spec.modifiers.target,
+            "metric_type": spec.modifiers.metric_type},
         "behavior": {"scale_up": dataclasses.asdict(spec.scale_up), "scale_down": dataclasses.asdict(spec.scale_down)},
         "sync_s": timing.sync_s, "sync_offset_s": timing.sync_offset_s, "propagation_s": timing.propagation_s,
         "pod": dataclasses.asdict(tpl), "model": timing.model, "slow_ms": SLOW_MS if timing.model == "slow" else None,
@@ -794,7 +818,11 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
         "machine": {"nproc": os.cpu_count(), "loadavg_before": os.getloadavg()},
     }
     log(f"run {signal_name}/{timing.name}: {entry}; {timing.note}; {len(times)} requests over {total:.0f} s; "
-        f"min/max replicas {spec.min_replicas}/{spec.max_replicas} (manifest max {config['max_replicas_manifest']})")
+        f"min/max replicas {spec.min_replicas}/{spec.max_replicas} (manifest max {config['max_replicas_manifest']})"
+        + (f"; pods capped at {physical_cap} (desired replicas are not)" if physical_cap is not None else ""))
+    if spec.modifiers is not None:
+        log(f"  scalingModifiers: {spec.modifiers.formula.text} (target {spec.modifiers.target:g}, "
+            f"{spec.modifiers.metric_type})")
     for t in spec.triggers:
         log(f"  trigger {t.name} ({t.metric_type}, threshold {t.threshold:g}): {t.query}")
 
@@ -815,6 +843,7 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
         config["scrape"] = prom.summary["jobs"]
         t0_holder = [time.monotonic()]
         cluster = Cluster(tpl, t0_holder[0], seed, model=timing.model, cold_start_s=timing.cold_start_s)
+        cluster.physical_cap = physical_cap
         cluster.on_change = lambda: prom.set_pods([p for p in cluster.existing() if not p.terminating])
         cluster.start()
         # The Deployment starts at minReplicas; the run begins once that pod is ready and scraped.
@@ -890,7 +919,17 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
                 cur = cluster.spec_replicas
                 act = cluster.active()
                 d = hpa.sync(time.monotonic() - t0, values, cur, len(act), cluster.ready_count(), [p.name for p in act])
-                rec = {"t": round(d.t, 2), "current": cur, "values": values, "errors": errs,
+                # Per pod, what each agent publishes (issue 22: how much a new pod's estimate,
+                # which has never seen saturation, overstates its utilization: C / capacity)
+                per_pod: Dict[str, dict] = {}
+                try:
+                    for fam, key in (("triton_pod_utilization", "u"), ("triton_capacity_rps", "cap"),
+                                     ("triton_sidecar_models_without_capacity", "without")):
+                        for m, v in prom.query(f'{fam}{{namespace="{NAMESPACE}"}}'):
+                            per_pod.setdefault(m.get("pod", "?"), {})[key] = v
+                except Exception as e:  # noqa: BLE001 - a record, not a decision input
+                    per_pod = {"error": str(e)[:200]}
+                rec = {"t": round(d.t, 2), "current": cur, "values": values, "errors": errs, "per_pod": per_pod,
                        "shadow": shadow_vals, "proposals": d.proposals, "metric_desired": d.metric_desired,
                        "stabilized": d.stabilized, "desired": d.desired, "reason": d.reason,
                        "ready": cluster.ready_count(), "active": len(cluster.active())}
@@ -1095,7 +1134,30 @@ def capacity_measures(res: dict) -> dict:
                 "peak_replicas": max(at_rise or [cfg["min_replicas"]]), "ideal": ideal_replicas(cfg, rate_at(phases, rise + 1)),
                 "note": "no scale-up after the load rose: already at this count"}
     ok = sorted(r[2] - r[0] for r in res["requests"] if r[3] == "ok")
+    # the HPA's desired replicas integrated over the run (1 s samples): with a physical cap the
+    # pods' replica-seconds understate what the HPA asked a cluster to pay for
+    desired_rs = sum(smp["desired"] for smp in res["samples"])
+    # A pod's estimate against the measured capacity C: utilization reads C / estimate times the
+    # truth. Per pod, the largest such factor while it had an estimate, and what the pods' excess
+    # utilization added to the utilization term (sum of u - u x est / C, in pods at the target).
+    overstatement: Dict[str, float] = {}
+    excess_pods = 0.0
+    for d in res["decisions"]:
+        extra = 0.0
+        for pod, v in (d.get("per_pod") or {}).items():
+            if not isinstance(v, dict) or not v.get("cap"):
+                continue
+            f = cap / v["cap"]
+            overstatement[pod] = max(overstatement.get(pod, 0.0), f)
+            if v.get("u") is not None:
+                extra += v["u"] * (1.0 - 1.0 / f)
+        excess_pods = max(excess_pods, extra / cfg["ideal_target"])
     return {
+        "estimate_overstatement_max": round(max(overstatement.values()), 3) if overstatement else None,
+        "estimate_overstatement_by_pod": {k: round(v, 3) for k, v in overstatement.items()},
+        "estimate_excess_pods_max": round(excess_pods, 3),
+        "desired_replica_seconds": desired_rs,
+        "desired_replica_seconds_vs_ideal": round(desired_rs / ideal_int, 3) if ideal_int else None,
         "capacity_rps": cap, "scale_downs_over_capacity": len(bad_downs), "scale_downs_over_capacity_list": bad_downs,
         "settled": settled, "settled_max_error": settled_err, "ideal_replica_seconds": ideal_int,
         "replica_seconds_vs_ideal": round(rs / ideal_int, 3) if ideal_int else None,

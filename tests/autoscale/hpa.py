@@ -37,6 +37,11 @@ behavior        (horizontal.go, normalizeDesiredReplicasWithBehaviors)
   3. a scale event is recorded when the replica count changes.
 The default tolerance is 0.1 (--horizontal-pod-autoscaler-tolerance).
 
+scalingModifiers (KEDA, pkg/scaling/modifiers): with advanced.scalingModifiers the HPA gets one
+                External metric, the formula over the triggers' values by trigger name
+                (expr-lang; the subset here: numbers, names, + - * /, comparisons, `c ? a : b`,
+                parentheses, min/max/ceil/floor/abs, `??`), with the formula's target and
+                metricType; a failing trigger fails the composite metric (no change).
 Not modelled: KEDA's fallback (it only acts after failureThreshold failed polls in a row; the
 harness reports any failed query), scaling to/from zero (minReplicaCount is 1), and the
 behavior-less legacy path.
@@ -74,6 +79,7 @@ class Trigger:
 
 
 PODS_ANNOTATION = "tests.triton-sidecar/pods-metrics"
+COMPOSITE = "composite-metric"  # KEDA's kedav1alpha1.CompositeMetricName
 
 
 def quantity(v) -> float:
@@ -109,6 +115,152 @@ def pods_proposal(trigger: Trigger, per_pod: Dict[str, float], pods: Sequence[st
     return n
 
 
+class FormulaError(ValueError):
+    pass
+
+
+class Formula:
+    """A KEDA scalingModifiers formula (expr-lang), the subset deploy/ and the tests use. Parsed
+    once; evaluate(values) with the triggers' values by name. Unknown names and syntax outside
+    the subset raise FormulaError at parse time, as KEDA's admission check compiles the formula
+    against the trigger names."""
+
+    _FUNCS = {"min": min, "max": max, "ceil": math.ceil, "floor": math.floor, "abs": abs}
+
+    def __init__(self, text: str, names: Sequence[str]):
+        import re
+        self.text = text
+        self.names = set(names)
+        self.toks = re.findall(r"\s*(\d+\.\d*|\.\d+|\d+|[A-Za-z_][A-Za-z0-9_]*|\?\?|>=|<=|==|!=|[-+*/()<>?:,])", text)
+        if "".join(self.toks) != re.sub(r"\s+", "", text):
+            raise FormulaError(f"formula {text!r}: characters outside the modelled subset")
+        self.pos = 0
+        self.tree = self._ternary()
+        if self.pos != len(self.toks):
+            raise FormulaError(f"formula {text!r}: unexpected {self.toks[self.pos]!r}")
+
+    # recursive descent, lowest precedence first: ?:, ??, comparisons, + -, * /, unary, atoms
+    def _peek(self):
+        return self.toks[self.pos] if self.pos < len(self.toks) else None
+
+    def _take(self, want=None):
+        t = self._peek()
+        if t is None or (want is not None and t != want):
+            raise FormulaError(f"formula {self.text!r}: expected {want or 'more'}, got {t!r}")
+        self.pos += 1
+        return t
+
+    def _ternary(self):
+        c = self._coalesce()
+        if self._peek() == "?":
+            self._take("?")
+            a = self._ternary()
+            self._take(":")
+            b = self._ternary()
+            return ("?", c, a, b)
+        return c
+
+    def _coalesce(self):
+        a = self._compare()
+        while self._peek() == "??":
+            self._take()
+            a = ("??", a, self._compare())
+        return a
+
+    def _compare(self):
+        a = self._sum()
+        if self._peek() in (">", "<", ">=", "<=", "==", "!="):
+            op = self._take()
+            a = (op, a, self._sum())
+        return a
+
+    def _sum(self):
+        a = self._product()
+        while self._peek() in ("+", "-"):
+            op = self._take()
+            a = (op, a, self._product())
+        return a
+
+    def _product(self):
+        a = self._unary()
+        while self._peek() in ("*", "/"):
+            op = self._take()
+            a = (op, a, self._unary())
+        return a
+
+    def _unary(self):
+        if self._peek() == "-":
+            self._take()
+            return ("neg", self._unary())
+        return self._atom()
+
+    def _atom(self):
+        t = self._take()
+        if t == "(":
+            e = self._ternary()
+            self._take(")")
+            return e
+        if t[0].isdigit() or t[0] == ".":
+            return ("num", float(t))
+        if t in self._FUNCS and self._peek() == "(":
+            self._take("(")
+            args = [self._ternary()]
+            while self._peek() == ",":
+                self._take(",")
+                args.append(self._ternary())
+            self._take(")")
+            return ("call", t, args)
+        if t[0].isalpha() or t[0] == "_":
+            if t not in self.names:
+                raise FormulaError(f"formula {self.text!r}: {t!r} is not a trigger name ({sorted(self.names)})")
+            return ("name", t)
+        raise FormulaError(f"formula {self.text!r}: unexpected {t!r}")
+
+    def evaluate(self, values: Dict[str, Optional[float]]) -> Optional[float]:
+        def ev(n):
+            k = n[0]
+            if k == "num":
+                return n[1]
+            if k == "name":
+                return values.get(n[1])
+            if k == "??":
+                a = ev(n[1])
+                return a if a is not None else ev(n[2])
+            if k == "?":
+                c = ev(n[1])
+                if c is None:
+                    raise FormulaError("a condition on a missing value")
+                return ev(n[2]) if c else ev(n[3])
+            if k == "neg":
+                a = ev(n[1])
+                return None if a is None else -a
+            if k == "call":
+                args = [ev(a) for a in n[2]]
+                if any(a is None for a in args):
+                    raise FormulaError(f"{n[1]}() of a missing value")
+                return float(self._FUNCS[n[1]](*args))
+            a, b = ev(n[1]), ev(n[2])
+            if a is None or b is None:
+                raise FormulaError(f"{k} on a missing value")
+            return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                    "/": lambda: a / b if b else math.inf,
+                    ">": lambda: a > b, "<": lambda: a < b, ">=": lambda: a >= b, "<=": lambda: a <= b,
+                    "==": lambda: a == b, "!=": lambda: a != b}[k]()
+        try:
+            v = ev(self.tree)
+        except FormulaError:
+            return None
+        return None if v is None else float(v)
+
+
+@dataclasses.dataclass
+class Modifiers:
+    """advanced.scalingModifiers: the composite metric replaces the triggers' metrics."""
+    formula: Formula
+    target: float
+    metric_type: str = "AverageValue"
+
+
 @dataclasses.dataclass
 class HpaSpec:
     min_replicas: int
@@ -117,6 +269,7 @@ class HpaSpec:
     scale_down: Rules
     triggers: List[Trigger]
     tolerance: float = TOLERANCE
+    modifiers: Optional[Modifiers] = None
 
 
 def _milli(v: float) -> float:
@@ -245,7 +398,17 @@ class Hpa:
         scales when desired != current, and must then call record_scale()."""
         current = spec_replicas
         props: Dict[str, Optional[int]] = {}
-        for tr in self.spec.triggers:
+        mods = self.spec.modifiers
+        if mods is not None:
+            # One composite metric: every trigger must answer (KEDA fails the metric otherwise).
+            vals = {tr.name: values.get(tr.name) for tr in self.spec.triggers}
+            ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals.values())
+            composite = mods.formula.evaluate(vals) if ok else None
+            values = {**values, COMPOSITE: composite}
+            props[COMPOSITE] = None if composite is None or not math.isfinite(composite) else proposal(
+                Trigger(COMPOSITE, mods.metric_type, mods.formula.text, mods.target), composite,
+                spec_replicas, status_replicas, ready_pods, self.spec.tolerance)
+        for tr in self.spec.triggers if mods is None else ():
             v = values.get(tr.name)
             if tr.metric_type == "Pods":
                 props[tr.name] = None if not isinstance(v, dict) else pods_proposal(
@@ -315,4 +478,11 @@ def spec_from_scaledobject(so: dict, max_cap: Optional[int] = None) -> HpaSpec:
                 raise ValueError(f"Pods metric {name}: only an AverageValue target is modelled")
             mtype = "Pods"
         triggers.append(Trigger(name, mtype, " ".join(md["query"].split()), quantity(md["threshold"])))
-    return HpaSpec(int(s.get("minReplicaCount", 0)), mx, up, down, triggers)
+    mods = None
+    sm = (s.get("advanced") or {}).get("scalingModifiers") or {}
+    if sm.get("formula"):
+        if "target" not in sm:
+            raise ValueError("scalingModifiers: a formula needs a target")
+        mods = Modifiers(Formula(sm["formula"], [t.name for t in triggers]), quantity(sm["target"]),
+                         sm.get("metricType", "AverageValue"))
+    return HpaSpec(int(s.get("minReplicaCount", 0)), mx, up, down, triggers, modifiers=mods)

@@ -199,6 +199,15 @@ def scenario_table(name: str, by_set: Dict[str, dict]) -> str:
         ("replica-seconds / the ideal held for the scale-down window",
          [f"{s['replica_seconds']:.0f} / {s['ideal_held_replica_seconds']} = {s['replica_seconds_vs_ideal_held']:.2f} "
           f"({s['scale_down_window_s']:g} s)" for s in S]),
+        ("peak desired replicas (HPA) / maxReplicaCount", [f"{s['max_desired']} / {by_set[st]['config']['max_replicas']}"
+                                                           + (f" (pods capped at {by_set[st]['config']['physical_cap']})"
+                                                              if by_set[st]['config'].get('physical_cap') else "")
+                                                           for st, s in zip(sets, S)]),
+        ("desired replica-seconds / ideal's integral",
+         [_f(s.get("desired_replica_seconds_vs_ideal")) for s in S]),
+        ("a pod's capacity estimate: C / estimate, max over pods (utilization overstated by it)",
+         [_f(s.get("estimate_overstatement_max"), "{:.3f}") + f" (adds {_f(s.get('estimate_excess_pods_max'))} pods)"
+          for s in S]),
         ("client p50 / p99", [f"{_f(s['p50_s'])} / {_f(s['p99_s'])} s" for s in S]),
         ("failed requests (goal 0)", [f"**{s['failed']}** of {s['requests']}" for s in S]),
         ("scale-ups / scale-downs", [f"{s['scale_ups']} / {s['scale_downs']}" for s in S]),
@@ -226,13 +235,17 @@ def markdown(results: Dict[str, Dict[str, dict]], caps: dict) -> str:
             c = res["config"]
             trig_lines.append(f"- **{TRIGGER_SET_LABELS.get(st, st)}** (`{c['entry_point']}`): " + "; ".join(
                 f"`{t['name']}` {t['metric_type']} {t['threshold']:g}: `{t['query']}`" for t in c["triggers"])
+                + (f"; combined by scalingModifiers `{c['modifiers']['formula']}` (target {c['modifiers']['target']:g}, "
+                   f"{c['modifiers']['metric_type']}; the triggers' own thresholds unused)" if c.get("modifiers") else "")
                 + f"; scale-down window {c['behavior']['scale_down']['stabilization_s']:g} s (as run)")
     loads = "; ".join(sc + " " + ", ".join(f"{st} {r['config']['machine']['loadavg_before'][0]:.1f}" for st, r in by.items())
                       for sc, by in results.items())
     out = [
         f"- calibration (closed loop, one pod): " + ", ".join(f"`{m}` {v['rps']:.2f} requests/s" for m, v in caps.items()),
         f"- ideal replicas: ceil(offered / (C x {cfg['ideal_target']})) within min/max {cfg['min_replicas']}/{cfg['max_replicas']} "
-        f"(manifest max {cfg['max_replicas_manifest']}, capped for this machine); load: open loop, Poisson, seed {cfg['seed']}",
+        f"(manifest max {cfg['max_replicas_manifest']}, "
+        + (f"the HPA's; the pods capped at {cfg['physical_cap']} for this machine" if cfg.get("physical_cap")
+           else "capped for this machine") + f"); load: open loop, Poisson, seed {cfg['seed']}",
         f"- {cfg['prometheus']}; machine: {cfg['machine']['nproc']} CPUs, 1-minute load average before each run: {loads}",
         *trig_lines,
         "",

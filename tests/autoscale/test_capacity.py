@@ -11,7 +11,10 @@ instances):
 - proportionality: at 25 %, 50 % and 75 % of that throughput, each ratio of
   `triton_utilization` values within +-15 % of the ratio of offered loads, with the configured
   capacity (`--capacity MODEL=<measured>`) and with the estimated one; the statistics were not
-  refused; no request failed.
+  refused; no request failed;
+- light load (issue 22): the batched model at 5 % of that throughput for longer than the
+  estimating agent's --capacity-horizon (20 s here), more than one horizon after saturation:
+  the estimate still on the fitted batch curve and within +-25 % of the measured throughput.
 The tables are printed at the end of the session (conftest.py) and written to
 target/autoscale/capacity/.
 """
@@ -38,7 +41,8 @@ def results(calibration):
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "capacity.json").write_text(json.dumps(res, indent=1))
     md = ("Calibration\n\n" + capacity.calibration_table(res) + "\n\nProportionality\n\n"
-          + capacity.proportionality_table(res) + "\n")
+          + capacity.proportionality_table(res) + "\n\nLight load after saturation\n\n"
+          + capacity.light_table(res) + "\n")
     (OUT / "summary.md").write_text(md)
     REPORT.extend(md.splitlines())
     return {r["model"]: r for r in res}
@@ -70,3 +74,14 @@ def test_utilization_proportional_to_load(results, model, source):
         assert lv[source] is not None and lv[source + "_n"] >= 3, lv
     for q in capacity.ratios(r["levels"], source):
         assert abs(q["error"]) <= capacity.PROP_TOL, (model, source, q)
+
+
+def test_light_load_long_after_saturation_keeps_the_batch_curve(results):
+    lt = results["batched"].get("light")
+    assert lt, "no light-load run for the batched model"
+    assert lt["horizon_flag"], "the agent lacks --capacity-horizon: the check would not be more than one horizon"
+    assert lt["failed"] == 0 and lt["ok"] > 0, lt
+    assert lt["since_saturation_s"] > lt["horizon_s"], lt
+    assert lt["estimated_rps"] is not None, lt
+    assert lt["basis"] == ["fitted"], lt
+    assert abs(lt["ratio"] - 1) <= capacity.CAL_TOL, lt

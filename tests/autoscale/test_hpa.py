@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from hpa import Hpa, HpaSpec, Policy, Rules, Trigger, proposal, spec_from_scaledobject  # noqa: E402
+from hpa import COMPOSITE, Formula, FormulaError, Hpa, HpaSpec, Policy, Rules, Trigger, proposal, spec_from_scaledobject  # noqa: E402
 
 PENDING = Trigger("pending-requests", "AverageValue", "q1", 8)
 WAIT = Trigger("queue-wait", "Value", "q2", 100)
@@ -88,14 +88,44 @@ def test_spec_from_rendered_deploy():
     s = spec_from_scaledobject(so, max_cap=3)
     assert (s.min_replicas, s.max_replicas) == (1, 3)
     assert [(t.name, t.metric_type, t.threshold) for t in s.triggers] == [
-        ("utilization", "AverageValue", 0.7), ("queue-wait", "Value", 100.0)]
-    assert s.triggers[0].query == \
-        'sum(triton_pod_utilization{namespace="triton",app_kubernetes_io_instance="triton"})'
+        ("utilization", "AverageValue", 0.7), ("queue_wait", "Value", 100.0)]
+    assert s.triggers[0].query == (
+        'avg(triton_pod_utilization{namespace="triton",app_kubernetes_io_instance="triton"}) '
+        '* count(triton_pod_utilization{namespace="triton",app_kubernetes_io_instance="triton"} '
+        'or on(pod) (triton_sidecar_models_without_capacity{namespace="triton",app_kubernetes_io_instance="triton"} > 0))')
+    # Issue 22: one composite metric, the pods utilization asks for plus at most one while the
+    # queue wait breaches 100 ms.
+    assert s.modifiers is not None and s.modifiers.target == 1.0 and s.modifiers.metric_type == "AverageValue"
+    h = Hpa(s)
+    for util, wait, cur, want in [(1.3, 5.0, 1, 2), (1.3, 4000.0, 1, 3), (1.3, 99.0, 2, 2), (0.0, 0.0, 1, 0),
+                                  (2.0, 1e6, 2, 4), (2.0, 101.0, 3, 4)]:
+        d = Hpa(s).sync(0, {"utilization": util, "queue_wait": wait}, cur, cur, cur)
+        assert d.proposals == {COMPOSITE: want}, (util, wait, d)
+    # A failing trigger fails the composite metric: no change.
+    assert h.sync(0, {"utilization": None, "queue_wait": 4000.0}, 2, 2, 2).reason == "FailedGetExternalMetric"
     assert "triton_pod_queue_wait_ms" in s.triggers[1].query and "pending" not in " ".join(t.query for t in s.triggers)
     # Scale-down no shorter than a GPU pod's cold start (deploy/README.md: 600 s).
     assert s.scale_up.stabilization_s == 0 and s.scale_down.stabilization_s == 600
     assert [(p.type, p.value, p.period_s) for p in s.scale_down.policies] == [("Pods", 1, 120.0)]
     assert s.scale_up.select == "Max" and s.scale_down.select == "Min"
+
+
+def test_formula_subset():
+    names = ["a", "b"]
+    cases = [("a / 0.7 + (b > 100 ? 1 : 0)", {"a": 1.4, "b": 101}, 3.0),
+             ("a / 0.7 + (b > 100 ? 1 : 0)", {"a": 1.4, "b": 100}, 2.0),
+             ("max(a, b) - -1", {"a": 1, "b": 2}, 3.0),
+             ("a ?? b", {"a": None, "b": 2}, 2.0),
+             ("2 * (a + b) / 4", {"a": 1, "b": 3}, 2.0),
+             ("a + b * 2", {"a": 1, "b": 3}, 7.0),
+             ("a > 1 ? a > 2 ? 3 : 2 : 1", {"a": 2.5, "b": 0}, 3.0),
+             ("a + b", {"a": None, "b": 1}, None)]
+    for text, vals, want in cases:
+        got = Formula(text, names).evaluate(vals)
+        assert (got is None and want is None) or abs(got - want) < 1e-9, (text, vals, got)
+    for bad in ["a +", "c + 1", "a % 2", "queue-wait", "(a"]:
+        with pytest.raises(FormulaError):
+            Formula(bad, names)
 
 
 if __name__ == "__main__":

@@ -250,11 +250,14 @@ def check_scaledobject(ep, so, objs):
         check(ok, f"{tn}: threshold and activationThreshold are numeric strings")
         check(md.get("ignoreNullValues") == "false", f"{tn}: ignoreNullValues \"false\"")
         q = md.get("query", "")
-        # One series: every aggregation is a bare sum() with no by/without, and the query starts
-        # with sum( so the outermost value is a single series.
-        check(q.startswith("sum(") and not re.search(r"\b(by|without)\s*\(", q)
-              and "avg(" not in q,
-              f"{tn}: query is a bare sum() (KEDA needs exactly one series)", q)
+        # One series: every aggregation has no by/without, and the query starts with one, so the
+        # outermost value is a single series. avg() only as the stale-pod rule's mean over the
+        # pods that know their utilization (times the pods that carry load); anywhere else it
+        # is a mean of means.
+        stale_rule = q.startswith("avg(triton_pod_utilization{") and "or on(pod)" in q
+        check(q.startswith(("sum(", "avg(")) and not re.search(r"\b(by|without)\s*\(", q)
+              and ("avg(" not in q or stale_rule),
+              f"{tn}: query aggregates to one series (KEDA needs exactly one)", q)
         sels = PROMQL_SELECTOR.findall(q)
         nss = [re.search(r'namespace="([^"]*)"', s[1]) for s in sels]
         check(sels and all(m and m.group(1) == ns for m in nss),
@@ -272,6 +275,9 @@ def check_scaledobject(ep, so, objs):
         check(not re.search(r"\bpod=~", q), f"{tn}: no pod-name regex", q)
         check(not re.search(r"model_name|_bucket|_sum\b|_count\b", q),
               f"{tn}: no model_name, _bucket, _sum or _count (the common recipe's mistakes)")
+    errs = modifiers_errors(so)
+    check(not errs, f"{name}: scalingModifiers: utilization / target + at most one pod while the queue wait "
+          "breaches, target \"1\", AverageValue", "; ".join(errs))
     check_scaling_contract(name, keda_as_triggers(so), (((spec.get("advanced") or {})
           .get("horizontalPodAutoscalerConfig") or {}).get("behavior") or {}),
           [o for o in objs if o["kind"] == (spec["scaleTargetRef"].get("kind") or "Deployment")
@@ -348,13 +354,46 @@ def scaling_errors(triggers, behavior, targets):
     return errs
 
 
+# Issue 22: the two triggers are combined by KEDA's scalingModifiers into the pods utilization
+# asks for at its target, plus at most one while the queue wait breaches its threshold. The SLO
+# guard can then never ask for more than one pod over the need (a cold start's backlog asked for
+# 5 to 175 as its own trigger). target "1": KEDA's fallback with a formula needs an integer
+# target (pkg/fallback HasValidFallback).
+FORMULA = re.compile(r"\s*utilization\s*/\s*([0-9]*\.?[0-9]+)\s*\+\s*\(\s*queue_wait\s*>\s*([0-9]*\.?[0-9]+)"
+                     r"\s*\?\s*1\s*:\s*0\s*\)\s*")
+
+
+def modifiers_errors(so):
+    """The scalingModifiers contract; empty when right."""
+    sm = ((so["spec"].get("advanced") or {}).get("scalingModifiers")) or {}
+    if not sm:
+        return ["no advanced.scalingModifiers: the queue-wait guard would be its own trigger and "
+                "ask for ceil(ready x wait / threshold) pods"]
+    errs = []
+    if not FORMULA.fullmatch(sm.get("formula", "")):
+        errs.append(f"formula {sm.get('formula')!r} is not `utilization / T + (queue_wait > W ? 1 : 0)` "
+                    "(the guard adds at most one pod)")
+    if sm.get("target") != "1":
+        errs.append(f"scalingModifiers.target {sm.get('target')!r} must be \"1\" (the formula counts pods; "
+                    "KEDA's fallback needs an integer target)")
+    if sm.get("metricType", "AverageValue") != "AverageValue":
+        errs.append(f"scalingModifiers.metricType {sm.get('metricType')!r} must be AverageValue")
+    names = {t.get("name") for t in so["spec"].get("triggers") or []}
+    if not {"utilization", "queue_wait"} <= names:
+        errs.append(f"the formula's identifiers must be trigger names: {sorted(n or '' for n in names)}")
+    return errs
+
+
 def keda_as_triggers(so):
     out = []
+    m_f = FORMULA.fullmatch(((so["spec"].get("advanced") or {}).get("scalingModifiers") or {}).get("formula", ""))
     for t in so["spec"].get("triggers") or []:
         q = (t.get("metadata") or {}).get("query", "")
-        m = re.match(r"\s*sum\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", q)
-        out.append({"metric": m.group(1) if m else q, "type": t.get("metricType"),
-                    "target": float((t.get("metadata") or {}).get("threshold", "nan"))})
+        m = re.match(r"\s*(?:sum|avg)\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", q)
+        target = float((t.get("metadata") or {}).get("threshold", "nan"))
+        if m_f:  # with a formula the triggers' thresholds are not used: the formula's are
+            target = float(m_f.group(1) if t.get("name") == "utilization" else m_f.group(2))
+        out.append({"metric": m.group(1) if m else q, "type": t.get("metricType"), "target": target})
     return out
 
 
@@ -397,6 +436,22 @@ def self_test_scaling(so, dep):
     for what, trig, b, needle in cases:
         errs = scaling_errors(trig, b, [dep])
         check(any(needle in e for e in errs), f"self-test: {what} is rejected", "; ".join(errs))
+    check(not modifiers_errors(so), "self-test: the keda overlay's scalingModifiers pass")
+    sm = so["spec"]["advanced"]["scalingModifiers"]
+    for what, change, needle in [
+        ("a guard that adds 5 pods", {"formula": sm["formula"].replace("? 1", "? 5")}, "at most one"),
+        ("the guard as max() over the triggers", {"formula": "max(utilization / 0.7, queue_wait / 100)"}, "at most one"),
+        ("a fractional target", {"target": "0.7"}, "integer target"),
+        ("metricType Value", {"metricType": "Value"}, "AverageValue"),
+    ]:
+        bad = copy.deepcopy(so)
+        bad["spec"]["advanced"]["scalingModifiers"].update(change)
+        errs = modifiers_errors(bad)
+        check(any(needle in e for e in errs), f"self-test: {what} is rejected", "; ".join(errs))
+    bad = copy.deepcopy(so)
+    del bad["spec"]["advanced"]["scalingModifiers"]
+    check(any("no advanced.scalingModifiers" in e for e in modifiers_errors(bad)),
+          "self-test: a ScaledObject without scalingModifiers is rejected")
     longer = copy.deepcopy(dep)
     t, _ = find_container(pod_spec(longer), TRITON)
     t["startupProbe"]["failureThreshold"] = 240   # 20 minutes to load

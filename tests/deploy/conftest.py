@@ -51,6 +51,10 @@ def pytest_terminal_summary(terminalreporter):
     for name, items in (report.get("alerts") or {}).items():
         tr.write_line(f"ALERTS {name}: " + (", ".join(
             f"{a.get('namespace')}/{a.get('pod') or a.get('scaledObject')} {a['alertstate']}" for a in items) or "none"))
+    if "fresh" in report:
+        f = report["fresh"]
+        tr.write_line(f"fresh idle pods: every KEDA query one finite 0 after {f['first_zero_after_agents_s']} s "
+                      f"(from the agents' start), held {f['held']}; values {f['values']}")
     # Issue 13: capacity and utilization as the agents published them.
     if "stats" in report:
         tr.write_line(f"statistics API: {json.dumps(report['stats'])}")

@@ -346,6 +346,8 @@ section "4 (offline part). PromQL extraction for the live test"
 run "extract_promql.py finds KEDA, adapter, recording, alert and dashboard expressions" \
   bash -c "'$PY' '$HERE/extract_promql.py' --root '$ROOT' --rendered '$R' >'$OUT/promql.json'"
 grep -h '^extracted' "$OUT"/log.* 2>/dev/null | tail -1 | sed 's/^/     /'
+run "issue 22: a stale pod keeps its share in every rendered utilization query (promtool; a plain sum() must fail)" \
+  "$PY" "$HERE/keda_stale_pod.py" "$OUT/promql.json" "$OUT/stale-pod"
 run "every extracted expression parses (promtool, via a throw-away rule file)" "$PY" - "$OUT/promql.json" "$OUT/promql-rules.yaml" <<'EOF'
 import json, subprocess, sys, yaml
 items = json.load(open(sys.argv[1]))

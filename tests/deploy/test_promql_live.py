@@ -447,6 +447,7 @@ def live():
                 POD_B: stack.enter_context(start_agent(
                     triton, POD_B, extra=base_flags + (("--triton-api-header", header) if header else ()))),
             }
+            t_agents = time.monotonic()
             # POD_C: the stuck Triton, another workload's label, a 30 s drain timeout.
             fakes = {"stuck": FakeServer(stuck_triton), "ksm": FakeServer(ksm_page), "keda": FakeServer(KedaPage())}
             for f in fakes.values():
@@ -500,6 +501,23 @@ def live():
             if not ok:
                 raise RuntimeError(f"not all {n_targets} targets up: {info['targets_up']}")
             info["startup_s"] = round(time.monotonic() - t_start, 1)
+
+            # ---- fresh (issue 22): fresh pods, no traffic, POD_B without --capacity. Every KEDA
+            # trigger query must answer exactly one finite sample of 0 from the pods' first 45 s
+            # on: an absent series is a scaler error, and KEDA's fallback would run pods no one
+            # asked for. Then it must hold (checked at 5 instants over 10 s).
+            def fresh_zero(t):
+                v = keda_values(prom, t)
+                # A float is one series (keda_values gives a list for several, a string on error).
+                return all(isinstance(v[it["name"]], float) and v[it["name"]] == 0.0 for it in keda_items())
+            ok, t = wait_for(fresh_zero, 45)
+            info["fresh"] = {"first_zero_after_agents_s": round(time.monotonic() - t_agents, 1) if ok else None,
+                             "values": keda_values(prom, t), "held": []}
+            if ok:
+                for _ in range(5):
+                    time.sleep(2)
+                    info["fresh"]["held"].append(fresh_zero(time.time()))
+            info["phase_ok"]["fresh"] = ok and all(info["fresh"]["held"])
 
             # ---- load
             t0 = time.monotonic()
@@ -656,6 +674,17 @@ def test_unaggregated_selector_answers_per_pod(live):
     assert info.get("control"), "no triton_pod_utilization selector found in the KEDA queries"
     for sel, n in info["control"].items():
         assert n == len(PODS), f"{sel} answered {n} series under load, expected {len(PODS)} (one per pod)"
+
+
+def test_fresh_idle_pods_answer_every_keda_query_with_one_zero(live):
+    """Issue 22: fresh pods, no traffic, one without --capacity: every rendered KEDA trigger
+    query answers exactly one finite 0 within the pods' first 45 s and keeps answering it, so
+    the fallback (which fires on an empty answer) never raises an idle fleet."""
+    _, info = live
+    fresh = info.get("fresh") or {}
+    assert fresh.get("first_zero_after_agents_s") is not None, f"never one finite 0 in 45 s: {fresh.get('values')}"
+    assert fresh["first_zero_after_agents_s"] <= 45, fresh
+    assert fresh["held"] and all(fresh["held"]), fresh
 
 
 @pytest.mark.parametrize("phase", ["load", "idle", "drain"])

@@ -54,6 +54,8 @@ pub struct SimTriton {
     clock: SimClock,
     /// Index of the poll attempt under way.
     poll: Arc<Mutex<usize>>,
+    /// Statistics reads that fail: (first poll, last poll, the error), inclusive.
+    stats_faults: Arc<Vec<(usize, usize, ScrapeError)>>,
 }
 
 impl SimTriton {
@@ -120,6 +122,7 @@ impl Transport for SimTriton {
                     steps,
                     instances: u32::try_from(spec.instances).ok(),
                     max_batch_size: u32::try_from(spec.max_batch).unwrap_or(0),
+                    largest_preferred_batch: None,
                     gpus: None,
                 })
             }
@@ -130,6 +133,17 @@ impl Transport for SimTriton {
     /// Read on the poll path right after the page: the clock is the page's time plus the
     /// health probes.
     async fn model_stats(&self) -> Result<Vec<u8>, ScrapeError> {
+        let k = *self.poll.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, e)) = self
+            .stats_faults
+            .iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&k))
+        {
+            if matches!(e, ScrapeError::Timeout) {
+                self.clock.add(self.sim.trace.scrape_timeout);
+            }
+            return Err(e.clone());
+        }
         let t = self.clock.get();
         if self.sim.trace.up(t) {
             Ok(self.sim.stats_json(t).into_bytes())
@@ -186,6 +200,16 @@ pub fn observe(st: &PollState) -> Observed {
 /// Run the production poller over the simulated Triton; one observation and one poll state per
 /// attempt.
 pub async fn drive(sim: Arc<Sim>) -> (Vec<Observed>, Vec<PollState>) {
+    drive_with_stats_faults(sim, Vec::new(), None).await
+}
+
+/// [`drive`], with the statistics reads of some polls failing (first poll, last poll, error)
+/// and `--stats-max-age` set (default: the agent's).
+pub async fn drive_with_stats_faults(
+    sim: Arc<Sim>,
+    stats_faults: Vec<(usize, usize, ScrapeError)>,
+    stats_max_age: Option<Duration>,
+) -> (Vec<Observed>, Vec<PollState>) {
     let tr = &sim.trace;
     let mut cfg = Config::for_tests("http://127.0.0.1:9");
     cfg.poll_interval = Duration::from_secs_f64(tr.poll_interval);
@@ -193,11 +217,15 @@ pub async fn drive(sim: Arc<Sim>) -> (Vec<Observed>, Vec<PollState>) {
     cfg.scrape_timeout = Duration::from_secs_f64(tr.scrape_timeout);
     // The statistics on every poll, so the estimate follows the trace closely.
     cfg.stats_interval = cfg.poll_interval;
+    if let Some(age) = stats_max_age {
+        cfg.stats_max_age = age;
+    }
     let clock = SimClock::default();
     let triton = SimTriton {
         sim: sim.clone(),
         clock: clock.clone(),
         poll: Arc::new(Mutex::new(0)),
+        stats_faults: Arc::new(stats_faults),
     };
     let mut poller = Poller::with(cfg, triton.clone(), clock.clone());
     let mut obs = Vec::with_capacity(tr.polls.len());

@@ -98,6 +98,17 @@ pub struct ModelTruth {
 }
 
 impl ModelTruth {
+    /// Nothing arrived, completed, failed, executed or started executing in the window, and
+    /// nothing is queued: zero offered load, known.
+    pub fn idle(&self) -> bool {
+        self.success == 0.0
+            && self.failure == 0.0
+            && self.executed == 0.0
+            && self.arrivals == 0.0
+            && self.pending == 0.0
+            && self.executing_new == self.executing_old
+    }
+
     /// Arrivals per second in the window, corrected by the requests in execution at its edges
     /// (see the module doc); an ensemble's completions per second. 0 with a single page.
     pub fn offered_load(&self) -> f64 {
@@ -305,10 +316,34 @@ pub fn check(sim: &Sim, observed: &[Observed]) -> Result<(), String> {
                                 *putil.get_or_insert(0.0) += u;
                             }
                         }
+                        // Zero offered load is zero utilization, capacity or not: only a
+                        // model whose offered load is 0 by the truth, with nothing queued, may
+                        // read 0 without one. (A request that arrived and is still executing
+                        // offers no load in this window by the definition of offered load:
+                        // it is counted in the window where it completes.)
                         (None, _) if g.utilization.is_some() => {
-                            return Err(ctx("utilization without capacity"));
+                            if g.utilization != Some(0.0)
+                                || mt.offered_load() != 0.0
+                                || mt.pending != 0.0
+                            {
+                                return Err(ctx(&format!(
+                                    "utilization {:?} without capacity, not idle",
+                                    g.utilization
+                                )));
+                            }
+                            if !ensemble(sim, name) {
+                                *putil.get_or_insert(0.0) += 0.0;
+                            }
                         }
                         _ => {}
+                    }
+                    // And the converse: a window of two or more pages over an idle model
+                    // publishes 0, so an idle pod answers the autoscaler.
+                    if mt.idle() && mt.dt > 0.0 && g.utilization != Some(0.0) {
+                        return Err(ctx(&format!(
+                            "idle over {} s but utilization {:?}",
+                            mt.dt, g.utilization
+                        )));
                     }
                     if !ensemble(sim, name) {
                         let compute = if mt.executed > 0.0 {
