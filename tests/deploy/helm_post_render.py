@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Issue 21: the Helm post-renderer changes Triton's Deployment and nothing else.
+
+    helm_post_render.py OUT_YAML
+
+Feeds deploy/examples/helm-chart/post-render.sh what Helm would pipe into it with the chart's
+tags on: the vendored chart output (rendered/triton-inference-server.yaml) plus
+fixtures/helm-chart-extra.yaml (a Traefik Deployment, the chart's v2beta2 HPA, its Service).
+Checks, then writes the output to OUT_YAML (run.sh validates it strictly with every render):
+  - Triton's Deployment gets the agent, the preStop hook to 8004 and no `replicas`, and keeps
+    its namespace;
+  - the chart's HPA is dropped;
+  - every other input object comes out exactly as it went in;
+  - what the example adds (ScaledObject, PodMonitor, NetworkPolicy) carries no namespace: Helm's
+    --namespace decides;
+  - the ScaledObject targets the chart's Deployment by name.
+Prints the Deployment's diff and the added objects. A self-test makes the contract reject an
+output that injected the Traefik Deployment too, or forced a namespace.
+"""
+import copy
+import difflib
+import pathlib
+import subprocess
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy/examples/helm-chart"
+EXTRA = pathlib.Path(__file__).resolve().parent / "fixtures/helm-chart-extra.yaml"
+TRITON = ("Deployment", "example-triton-inference-server")
+AGENT = "triton-sidecar"
+
+
+def key(o):
+    return (o["kind"], o["metadata"]["name"])
+
+
+def containers(o):
+    return [c["name"] for c in o["spec"]["template"]["spec"].get("containers") or []]
+
+
+def contract(inp: list, out: list) -> list:
+    errs = []
+    by_in = {key(o): o for o in inp}
+    by_out = {key(o): o for o in out}
+    for k, o in by_in.items():
+        got = by_out.get(k)
+        if k == TRITON:
+            if got is None:
+                errs.append("Triton's Deployment is gone")
+                continue
+            if AGENT not in containers(got):
+                errs.append("Triton's Deployment has no agent container")
+            pre = ((got["spec"]["template"]["spec"]["containers"][0].get("lifecycle") or {}).get("preStop") or {})
+            if (pre.get("httpGet") or {}).get("port") != 8004:
+                errs.append(f"Triton's preStop is not httpGet to 8004: {pre}")
+            if "replicas" in got["spec"]:
+                errs.append("Triton's Deployment keeps `replicas` (a helm upgrade resets the scaled count)")
+            if got["metadata"].get("namespace") != o["metadata"].get("namespace"):
+                errs.append(f"Triton's namespace changed: {o['metadata'].get('namespace')!r} -> "
+                            f"{got['metadata'].get('namespace')!r}")
+        elif o["kind"] == "HorizontalPodAutoscaler" and (o["metadata"].get("labels") or {}).get("app") == "triton-inference-server":
+            if got is not None:
+                errs.append("the chart's HPA is still there: two autoscalers on one Deployment")
+        elif got != o:
+            errs.append(f"{k[0]}/{k[1]} changed, though it is not Triton's Deployment")
+    for k, o in by_out.items():
+        if k in by_in:
+            continue
+        if o["metadata"].get("namespace"):
+            errs.append(f"added {k[0]}/{k[1]} forces namespace {o['metadata']['namespace']!r} (Helm's --namespace decides)")
+        if o["kind"] == "ScaledObject" and o["spec"]["scaleTargetRef"]["name"] != TRITON[1]:
+            errs.append(f"the ScaledObject targets {o['spec']['scaleTargetRef']['name']!r}, not {TRITON[1]!r}")
+    if not any(o["kind"] == "ScaledObject" for o in out):
+        errs.append("the example ships no ScaledObject")
+    return errs
+
+
+def dump(o) -> list:
+    return yaml.safe_dump(o, sort_keys=True).splitlines(keepends=True)
+
+
+def main() -> int:
+    vendored = (EXAMPLE / "rendered/triton-inference-server.yaml").read_text()
+    stdin = vendored + "\n---\n" + EXTRA.read_text()
+    inp = [d for d in yaml.safe_load_all(stdin) if d]
+    r = subprocess.run([str(EXAMPLE / "post-render.sh")], input=stdin, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stderr)
+        return 1
+    out = [d for d in yaml.safe_load_all(r.stdout) if d]
+    pathlib.Path(sys.argv[1]).write_text(r.stdout)
+    errs = contract(inp, out)
+    # Self-test: the contract must see the old example's mistakes.
+    worse = copy.deepcopy(out)
+    traefik = next(o for o in worse if key(o) == ("Deployment", "example-traefik"))
+    traefik["spec"]["template"]["spec"]["containers"].append({"name": AGENT, "image": "x"})
+    forced = copy.deepcopy(out)
+    for o in forced:
+        o["metadata"]["namespace"] = "inference"
+    for what, bad, needle in [("an injected Traefik", worse, "example-traefik changed"),
+                              ("a forced namespace", forced, "forces namespace")]:
+        if not any(needle in e for e in contract(inp, bad)):
+            errs.append(f"self-test: the contract does not reject {what}")
+    # Helm 4: the plugin, installed (a link to the plugin directory, as a local install makes),
+    # run with HELM_PLUGIN_DIR as Helm sets it, gives the same output.
+    plugin = yaml.safe_load((EXAMPLE / "plugin/plugin.yaml").read_text())
+    want = {"apiVersion": "v1", "type": "postrenderer/v1", "runtime": "subprocess"}
+    if any(plugin.get(k) != v for k, v in want.items()) or not plugin.get("name") or not plugin.get("version"):
+        errs.append(f"plugin.yaml is not a v1 postrenderer/v1 subprocess plugin with a name and version: {plugin}")
+    import os
+    import tempfile
+    with tempfile.TemporaryDirectory() as td:
+        link = pathlib.Path(td) / plugin.get("name", "plugin")
+        link.symlink_to(EXAMPLE / "plugin")
+        cmd = plugin["runtimeConfig"]["platformCommand"][0]["command"].replace("${HELM_PLUGIN_DIR}", str(link))
+        rp = subprocess.run([cmd], input=stdin, capture_output=True, text=True,
+                            env={**os.environ, "HELM_PLUGIN_DIR": str(link)})
+        if rp.returncode != 0 or rp.stdout != r.stdout:
+            errs.append(f"the installed Helm 4 plugin does not give the post-renderer's output: rc {rp.returncode} {rp.stderr[:300]}")
+        else:
+            print(f"Helm 4 plugin {plugin['name']} (installed as a link, HELM_PLUGIN_DIR set): same output")
+    t_in = next(o for o in inp if key(o) == TRITON)
+    t_out = next((o for o in out if key(o) == TRITON), None)
+    if t_out is not None:
+        print("".join(difflib.unified_diff(dump(t_in), dump(t_out), "chart: Deployment", "post-render: Deployment", n=1)))
+    print("input:  " + ", ".join(f"{k}/{n}" for k, n in map(key, inp)))
+    print("output: " + ", ".join(f"{k}/{n}" for k, n in map(key, out)))
+    print("added:  " + ", ".join(f"{k}/{n}" for k, n in map(key, out) if (k, n) not in set(map(key, inp))))
+    for e in errs:
+        print("FAIL:", e)
+    print("ok: only Triton's Deployment changed (and the chart's HPA dropped), no namespace forced" if not errs
+          else f"{len(errs)} problem(s)")
+    return 1 if errs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
