@@ -159,6 +159,15 @@ EOF
   fi
   render "$name" "$ov"
 done
+# Issue 21: a second instance of the keda overlay in one namespace (namePrefix blue-, its own
+# instance label, the overlay's replacements block copied as its comment says): check_manifests.py
+# then checks that its ScaledObject scales blue-triton and selects only the `blue` pods.
+si="$OUT/overlays/second-instance"; mkdir -p "$si"
+sed "s#\.\./\.\./\.\./\.\./deploy#$(realpath --relative-to="$si" "$ROOT/deploy")#" "$HERE/fixtures/second-instance/kustomization.yaml" >"$si/kustomization.yaml"
+sed -n '/^replacements:/,$p' deploy/overlays/keda/kustomization.yaml >>"$si/kustomization.yaml"
+render fixture-second-instance "$si"
+run "issue 21: the second instance's ScaledObject scales blue-triton, selects app_kubernetes_io_instance=\"blue\", and its KEDA-errors alert watches blue-triton" \
+  bash -c "grep -q 'name: blue-triton\$' '$R/fixture-second-instance.yaml' && grep -q 'scaledObject=\"blue-triton\"' '$R/fixture-second-instance.yaml' && ! grep -q 'scaledObject=\"triton\"' '$R/fixture-second-instance.yaml' && ! grep -q 'app_kubernetes_io_instance=\"triton\"' '$R/fixture-second-instance.yaml' && grep -q 'app_kubernetes_io_instance=\"blue\"' '$R/fixture-second-instance.yaml'"
 # Issue 13: restricted-api with native-sidecar (the agent moves to the init containers after
 # restricted-api has patched it).
 render component-restricted-api-native-sidecar "$HERE/fixtures/restricted-api-native-sidecar"
