@@ -231,6 +231,11 @@ def check_scaledobject(ep, so, objs):
     fb = spec.get("fallback") or {}
     check(isinstance(fb.get("failureThreshold"), int) and isinstance(fb.get("replicas"), int),
           f"{name}: fallback has failureThreshold and replicas")
+    # Issue 21: an outage holds the count, it never raises an idle fleet: currentReplicasIfHigher
+    # with replicas = minReplicaCount is max(current, min) = current.
+    check(fb.get("behavior") == "currentReplicasIfHigher" and fb.get("replicas") == spec.get("minReplicaCount"),
+          f"{name}: fallback holds the current count (currentReplicasIfHigher, replicas = minReplicaCount)",
+          f"fallback {fb}, minReplicaCount {spec.get('minReplicaCount')}")
     triggers = spec.get("triggers") or []
     check(triggers, f"{name}: has triggers")
     for t in triggers:
