@@ -168,6 +168,10 @@ sed -n '/^replacements:/,$p' deploy/overlays/keda/kustomization.yaml >>"$si/kust
 render fixture-second-instance "$si"
 run "issue 21: the second instance's ScaledObject scales blue-triton, selects app_kubernetes_io_instance=\"blue\", and its KEDA-errors alert watches blue-triton" \
   bash -c "grep -q 'name: blue-triton\$' '$R/fixture-second-instance.yaml' && grep -q 'scaledObject=\"blue-triton\"' '$R/fixture-second-instance.yaml' && ! grep -q 'scaledObject=\"triton\"' '$R/fixture-second-instance.yaml' && ! grep -q 'app_kubernetes_io_instance=\"triton\"' '$R/fixture-second-instance.yaml' && grep -q 'app_kubernetes_io_instance=\"blue\"' '$R/fixture-second-instance.yaml'"
+# Issue 21: KServe's default Service for the example (port 80 must be REST), and a copy of the
+# example in a second namespace under another name.
+run "issue 21: KServe's predictor Service (createDefaultSvc) maps 80 to REST 8080 and exposes gRPC; a second namespace renders" \
+  "$PY" "$HERE/kserve_service.py" "$R/example-kserve.yaml"
 # Issue 13: restricted-api with native-sidecar (the agent moves to the init containers after
 # restricted-api has patched it).
 render component-restricted-api-native-sidecar "$HERE/fixtures/restricted-api-native-sidecar"
