@@ -164,13 +164,15 @@ TIMINGS = {
 TRIGGER_SETS = {
     "new": "deploy/overlays/keda",                               # deploy/ as rendered now
     "before-22": "tests/autoscale/kustomize/before-22",          # deploy/'s triggers before issue 22
+    "direct": "deploy/overlays/keda-direct",                     # KEDA's metrics-api on the agents (issue 21)
     "previous": "tests/autoscale/kustomize/previous",            # deploy/'s triggers before issue 13
     "tutorial": "tests/autoscale/kustomize/trtllm-tutorial",     # TensorRT-LLM tutorial's Pods metric
     "onprem": "tests/autoscale/kustomize/k8s-onprem",            # Triton deploy/k8s-onprem's Pods metric
 }
 TRIGGER_SET_LABELS = {
     "new": "deploy/ (utilization / 0.7 + 1 pod while queue wait > 100 ms)",
-    "before-22": "deploy/ before issue 22 (utilization, queue wait as its own trigger)", "previous": "deploy/ before issue 13 (pending + queue wait)",
+    "before-22": "deploy/ before issue 22 (utilization, queue wait as its own trigger)",
+    "direct": "deploy/ keda-direct (metrics-api on the agents, no Prometheus in the loop)", "previous": "deploy/ before issue 13 (pending + queue wait)",
     "tutorial": "TRT-LLM tutorial (queue/compute ratio)", "onprem": "k8s-onprem (avg queue time)",
 }
 # Issue 13's scenarios. Rates in units of one pod's measured capacity C: idle 0.25 C (ideal 1 pod
@@ -749,6 +751,32 @@ def scale_behavior(spec, factor: Optional[float]) -> None:
             pol.period_s *= factor
 
 
+KEDA_METRICS_API: List[str] = []  # the built tests/deploy/keda_metrics_api binary (built once)
+
+
+def keda_metrics_api_bin() -> str:
+    if not KEDA_METRICS_API:
+        out = subprocess.run(["bash", str(ROOT / "tests/deploy/keda_metrics_api/build.sh"),
+                              str(ROOT / "target/keda-metrics-api")], check=True, capture_output=True, text=True)
+        KEDA_METRICS_API.append(out.stdout.strip().splitlines()[-1])
+    return KEDA_METRICS_API[0]
+
+
+def metrics_api_value(value_location: str, aggregation: Optional[str], urls: List[str]):
+    """(value, error) as KEDA's metrics-api scaler computes it from these endpoints."""
+    if not urls:
+        return None, "no endpoints URLs were given for the service name"
+    r = subprocess.run([keda_metrics_api_bin(), "-value-location", value_location,
+                        "-aggregation", aggregation or "average", *urls], capture_output=True, text=True, timeout=20)
+    try:
+        res = json.loads(r.stdout)
+    except ValueError:
+        return None, f"keda-metrics-api: {r.stderr.strip()[:200]}"
+    if res.get("value") is None:
+        return None, "; ".join(res.get("errors") or [])[:200]
+    return float(res["value"]), None
+
+
 def pods_query(q: str) -> str:
     """A prometheus-adapter metricsQuery for this Deployment's pods (the harness's one namespace;
     the pods are filtered by name afterwards, as <<.LabelMatchers>>'s pod=~ would)."""
@@ -857,6 +885,14 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
         if not common.wait_until(lambda: len(prom.query(f'up{{namespace="{NAMESPACE}"}} == 1')) >= n_jobs, 60, 0.5):
             raise RuntimeError(f"targets not up: {prom.query('up')}")
         def trigger_value(tr):
+            if tr.source == "metrics-api":
+                # KEDA's metrics-api scaler on the Service's Ready endpoints (in rotation: the
+                # EndpointSlice and kube-proxy lag alike), every page read with Prometheus's own
+                # text parser (tests/deploy/keda_metrics_api); failing pages are skipped.
+                now_m = time.monotonic()
+                urls = [p.agent.metrics_url for p in cluster.existing()
+                        if p.agent is not None and p.in_rotation(now_m) and not p.terminating]
+                return metrics_api_value(tr.query, tr.aggregation, urls)
             if tr.metric_type == "Pods":
                 try:
                     return {m.get("pod", "?"): v for m, v in prom.query(pods_query(tr.query))}, None

@@ -74,8 +74,12 @@ class Rules:
 class Trigger:
     name: str
     metric_type: str  # AverageValue | Value | Pods (AverageValue of a per-pod metric)
-    query: str
+    query: str        # PromQL, or for metrics-api the valueLocation
     threshold: float
+    # issue 21: "prometheus", or "metrics-api" (KEDA reading every ready endpoint of a Service:
+    # format prometheus, aggregateFromKubeServiceEndpoints, with this aggregationType)
+    source: str = "prometheus"
+    aggregation: Optional[str] = None
 
 
 PODS_ANNOTATION = "tests.triton-sidecar/pods-metrics"
@@ -468,6 +472,15 @@ def spec_from_scaledobject(so: dict, max_cap: Optional[int] = None) -> HpaSpec:
     triggers = []
     pods_metrics = set(((so.get("metadata") or {}).get("annotations") or {}).get(PODS_ANNOTATION, "").split(","))
     for t in s.get("triggers") or []:
+        if t.get("type") == "metrics-api":
+            md = t["metadata"]
+            if md.get("format") != "prometheus" or md.get("aggregateFromKubeServiceEndpoints") != "true":
+                raise ValueError(f"metrics-api trigger {t.get('name')}: only format prometheus with "
+                                 "aggregateFromKubeServiceEndpoints is modelled")
+            triggers.append(Trigger(t["name"], t.get("metricType", "AverageValue"), md["valueLocation"],
+                                    quantity(md["targetValue"]), source="metrics-api",
+                                    aggregation=md.get("aggregationType", "average")))
+            continue
         if t.get("type") != "prometheus":
             raise ValueError(f"trigger type {t.get('type')!r} is not modelled")
         md = t["metadata"]

@@ -183,6 +183,7 @@ def scenario_table(name: str, by_set: Dict[str, dict]) -> str:
     sets = list(by_set)
     S = [by_set[s]["summary"] for s in sets]
     rows = [
+        ("lag from the spike's start to the first scale-up", [_f(s.get("reaction_s"), "{:.1f} s") for s in S]),
         ("scale-downs while load > remaining pods' capacity (goal 0)",
          [str(s["scale_downs_over_capacity"]) + (" (" + ", ".join(f"t={x['t']:.0f}s {x['from']}->{x['to']}"
                                                                    for x in s["scale_downs_over_capacity_list"]) + ")"

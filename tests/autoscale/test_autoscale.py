@@ -19,9 +19,14 @@ ideal's own integral is printed: the window alone costs about 0.3 x it in this s
 every removed pod's preStop answered 200
 and its tritonserver exited within the grace period; no Prometheus query failed.
 
-Env: AUTOSCALE_TEST_SET=previous|tutorial|onprem runs another trigger set of compare.py instead
-(the assertions are deploy/'s goals: the others are not expected to meet them). Results (JSON,
-plot, table) go to target/autoscale/test/.
+Issue 21: the same loop runs twice, on deploy/'s Prometheus triggers (`new`) and on
+deploy/overlays/keda-direct (`direct`: KEDA's metrics-api scaler reading every ready pod's agent,
+each page parsed with Prometheus's own text parser, tests/deploy/keda_metrics_api), under the
+same assertions. About 9 minutes for both.
+
+Env: AUTOSCALE_TEST_SETS=new,direct (default) picks the trigger sets of compare.py to run
+(previous|tutorial|onprem too: the assertions are deploy/'s goals, the others are not expected to
+meet them). Results (JSON, plot, table) go to target/autoscale/test/<set>/.
 """
 
 import os
@@ -37,23 +42,24 @@ sys.path.insert(0, str(HERE))
 import harness  # noqa: E402
 import report13  # noqa: E402
 
-SET = os.environ.get("AUTOSCALE_TEST_SET", "new")
-OUT = harness.OUT_ROOT / "test"
+SETS = [x for x in os.environ.get("AUTOSCALE_TEST_SETS", os.environ.get("AUTOSCALE_TEST_SET", "new,direct")).split(",") if x]
 REPORT = []  # lines printed by conftest.py
 
 
-@pytest.fixture(scope="module")
-def result(calibration):
+@pytest.fixture(scope="module", params=SETS)
+def result(request, calibration):
+    st = request.param
+    out = harness.OUT_ROOT / "test" / st
     t0 = time.monotonic()
     cap = calibration["unbatched"]["saturation"]["rps"]
-    res = harness.run(SET, harness.SCENARIOS["test"], out_dir=OUT, entry_point=harness.TRIGGER_SETS[SET],
+    res = harness.run(st, harness.SCENARIOS["test"], out_dir=out, entry_point=harness.TRIGGER_SETS[st],
                       capacity_rps=cap)
-    png = OUT / "autoscaling.png"
-    report13.plot_scenario("test", {SET: res}, png)
-    md = report13.markdown({"test": {SET: res}}, {"unbatched": {"rps": cap}})
-    (OUT / "summary.md").write_text(md)
+    png = out / "autoscaling.png"
+    report13.plot_scenario("test", {st: res}, png)
+    md = report13.markdown({"test": {st: res}}, {"unbatched": {"rps": cap}})
+    (out / "summary.md").write_text(md)
     REPORT.extend(md.splitlines())
-    REPORT.append(f"run took {time.monotonic() - t0:.0f} s; plot {png}; data {OUT / (SET + '.json')}")
+    REPORT.append(f"{st}: run took {time.monotonic() - t0:.0f} s; plot {png}; data {out / (st + '.json')}")
     return res
 
 

@@ -239,6 +239,9 @@ def check_scaledobject(ep, so, objs):
     triggers = spec.get("triggers") or []
     check(triggers, f"{name}: has triggers")
     for t in triggers:
+        if t.get("type") == "metrics-api":
+            check_metrics_api_trigger(f"{name} trigger {t.get('name')}", t, ns, objs)
+            continue
         tn = f"{name} trigger {t.get('name')}"
         md = t.get("metadata") or {}
         check(t.get("type") == "prometheus", f"{tn}: type prometheus")
@@ -359,12 +362,57 @@ def scaling_errors(triggers, behavior, targets):
     return errs
 
 
+# Issue 21: KEDA's metrics-api scaler on the agents' endpoints (components/keda-direct).
+AGENT_METRICS_PORT = 8003
+DIRECT_AGGREGATION = {"triton_pod_utilization": "average", "triton_up": "sum", "triton_pod_queue_wait_ms": "max"}
+
+
+def check_metrics_api_trigger(tn, t, ns, objs):
+    md = t.get("metadata") or {}
+    url = md.get("url", "")
+    m = re.fullmatch(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?:(\d+)(/[^\s]*)", url)
+    check(m is not None, f"{tn}: url is http://<service>.<namespace>.svc:<port>/<path> (KEDA takes the "
+          "Service and namespace from the host, the endpoint port from the URL's port)", url)
+    if m:
+        svc, uns, port, path = m.group(1), m.group(2), int(m.group(3)), m.group(4)
+        check(uns == ns, f"{tn}: the URL's namespace is the ScaledObject's ({ns})", url)
+        check(port == AGENT_METRICS_PORT and path == "/metrics", f"{tn}: reads the agent's :8003/metrics", url)
+        services = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == svc]
+        check(services and any(p.get("port") == port and p.get("targetPort") in (port, "agent-metrics", "metrics")
+                               for p in services[0]["spec"].get("ports") or []),
+              f"{tn}: Service {svc} exists and serves port {port} from the agent")
+        if services:
+            sel = services[0]["spec"].get("selector") or {}
+            pods = [((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+                    for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
+            check(any(sel and all(pl.get(k) == v for k, v in sel.items()) for pl in pods),
+                  f"{tn}: Service {svc}'s selector matches the agent's pods", str(sel))
+            check(not services[0]["spec"].get("publishNotReadyAddresses"),
+                  f"{tn}: Service {svc} publishes only Ready endpoints (a loading or draining pod is not read)")
+    check(md.get("format") == "prometheus" and md.get("aggregateFromKubeServiceEndpoints") == "true",
+          f"{tn}: format prometheus, aggregateFromKubeServiceEndpoints \"true\"")
+    loc = md.get("valueLocation", "")
+    want = DIRECT_AGGREGATION.get(loc.split("{")[0])
+    check(want is not None and md.get("aggregationType") == want,
+          f"{tn}: valueLocation {loc!r} with aggregationType {want} (a sum over endpoints skips a pod that "
+          "fails, so utilization is a mean times the pods)", md.get("aggregationType"))
+    ok = True
+    for k in ("targetValue", "activationTargetValue"):
+        try:
+            float(md[k])
+            ok = ok and isinstance(md[k], str)
+        except (KeyError, ValueError):
+            ok = False
+    check(ok, f"{tn}: targetValue and activationTargetValue are numeric strings")
+
+
 # Issue 22: the two triggers are combined by KEDA's scalingModifiers into the pods utilization
 # asks for at its target, plus at most one while the queue wait breaches its threshold. The SLO
 # guard can then never ask for more than one pod over the need (a cold start's backlog asked for
 # 5 to 175 as its own trigger). target "1": KEDA's fallback with a formula needs an integer
 # target (pkg/fallback HasValidFallback).
-FORMULA = re.compile(r"\s*utilization\s*/\s*([0-9]*\.?[0-9]+)\s*\+\s*\(\s*queue_wait\s*>\s*([0-9]*\.?[0-9]+)"
+# keda-direct: utilization (a mean over the pods that publish it) * pods (the ready pods) / T.
+FORMULA = re.compile(r"\s*utilization\s*(\*\s*pods\s*)?/\s*([0-9]*\.?[0-9]+)\s*\+\s*\(\s*queue_wait\s*>\s*([0-9]*\.?[0-9]+)"
                      r"\s*\?\s*1\s*:\s*0\s*\)\s*")
 
 
@@ -384,8 +432,14 @@ def modifiers_errors(so):
     if sm.get("metricType", "AverageValue") != "AverageValue":
         errs.append(f"scalingModifiers.metricType {sm.get('metricType')!r} must be AverageValue")
     names = {t.get("name") for t in so["spec"].get("triggers") or []}
-    if not {"utilization", "queue_wait"} <= names:
+    m = FORMULA.fullmatch(sm.get("formula", ""))
+    need = {"utilization", "queue_wait"} | ({"pods"} if m and m.group(1) else set())
+    if not need <= names:
         errs.append(f"the formula's identifiers must be trigger names: {sorted(n or '' for n in names)}")
+    direct = any(t.get("type") == "metrics-api" for t in so["spec"].get("triggers") or [])
+    if m and direct and not m.group(1):
+        errs.append("metrics-api utilization is a mean over the pods that publish it: the formula must multiply "
+                    "it by `pods` (the stale-pod rule)")
     return errs
 
 
@@ -396,9 +450,14 @@ def keda_as_triggers(so):
         q = (t.get("metadata") or {}).get("query", "")
         m = re.match(r"\s*(?:sum|avg)\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", q)
         target = float((t.get("metadata") or {}).get("threshold", "nan"))
+        metric = m.group(1) if m else q
+        if t.get("type") == "metrics-api":
+            metric = (t.get("metadata") or {}).get("valueLocation", "").split("{")[0]
+            target = float((t.get("metadata") or {}).get("targetValue", "nan"))
         if m_f:  # with a formula the triggers' thresholds are not used: the formula's are
-            target = float(m_f.group(1) if t.get("name") == "utilization" else m_f.group(2))
-        out.append({"metric": m.group(1) if m else q, "type": t.get("metricType"), "target": target})
+            target = float(m_f.group(2) if t.get("name") == "utilization" else m_f.group(3)
+                           if t.get("name") == "queue_wait" else target)
+        out.append({"metric": metric, "type": t.get("metricType"), "target": target})
     return out
 
 
@@ -582,13 +641,40 @@ def check_service(ep, svc):
     ports = svc["spec"].get("ports") or []
     check(all(p.get("name") for p in ports), f"{name}: every port is named")
     names = {p.get("name") for p in ports}
-    check({"http", "grpc", "metrics"} <= names, f"{name}: has http, grpc and metrics ports")
+    if svc["metadata"]["name"].endswith("triton"):  # deploy/base's Service (any prefix)
+        check({"http", "grpc", "metrics"} <= names, f"{name}: has http, grpc and metrics ports")
     check(all(p.get("port") != ADMIN_PORT and p.get("targetPort") not in (ADMIN_PORT, "admin") for p in ports),
           f"{name}: does not expose the admin port")
 
 
-def check_networkpolicy(ep, np_):
+def policy_selects_triton(np_, objs):
+    """Does the policy's podSelector select the pods that carry the agent (a workload's pod
+    template with the triton-sidecar container, or a KServe InferenceService's predictor pods)?"""
+    sel = (np_["spec"].get("podSelector") or {}).get("matchLabels") or {}
+    for o in objs:
+        if o["kind"] == "InferenceService":
+            labels = {"serving.kserve.io/inferenceservice": o["metadata"]["name"],
+                      **((o["spec"].get("predictor") or {}).get("labels") or {})}
+        elif o["kind"] in ("Deployment", "StatefulSet"):
+            try:
+                ps = pod_spec(o)
+            except Exception:  # noqa: BLE001
+                continue
+            names = [c.get("name") for c in (ps.get("containers") or []) + (ps.get("initContainers") or [])]
+            if AGENT not in names:
+                continue
+            labels = ((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+        else:
+            continue
+        if sel and all(labels.get(k) == v for k, v in sel.items()):
+            return True
+    return False
+
+
+def check_networkpolicy(ep, np_, objs=()):
     name = f"{ep}: NetworkPolicy/{np_['metadata']['name']}"
+    kserve = any(o["kind"] == "ServingRuntime" for o in objs)
+    client_ports = {8080, 9000} if kserve else {8000, 8001}
     allowed = set()
     any_all_ports = False
     for rule in np_["spec"].get("ingress") or []:
@@ -599,7 +685,11 @@ def check_networkpolicy(ep, np_):
     check("Ingress" in np_["spec"].get("policyTypes", []), f"{name}: restricts ingress")
     check(not any_all_ports and ADMIN_PORT not in allowed and "admin" not in allowed,
           f"{name}: nothing may reach the admin port {ADMIN_PORT}")
-    check({8000, 8001, 8002, 8003} <= allowed, f"{name}: allows 8000, 8001 (clients), 8002, 8003 (monitoring)")
+    check(client_ports | {8002, 8003} <= allowed,
+          f"{name}: allows {sorted(client_ports)} (clients), 8002, 8003 (monitoring)")
+    if objs:
+        check(policy_selects_triton(np_, objs), f"{name}: selects the pods that carry the agent",
+              str((np_["spec"].get("podSelector") or {})))
 
 
 # --------------------------------------------------------------------------------------------
@@ -839,14 +929,17 @@ def main():
                 check_scaling_contract(f"{ep}: HorizontalPodAutoscaler/{o['metadata']['name']}", hpa_as_triggers(o),
                                        o["spec"].get("behavior") or {},
                                        [d for d in objs if d["kind"] == ref.get("kind") and d["metadata"]["name"] == ref.get("name")])
-            elif k == "NetworkPolicy" and o["metadata"]["name"] == "triton":
-                check_networkpolicy(ep, o)
+            elif k == "NetworkPolicy":
+                check_networkpolicy(ep, o, objs if not ep.startswith("component-") else ())
         # Monitors: never both a ServiceMonitor and a PodMonitor for the same pods.
         kinds = [o["kind"] for o in objs]
         check(not ("ServiceMonitor" in kinds and "PodMonitor" in kinds),
               f"{ep}: not both a ServiceMonitor and a PodMonitor (every series would count twice)")
         check(not ("ScaledObject" in kinds and "HorizontalPodAutoscaler" in kinds),
               f"{ep}: not both KEDA and a plain HPA for the same Deployment")
+        if ep.startswith("example-"):
+            # Issue 21: every example ships its policy (the admin port 8004 must not be open).
+            check("NetworkPolicy" in kinds, f"{ep}: ships a NetworkPolicy for its Triton pods")
         check_replicas(ep, objs)
         check_injected(ep, objs)
         check_model_cache(ep, objs)

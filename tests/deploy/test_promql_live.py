@@ -552,6 +552,9 @@ def live():
                     info["control"][m.group(0)] = len(prom.query(m.group(0), t))
             # Issue 13: the capacity gauges of each pod at that instant, and what the clients saw.
             info["capacity_load"] = capacity_view(prom, t)
+            # Issue 21: each agent's live page, for KEDA's metrics-api path (keda-direct).
+            info["pages_load"] = {pod: requests.get(f"http://{a['metrics']}/metrics", timeout=5).text
+                                  for pod, a in (*agents.items(), (POD_C, stuck))}
             t_mono = time.monotonic() - (time.time() - t)
             for lg in loads:
                 done = [o for o in lg.outcomes() if o.status == common.OK and t_mono - 10 <= o.end <= t_mono]
@@ -895,3 +898,76 @@ def test_cold_start_panel_reads_kube_state_metrics(live):
     res = results["load"][idx[0]]["result"]
     # Every pod the agent runs in (kube_pod_container_info lists the three and the ghost).
     assert {m["pod"]: v for m, v in res} == {p: COLD_START_S for p in (POD_A, POD_B, POD_C, POD_GHOST)}, res
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: KEDA straight from the pods (deploy/overlays/keda-direct), on the agents' live pages.
+
+
+def _direct_triggers():
+    text = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy/overlays/keda-direct")], check=True,
+                          capture_output=True, text=True).stdout
+    docs = json.loads(subprocess.run(
+        [yaml_python(), "-c", "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"],
+        input=text, check=True, capture_output=True, text=True).stdout)
+    so = next(d for d in docs if d["kind"] == "ScaledObject")
+    return so, [t for t in so["spec"]["triggers"] if t["type"] == "metrics-api"]
+
+
+def _page_value(page: str, family: str):
+    m = re.search(rf"(?m)^{family}(?:{{}})? ([^ \n]+)$", page)
+    return float(m.group(1)) if m else None
+
+
+@pytest.fixture(scope="module")
+def keda_metrics_api(tmp_path_factory):
+    out = subprocess.run(["bash", str(ROOT / "tests/deploy/keda_metrics_api/build.sh"), str(ROOT / "target/keda-metrics-api")],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _aggregate(binary, loc, agg, files):
+    r = subprocess.run([binary, "-value-location", loc, "-aggregation", agg, *map(str, files)],
+                       capture_output=True, text=True, timeout=30)
+    return json.loads(r.stdout)
+
+
+def test_keda_direct_reads_every_live_agent_page_with_expfmt(live, keda_metrics_api, tmp_path):
+    """Prometheus's own text parser (Go expfmt, as KEDA's metrics-api scaler) reads each agent's
+    live page under load, and KEDA's aggregation over the pods gives what the agents publish:
+    utilization the mean over the pods that publish it, pods the sum of triton_up, queue wait the
+    max. POD_C (its Triton stuck, no capacity) publishes no utilization: KEDA skips it in the mean
+    (its error is counted, the others answer) and the formula's `pods` counts it only when its
+    Triton is up. The direct overlay's formula multiplies the mean by the pods."""
+    _, info = live
+    pages = info["pages_load"]
+    so, triggers = _direct_triggers()
+    assert "utilization * pods" in so["spec"]["advanced"]["scalingModifiers"]["formula"]
+    files = {}
+    for pod, text in pages.items():
+        f = tmp_path / f"{pod}.prom"
+        f.write_text(text)
+        files[pod] = f
+    by_name = {t["name"]: t["metadata"] for t in triggers}
+    assert set(by_name) == {"utilization", "pods", "queue_wait"}, by_name
+    for name, md in by_name.items():
+        loc, agg = md["valueLocation"], md["aggregationType"]
+        res = _aggregate(keda_metrics_api, loc, agg, [files[p] for p in PODS])
+        want = [_page_value(pages[p], loc) for p in PODS]
+        assert all(w is not None for w in want), (name, want)
+        expect = {"average": sum(want) / len(want), "sum": sum(want), "max": max(want)}[agg]
+        assert res["answered"] == len(PODS) and res["value"] == pytest.approx(expect, rel=1e-12), (name, res, want)
+        if name == "utilization":
+            assert res["value"] > 0, res
+            assert res["value"] * _aggregate(keda_metrics_api, by_name["pods"]["valueLocation"], "sum",
+                                             [files[p] for p in PODS])["value"] > 0.7
+            # POD_C has no utilization: skipped, the mean is the two pods' (a partial answer)
+            with_c = _aggregate(keda_metrics_api, loc, agg, [files[p] for p in (*PODS, POD_C)])
+            assert with_c["answered"] == len(PODS) and with_c["pages"] == 3, with_c
+            assert with_c["value"] == pytest.approx(res["value"], rel=1e-12), with_c
+            assert any("not found" in e for e in with_c["errors"]), with_c
+    # Control: a page the parser cannot read fails (so a pass above means it parsed the pages).
+    bad = tmp_path / "bad.prom"
+    bad.write_text(pages[POD_A] + "triton_pod_utilization{ 1\n")
+    assert _aggregate(keda_metrics_api, "triton_pod_utilization", "sum", [bad])["value"] is None
+
