@@ -1172,7 +1172,8 @@ def capacity_measures(res: dict) -> dict:
     ok = sorted(r[2] - r[0] for r in res["requests"] if r[3] == "ok")
     # the HPA's desired replicas integrated over the run (1 s samples): with a physical cap the
     # pods' replica-seconds understate what the HPA asked a cluster to pay for
-    desired_rs = sum(smp["desired"] for smp in res["samples"])
+    samples = res.get("samples") or []
+    desired_rs = sum(smp["desired"] for smp in samples) if samples else None
     # A pod's estimate against the measured capacity C: utilization reads C / estimate times the
     # truth. Per pod, the largest such factor while it had an estimate, and what the pods' excess
     # utilization added to the utilization term (sum of u - u x est / C, in pods at the target).
@@ -1193,7 +1194,7 @@ def capacity_measures(res: dict) -> dict:
         "estimate_overstatement_by_pod": {k: round(v, 3) for k, v in overstatement.items()},
         "estimate_excess_pods_max": round(excess_pods, 3),
         "desired_replica_seconds": desired_rs,
-        "desired_replica_seconds_vs_ideal": round(desired_rs / ideal_int, 3) if ideal_int else None,
+        "desired_replica_seconds_vs_ideal": round(desired_rs / ideal_int, 3) if ideal_int and desired_rs is not None else None,
         "capacity_rps": cap, "scale_downs_over_capacity": len(bad_downs), "scale_downs_over_capacity_list": bad_downs,
         "settled": settled, "settled_max_error": settled_err, "ideal_replica_seconds": ideal_int,
         "replica_seconds_vs_ideal": round(rs / ideal_int, 3) if ideal_int else None,

@@ -217,8 +217,11 @@ PROMQL_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
 def check_scaledobject(ep, so, objs):
     name = f"{ep}: ScaledObject/{so['metadata'].get('name')}"
     spec = so.get("spec") or {}
-    ns = so["metadata"].get("namespace")
     target = (spec.get("scaleTargetRef") or {}).get("name")
+    # No namespace (the Helm example: Helm's --namespace decides): it lands in the release's
+    # namespace, which is the chart's Deployment's.
+    ns = so["metadata"].get("namespace") or next(
+        (o["metadata"].get("namespace") for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == target), None)
     # KServe (RawDeployment) creates `<InferenceService>-predictor` itself: the pod labels are
     # then the predictor's.
     isvc = [o for o in objs if o["kind"] == "InferenceService" and f"{o['metadata']['name']}-predictor" == target]
@@ -777,7 +780,10 @@ def check_injected(ep, objs):
     """Every workload that carries the agent but is not the base's `triton` Deployment was
     injected (components/inject*, examples): check what the injection must add."""
     for o in objs:
-        if o["kind"] not in ("Deployment", "StatefulSet") or (o["kind"], o["metadata"]["name"]) == ("Deployment", TRITON):
+        # the base's Deployment, also under a namePrefix (issue 21's second instance)
+        if o["kind"] not in ("Deployment", "StatefulSet") or (
+                o["kind"] == "Deployment" and o["metadata"]["name"].endswith(TRITON)
+                and (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "inference"):
             continue
         labelled = (o["metadata"].get("labels") or {}).get("triton-sidecar.io/inject") == "true"
         has_agent = find_container(pod_spec(o), AGENT)[0] is not None
@@ -929,7 +935,8 @@ def main():
                 check_scaling_contract(f"{ep}: HorizontalPodAutoscaler/{o['metadata']['name']}", hpa_as_triggers(o),
                                        o["spec"].get("behavior") or {},
                                        [d for d in objs if d["kind"] == ref.get("kind") and d["metadata"]["name"] == ref.get("name")])
-            elif k == "NetworkPolicy":
+            elif k == "NetworkPolicy" and (o["metadata"]["name"] == "triton" or policy_selects_triton(o, objs)):
+                # Triton's pods' policies (others, e.g. the model-cache fill Job's, are not)
                 check_networkpolicy(ep, o, objs if not ep.startswith("component-") else ())
         # Monitors: never both a ServiceMonitor and a PodMonitor for the same pods.
         kinds = [o["kind"] for o in objs]
@@ -939,7 +946,8 @@ def main():
               f"{ep}: not both KEDA and a plain HPA for the same Deployment")
         if ep.startswith("example-"):
             # Issue 21: every example ships its policy (the admin port 8004 must not be open).
-            check("NetworkPolicy" in kinds, f"{ep}: ships a NetworkPolicy for its Triton pods")
+            check(any(o["kind"] == "NetworkPolicy" and policy_selects_triton(o, objs) for o in objs),
+                  f"{ep}: ships a NetworkPolicy for its Triton pods")
         check_replicas(ep, objs)
         check_injected(ep, objs)
         check_model_cache(ep, objs)

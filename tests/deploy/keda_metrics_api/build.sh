@@ -5,7 +5,7 @@
 #   build.sh OUT_DIR
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-out="${1:?usage: build.sh OUT_DIR}"
+out="$(mkdir -p "${1:?usage: build.sh OUT_DIR}" && cd "$1" && pwd)"
 mkdir -p "$out"
 if ! command -v go >/dev/null 2>&1 || [[ ! -d /usr/share/gocode/src/github.com/prometheus/common/expfmt ]]; then
   echo "keda_metrics_api: installing golang-go and golang-github-prometheus-common-dev" >&2
