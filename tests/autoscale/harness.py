@@ -903,16 +903,24 @@ def run(signal_name: str, timing: Timing, *, seed: int = 9, out_dir: Optional[pa
         def answered(tr):
             v = trigger_value(tr)[0]
             return bool(v) if isinstance(v, dict) else v is not None
-        # Warm-up at the profile's first rate until every trigger answers: a pod's utilization
-        # exists once its agent has a capacity, i.e. once Triton's statistics show executions
-        # (read every --stats-interval); in a cluster the Deployment has been serving before.
-        # The warm-up's requests are not part of the results.
+        # Warm-up at the profile's first rate until every trigger answers and every pod has a
+        # capacity: its agent estimates one once Triton's statistics show executions (read every
+        # --stats-interval); in a cluster the Deployment has been serving before. Since issue 22
+        # an idle pod answers utilization 0 without a capacity, so the triggers alone would end
+        # the warm-up before any execution, and the first load would find no estimate (its
+        # utilization absent until the first statistics read). The warm-up's requests are not
+        # part of the results.
+        def capacities_known():
+            want = {p.name for p in cluster.active()}
+            got = {m.get("pod") for m, _ in prom.query(f'triton_capacity_rps{{namespace="{NAMESPACE}"}}')}
+            return want <= got
         t_warm = time.monotonic()
         warm = Load(cluster, arrivals([Phase("warm-up", 120, phases[0].rate_from, phases[0].rate_from)], seed + 7),
                     t_warm).start()
         try:
-            if not common.wait_until(lambda: all(answered(t) for t in spec.triggers), 110, 0.5):
-                raise RuntimeError(f"trigger queries answer nothing: {[trigger_value(t) for t in spec.triggers]}")
+            if not common.wait_until(lambda: all(answered(t) for t in spec.triggers) and capacities_known(), 110, 0.5):
+                raise RuntimeError(f"trigger queries answer nothing, or no capacity yet: "
+                                   f"{[trigger_value(t) for t in spec.triggers]}")
         finally:
             warm.stop(wait_s=15)
         config["warmup_s"] = round(time.monotonic() - t_warm, 1)
