@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 TOLERANCE = 0.1
@@ -132,7 +133,6 @@ class Formula:
     _FUNCS = {"min": min, "max": max, "ceil": math.ceil, "floor": math.floor, "abs": abs}
 
     def __init__(self, text: str, names: Sequence[str]):
-        import re
         self.text = text
         self.names = set(names)
         self.toks = re.findall(r"\s*(\d+\.\d*|\.\d+|\d+|[A-Za-z_][A-Za-z0-9_]*|\?\?|>=|<=|==|!=|[-+*/()<>?:,])", text)
@@ -178,19 +178,18 @@ class Formula:
             a = (op, a, self._sum())
         return a
 
-    def _sum(self):
-        a = self._product()
-        while self._peek() in ("+", "-"):
+    def _left_assoc(self, ops, operand):
+        a = operand()
+        while self._peek() in ops:
             op = self._take()
-            a = (op, a, self._product())
+            a = (op, a, operand())
         return a
 
+    def _sum(self):
+        return self._left_assoc(("+", "-"), self._product)
+
     def _product(self):
-        a = self._unary()
-        while self._peek() in ("*", "/"):
-            op = self._take()
-            a = (op, a, self._unary())
-        return a
+        return self._left_assoc(("*", "/"), self._unary)
 
     def _unary(self):
         if self._peek() == "-":

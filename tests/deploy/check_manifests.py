@@ -214,6 +214,19 @@ def self_test(dep):
 PROMQL_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
 
 
+def numeric_strings(md, keys):
+    """KEDA's trigger metadata values are strings: each of `keys` is one that parses as a number."""
+    for k in keys:
+        v = md.get(k)
+        if not isinstance(v, str):
+            return False
+        try:
+            float(v)
+        except ValueError:
+            return False
+    return True
+
+
 def check_scaledobject(ep, so, objs):
     name = f"{ep}: ScaledObject/{so['metadata'].get('name')}"
     spec = so.get("spec") or {}
@@ -251,14 +264,8 @@ def check_scaledobject(ep, so, objs):
         check(t.get("metricType") in ("AverageValue", "Value"), f"{tn}: metricType AverageValue or Value")
         check(md.get("serverAddress", "").startswith("http"), f"{tn}: serverAddress")
         # KEDA's metadata values are strings; numbers must parse.
-        ok = True
-        for k in ("threshold", "activationThreshold"):
-            try:
-                float(md[k])
-                ok = ok and isinstance(md[k], str)
-            except (KeyError, ValueError):
-                ok = False
-        check(ok, f"{tn}: threshold and activationThreshold are numeric strings")
+        check(numeric_strings(md, ("threshold", "activationThreshold")),
+              f"{tn}: threshold and activationThreshold are numeric strings")
         check(md.get("ignoreNullValues") == "false", f"{tn}: ignoreNullValues \"false\"")
         q = md.get("query", "")
         # One series: every aggregation has no by/without, and the query starts with one, so the
@@ -399,14 +406,8 @@ def check_metrics_api_trigger(tn, t, ns, objs):
     check(want is not None and md.get("aggregationType") == want,
           f"{tn}: valueLocation {loc!r} with aggregationType {want} (a sum over endpoints skips a pod that "
           "fails, so utilization is a mean times the pods)", md.get("aggregationType"))
-    ok = True
-    for k in ("targetValue", "activationTargetValue"):
-        try:
-            float(md[k])
-            ok = ok and isinstance(md[k], str)
-        except (KeyError, ValueError):
-            ok = False
-    check(ok, f"{tn}: targetValue and activationTargetValue are numeric strings")
+    check(numeric_strings(md, ("targetValue", "activationTargetValue")),
+          f"{tn}: targetValue and activationTargetValue are numeric strings")
 
 
 # Issue 22: the two triggers are combined by KEDA's scalingModifiers into the pods utilization

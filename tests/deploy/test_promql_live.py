@@ -553,7 +553,7 @@ def live():
             # Issue 13: the capacity gauges of each pod at that instant, and what the clients saw.
             info["capacity_load"] = capacity_view(prom, t)
             # Issue 21: each agent's live page, for KEDA's metrics-api path (keda-direct).
-            info["pages_load"] = {pod: requests.get(f"http://{a['metrics']}/metrics", timeout=5).text
+            info["pages_load"] = {pod: common.fetch_text(f"http://{a['metrics']}/metrics", timeout=5)
                                   for pod, a in (*agents.items(), (POD_C, stuck))}
             t_mono = time.monotonic() - (time.time() - t)
             for lg in loads:
@@ -915,8 +915,7 @@ def _direct_triggers():
 
 
 def _page_value(page: str, family: str):
-    m = re.search(rf"(?m)^{family}(?:{{}})? ([^ \n]+)$", page)
-    return float(m.group(1)) if m else None
+    return common.Scrape(0.0, common.parse_metrics(page)).get(family)
 
 
 @pytest.fixture(scope="module")
