@@ -181,6 +181,10 @@ render component-restricted-api-native-sidecar "$HERE/fixtures/restricted-api-na
 # so section 2 validates it strictly and check_manifests.py checks it.
 run "issue 21: examples/helm-chart/post-render.sh changes only Triton's Deployment of a mixed chart output" \
   "$PY" "$HERE/helm_post_render.py" "$R/example-helm-chart-post-render-mixed.yaml"
+# The same for the direct variant (KEDA's metrics-api scaler on the agents): also its URL hosts
+# and metrics Service; both: a second namespace follows, a Deployment without one fails.
+run "issue 21: examples/helm-chart-direct/post-render.sh: the same, URL hosts in the Deployment's namespace, the metrics Service on Triton's pods" \
+  "$PY" "$HERE/helm_post_render.py" "$R/example-helm-chart-direct-post-render-mixed.yaml" --variant direct
 
 # ------------------------------------------------------------------------------------------------
 section "2. schemas and required fields"
