@@ -17,6 +17,12 @@
    InferenceService's name and instance label changed renders a ScaledObject on
    `<name>-predictor`, every query matcher in the new namespace and instance, the KEDA-errors
    alert on the new ScaledObject and the NetworkPolicy on the new pods.
+3. The same for the direct variant (deploy/examples/kserve-direct, KEDA's metrics-api scaler
+   on the agents), on that copy, with KEDA's namespace changed in its params.yaml: the metrics
+   Service in the new namespace on the new InferenceService's pods, every trigger's URL host
+   `triton-sidecar-metrics.<new namespace>.svc`, the ScaledObject and alert as in 2, and the
+   policy admitting the new KEDA namespace to 8003. Self-test: the unchanged example's render
+   must fail these checks.
 """
 import copy
 import pathlib
@@ -70,6 +76,42 @@ def port_errors(runtime: dict) -> tuple:
     return errs, tables
 
 
+def kustomize(path):
+    r = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stderr)
+        return None
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def direct_errors(out: list, ns: str, name: str, keda_ns: str) -> list:
+    """What the direct variant's render must say for InferenceService `name` in `ns`."""
+    errs = []
+    so = next(d for d in out if d["kind"] == "ScaledObject")
+    svc = next((d for d in out if d["kind"] == "Service" and d["metadata"]["name"] == "triton-sidecar-metrics"), None)
+    hosts = {re.sub(r"^http://([^/:]+).*$", r"\1", t["metadata"].get("url", "")) for t in so["spec"]["triggers"]}
+    rule = next(d for d in out if d["kind"] == "PrometheusRule")
+    alert = next(r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("alert") == "TritonKedaScalerErrors")
+    np_ = next(d for d in out if d["kind"] == "NetworkPolicy")
+    keda_rules = [r for r in np_["spec"]["ingress"] if [p.get("port") for p in r.get("ports") or []] == [8003]]
+    for ok, what in [
+        ({t["type"] for t in so["spec"]["triggers"]} == {"metrics-api"}, "metrics-api triggers only"),
+        (hosts == {f"triton-sidecar-metrics.{ns}.svc"}, f"URL hosts {sorted(hosts)}"),
+        (svc is not None and svc["metadata"].get("namespace") == ns, f"the metrics Service's namespace {svc and svc['metadata'].get('namespace')}"),
+        (svc is not None and svc["spec"]["selector"] == {"triton-sidecar.io/agent": "true", "serving.kserve.io/inferenceservice": name},
+         f"the metrics Service's selector {svc and svc['spec']['selector']}"),
+        (so["spec"]["scaleTargetRef"]["name"] == f"{name}-predictor", f"scaleTargetRef {so['spec']['scaleTargetRef']['name']}"),
+        (so["metadata"]["name"] == name and so["metadata"].get("namespace") == ns, f"ScaledObject {so['metadata'].get('namespace')}/{so['metadata']['name']}"),
+        (set(re.findall(r'scaledObject="([^"]*)"', alert["expr"])) == {name}, "the KEDA-errors alert's scaledObject"),
+        (np_["spec"]["podSelector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": name}, "the NetworkPolicy's pods"),
+        ([r["from"][0]["namespaceSelector"]["matchLabels"].get("kubernetes.io/metadata.name") for r in keda_rules] == [keda_ns],
+         f"KEDA's rule (8003) admits {[r['from'] for r in keda_rules]}"),
+    ]:
+        if not ok:
+            errs.append(what)
+    return errs
+
+
 def main() -> int:
     docs = [d for d in yaml.safe_load_all(pathlib.Path(sys.argv[1]).read_text()) if d]
     rt = next(d for d in docs if d["kind"] == "ServingRuntime")
@@ -119,6 +161,34 @@ def main() -> int:
         if not ok:
             errs.append(f"second namespace: {what}")
     print("second namespace (team-b, InferenceService llama-3): " + ("every name and matcher follows" if all(c[0] for c in checks) else "FAILED"))
+
+    # 3. The direct variant on the team-b copy, KEDA in keda-system.
+    with tempfile.TemporaryDirectory() as td:
+        base = pathlib.Path(td) / "deploy"
+        shutil.copytree(ROOT / "deploy/components", base / "components")
+        shutil.copytree(EXAMPLE, base / "examples/kserve")
+        shutil.copytree(ROOT / "deploy/examples/kserve-direct", base / "examples/kserve-direct")
+        original = kustomize(base / "examples/kserve-direct")
+        if original is None:
+            return 1
+        k = base / "examples/kserve/kustomization.yaml"
+        k.write_text(re.sub(r"(?m)^namespace: ml-serving$", "namespace: team-b", k.read_text()))
+        i = base / "examples/kserve/inferenceservice.yaml"
+        t = re.sub(r"(?m)^  name: resnet$", "  name: llama-3", i.read_text())
+        i.write_text(t.replace("app.kubernetes.io/instance: resnet", "app.kubernetes.io/instance: llama-3"))
+        prm = base / "examples/kserve-direct/params.yaml"
+        prm.write_text(re.sub(r"(?m)^  kedaNamespace: keda$", "  kedaNamespace: keda-system", prm.read_text()))
+        moved = kustomize(base / "examples/kserve-direct")
+        if moved is None:
+            return 1
+    failed = direct_errors(moved, "team-b", "llama-3", "keda-system")
+    errs += [f"direct, second namespace: {e}" for e in failed]
+    print("direct variant, second namespace (team-b, llama-3, KEDA in keda-system): " +
+          ("every name, URL host and matcher follows" if not failed else "FAILED"))
+    if not direct_errors(original, "team-b", "llama-3", "keda-system"):
+        errs.append("self-test: the unchanged direct example passes the second-namespace checks")
+    else:
+        print("self-test: the unchanged direct example (ml-serving, resnet, keda) fails them")
     for e in errs:
         print("FAIL:", e)
     return 1 if errs else 0
