@@ -256,7 +256,8 @@ def check_scaledobject(ep, so, objs):
     check(triggers, f"{name}: has triggers")
     for t in triggers:
         if t.get("type") == "metrics-api":
-            check_metrics_api_trigger(f"{name} trigger {t.get('name')}", t, ns, objs)
+            check_metrics_api_trigger(f"{name} trigger {t.get('name')}", t, ns, objs,
+                                      target_pod_labels(spec["scaleTargetRef"], objs), so["metadata"].get("namespace"))
             continue
         tn = f"{name} trigger {t.get('name')}"
         md = t.get("metadata") or {}
@@ -377,7 +378,29 @@ AGENT_METRICS_PORT = 8003
 DIRECT_AGGREGATION = {"triton_pod_utilization": "average", "triton_up": "sum", "triton_pod_queue_wait_ms": "max"}
 
 
-def check_metrics_api_trigger(tn, t, ns, objs):
+def predictor_pod_labels(isvc, objs):
+    """The labels KServe (RawDeployment) puts on an InferenceService's predictor pods: its own
+    serving.kserve.io/inferenceservice and component, the ServingRuntime's spec.labels, the
+    predictor's labels."""
+    runtime = ((isvc["spec"].get("predictor") or {}).get("model") or {}).get("runtime")
+    rt = next((o for o in objs if o["kind"] == "ServingRuntime" and o["metadata"]["name"] == runtime), None)
+    return {**((rt or {}).get("spec", {}).get("labels") or {}),
+            **((isvc["spec"].get("predictor") or {}).get("labels") or {}),
+            "serving.kserve.io/inferenceservice": isvc["metadata"]["name"], "component": "predictor"}
+
+
+def target_pod_labels(ref, objs):
+    """The pod labels of a scale target: a rendered Deployment's pod template, or the predictor
+    pods KServe creates for `<InferenceService>-predictor`."""
+    for o in objs:
+        if o["kind"] == (ref.get("kind") or "Deployment") and o["metadata"]["name"] == ref.get("name"):
+            return ((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if o["kind"] == "InferenceService" and f"{o['metadata']['name']}-predictor" == ref.get("name"):
+            return predictor_pod_labels(o, objs)
+    return {}
+
+
+def check_metrics_api_trigger(tn, t, ns, objs, target_labels=None, so_ns=None):
     md = t.get("metadata") or {}
     url = md.get("url", "")
     m = re.fullmatch(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?:(\d+)(/[^\s]*)", url)
@@ -393,10 +416,18 @@ def check_metrics_api_trigger(tn, t, ns, objs):
               f"{tn}: Service {svc} exists and serves port {port} from the agent")
         if services:
             sel = services[0]["spec"].get("selector") or {}
-            pods = [((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
-                    for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
-            check(any(sel and all(pl.get(k) == v for k, v in sel.items()) for pl in pods),
-                  f"{tn}: Service {svc}'s selector matches the agent's pods", str(sel))
+            # The scale target's own pods (the Deployment's template, or KServe's predictor pods),
+            # and only pods that carry the agent: another workload's pods would be averaged in.
+            check(bool(sel) and bool(target_labels) and all(target_labels.get(k) == v for k, v in sel.items()),
+                  f"{tn}: Service {svc}'s selector matches the scale target's pods", f"{sel} vs {target_labels}")
+            others = [o["metadata"]["name"] for o in objs if o["kind"] in ("Deployment", "StatefulSet")
+                      and find_container(pod_spec(o), AGENT)[0] is None
+                      and sel and all(((o["spec"].get("template") or {}).get("metadata") or {}).get("labels", {}).get(k) == v
+                                      for k, v in sel.items())]
+            check(not others, f"{tn}: Service {svc}'s selector matches no pods without the agent", str(others))
+            check(services[0]["metadata"].get("namespace") == so_ns,
+                  f"{tn}: Service {svc} is in the ScaledObject's namespace ({so_ns or 'none: the release namespace'})",
+                  str(services[0]["metadata"].get("namespace")))
             check(not services[0]["spec"].get("publishNotReadyAddresses"),
                   f"{tn}: Service {svc} publishes only Ready endpoints (a loading or draining pod is not read)")
     check(md.get("format") == "prometheus" and md.get("aggregateFromKubeServiceEndpoints") == "true",
@@ -892,6 +923,93 @@ def self_test_injection(objs):
           "self-test: the agent placed before Triton (the hook would land on it) is rejected")
 
 
+def captured(fn, *args):
+    """Run a check function and take back what it recorded: the names of its failures."""
+    n = len(results)
+    fn(*args)
+    got = results[n:]
+    del results[n:]
+    return [name for ok, name, _ in got if not ok]
+
+
+def keda_ingress_errors(objs):
+    """A render whose ScaledObject reads the agents (metrics-api) must let KEDA's operator reach
+    8003: a policy on Triton's pods with a rule from a namespace, by name, to 8003 alone."""
+    pols = [o for o in objs if o["kind"] == "NetworkPolicy" and policy_selects_triton(o, objs)]
+    for np_ in pols:
+        for rule in np_["spec"].get("ingress") or []:
+            ports = [p.get("port") for p in rule.get("ports") or []]
+            names = [((f.get("namespaceSelector") or {}).get("matchLabels") or {}).get("kubernetes.io/metadata.name")
+                     for f in rule.get("from") or []]
+            if ports == [AGENT_METRICS_PORT] and names and all(names):
+                return []
+    return [f"no policy on Triton's pods admits a namespace (KEDA's) to {AGENT_METRICS_PORT} alone: "
+            f"{[p['metadata']['name'] for p in pols]}"]
+
+
+def check_direct(ep, objs):
+    """Issue 21: every keda-direct render (overlay, Helm and KServe examples): KEDA reads the
+    agents, and KEDA's namespace may."""
+    sos = [o for o in objs if o["kind"] == "ScaledObject"]
+    direct = [o for o in sos if any(t.get("type") == "metrics-api" for t in o["spec"].get("triggers") or [])]
+    if "direct" in ep:
+        # components/keda-direct patches by label: a patch that matched nothing would leave the
+        # Prometheus triggers in place without a word.
+        check(sos and direct == sos and all(t.get("type") == "metrics-api" for o in sos for t in o["spec"]["triggers"]),
+              f"{ep}: every ScaledObject reads the agents directly (metrics-api triggers only)")
+    if direct:
+        errs = keda_ingress_errors(objs)
+        check(not errs, f"{ep}: a NetworkPolicy on Triton's pods admits KEDA's namespace to 8003", "; ".join(errs))
+
+
+def self_test_direct(ep, objs):
+    """The metrics-api checks must reject the mistakes they exist for, on a real direct render."""
+    so = next(o for o in objs if o["kind"] == "ScaledObject")
+    t = so["spec"]["triggers"][0]
+    svc_name = re.match(r"http://([a-z0-9-]+)\.", t["metadata"]["url"]).group(1)
+
+    def run(mutate):
+        bad = copy.deepcopy(objs)
+        mutate(bad)
+        b_so = next(o for o in bad if o["kind"] == "ScaledObject")
+        return captured(check_scaledobject, f"self-test {ep}", b_so, bad)
+
+    def svc(bad):
+        return next(o for o in bad if o["kind"] == "Service" and o["metadata"]["name"] == svc_name)
+
+    def other_pods(bad):
+        sel = svc(bad)["spec"]["selector"]
+        k = "serving.kserve.io/inferenceservice" if "serving.kserve.io/inferenceservice" in sel else "app.kubernetes.io/instance"
+        sel[k] = "someone-else"
+
+    def first_url(bad):
+        return next(o for o in bad if o["kind"] == "ScaledObject")["spec"]["triggers"][0]["metadata"]
+
+    cases = [
+        ("a URL host in another namespace", lambda b: first_url(b).update(
+            url=re.sub(r"^(http://[a-z0-9-]+)\.[a-z0-9-]+\.", r"\1.elsewhere.", first_url(b)["url"])), "URL's namespace"),
+        ("a Service on another instance's pods", other_pods, "selector matches the scale target's pods"),
+        ("a Service in another namespace", lambda b: svc(b)["metadata"].update(namespace="elsewhere"), "in the ScaledObject's namespace"),
+        ("a Service that publishes not-ready pods", lambda b: svc(b)["spec"].update(publishNotReadyAddresses=True), "only Ready endpoints"),
+        ("utilization summed over the endpoints", lambda b: first_url(b).update(aggregationType="sum"), "aggregationType"),
+        ("the agent's admin port", lambda b: first_url(b).update(url=first_url(b)["url"].replace(":8003/", ":8004/")), "8003/metrics"),
+    ]
+    for what, mutate, needle in cases:
+        fails = run(mutate)
+        check(any(needle in f for f in fails), f"self-test ({ep}): {what} is rejected", "; ".join(fails) or "no failure")
+    bad = copy.deepcopy(objs)
+    for np_ in (o for o in bad if o["kind"] == "NetworkPolicy"):
+        np_["spec"]["ingress"] = [r for r in np_["spec"]["ingress"]
+                                  if [p.get("port") for p in r.get("ports") or []] != [AGENT_METRICS_PORT]]
+    check(keda_ingress_errors(bad), f"self-test ({ep}): a policy without KEDA's rule is rejected")
+    bad = copy.deepcopy(objs)
+    for o in bad:
+        if o["kind"] == "ScaledObject":
+            o["spec"]["triggers"][0]["type"] = "prometheus"
+    check(any("metrics-api triggers only" in f for f in captured(check_direct, ep, bad)),
+          f"self-test ({ep}): a direct render left with a Prometheus trigger is rejected")
+
+
 def main():
     render_dir, root = sys.argv[1], sys.argv[2]
     files = sorted(f for f in os.listdir(render_dir) if f.endswith(".yaml"))
@@ -899,6 +1017,7 @@ def main():
     base_dep = None
     inject_render = None
     keda_render = None
+    direct_self_tested = set()
     for fn in files:
         ep = fn[:-5]
         objs = load(os.path.join(render_dir, fn))
@@ -950,6 +1069,10 @@ def main():
             check(any(o["kind"] == "NetworkPolicy" and policy_selects_triton(o, objs) for o in objs),
                   f"{ep}: ships a NetworkPolicy for its Triton pods")
         check_replicas(ep, objs)
+        check_direct(ep, objs)
+        if ep in ("keda-direct", "example-helm-chart-direct", "example-kserve-direct"):
+            self_test_direct(ep, objs)
+            direct_self_tested.add(ep)
         check_injected(ep, objs)
         check_model_cache(ep, objs)
         check_prepull(ep, objs)
@@ -975,6 +1098,9 @@ def main():
         so = next(o for o in keda_render if o["kind"] == "ScaledObject")
         dep = next(o for o in keda_render if o["kind"] == "Deployment" and o["metadata"]["name"] == "triton")
         self_test_scaling(so, dep)
+    check(direct_self_tested == {"keda-direct", "example-helm-chart-direct", "example-kserve-direct"},
+          "the metrics-api self-tests ran on every keda-direct path (own Deployment, Helm, KServe)",
+          str(sorted(direct_self_tested)))
     check_inject_components(root)
     if check(inject_render is not None, "the inject component was rendered on the fixture"):
         self_test_injection(inject_render)
