@@ -841,8 +841,10 @@ def check_injected(ep, objs):
             check(not errs, f"{ep}: ServingRuntime/{o['metadata']['name']} with InferenceService/"
                   f"{i['metadata']['name']} carries the agent like an injected pod", "; ".join(errs))
             ann = i["metadata"].get("annotations") or {}
-            check(ann.get("serving.kserve.io/deploymentMode") == "RawDeployment",
-                  f"{ep}: InferenceService/{i['metadata']['name']} is in RawDeployment mode (Serverless: Knative owns scaling)")
+            # RawDeployment, or its name from KServe 0.16 on, Standard (fixtures/kserve-standard).
+            check(ann.get("serving.kserve.io/deploymentMode") in ("RawDeployment", "Standard"),
+                  f"{ep}: InferenceService/{i['metadata']['name']} is in RawDeployment (Standard) mode "
+                  "(Serverless: Knative owns scaling)")
             if any(s["kind"] == "ScaledObject" for s in objs):
                 check(ann.get("serving.kserve.io/autoscalerClass") == "external",
                       f"{ep}: InferenceService/{i['metadata']['name']} leaves scaling to KEDA (autoscalerClass external)")

@@ -6,7 +6,10 @@
 #      deploy/cluster/**, deploy/grafana, deploy/examples/*, each deploy/components/* applied
 #      alone on base (the inject components on tests/deploy/fixtures/inject-target, a labelled
 #      Deployment and StatefulSet and an unlabelled Deployment), restricted-api with
-#      native-sidecar (fixtures/restricted-api-native-sidecar), and the Helm post-renderer.
+#      native-sidecar (fixtures/restricted-api-native-sidecar), the Helm post-renderers (the
+#      example and helm-chart-direct), and the KServe example in `Standard` mode
+#      (fixtures/kserve-standard). deploy/examples/*-direct are the keda-direct variants of the
+#      Helm and KServe examples.
 #   2. Built-in kinds pass `kubernetes-validate --strict` at Kubernetes 1.33 and at the oldest
 #      supported version: 1.27, or 1.29 where a native sidecar is rendered. KServe kinds are
 #      validated strictly against KServe's API types, and KEDA and Prometheus Operator kinds
@@ -170,8 +173,14 @@ run "issue 21: the second instance's ScaledObject scales blue-triton, selects ap
   bash -c "grep -q 'name: blue-triton\$' '$R/fixture-second-instance.yaml' && grep -q 'scaledObject=\"blue-triton\"' '$R/fixture-second-instance.yaml' && ! grep -q 'scaledObject=\"triton\"' '$R/fixture-second-instance.yaml' && ! grep -q 'app_kubernetes_io_instance=\"triton\"' '$R/fixture-second-instance.yaml' && grep -q 'app_kubernetes_io_instance=\"blue\"' '$R/fixture-second-instance.yaml'"
 # Issue 21: KServe's default Service for the example (port 80 must be REST), and a copy of the
 # example in a second namespace under another name.
-run "issue 21: KServe's predictor Service (createDefaultSvc) maps 80 to REST 8080 and exposes gRPC; a second namespace renders" \
+run "issue 21: KServe's predictor Service (createDefaultSvc) maps 80 to REST 8080 and exposes gRPC; a second namespace renders (the example and kserve-direct)" \
   "$PY" "$HERE/kserve_service.py" "$R/example-kserve.yaml"
+# Issue 21: the KServe example in KServe 0.16's `Standard` mode (fixtures/kserve-standard patches
+# the annotation): it joins the renders (strict validation, check_manifests.py), and differs from
+# the example in that annotation alone.
+render fixture-kserve-standard "$HERE/fixtures/kserve-standard"
+run "issue 21: the KServe example with deploymentMode Standard differs in that annotation alone (target <isvc>-predictor, ports, policy)" \
+  "$PY" "$HERE/kserve_standard.py" "$R/example-kserve.yaml" "$R/fixture-kserve-standard.yaml"
 # Issue 13: restricted-api with native-sidecar (the agent moves to the init containers after
 # restricted-api has patched it).
 render component-restricted-api-native-sidecar "$HERE/fixtures/restricted-api-native-sidecar"
