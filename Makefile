@@ -11,7 +11,7 @@ CARGO ?= cargo
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: autoscale-venv autoscale-demo autoscale-compare autoscale-coldstart test-autoscale bench fuzz-smoke test test-deps test-rust test-deploy test-image test-e2e build release demo clean venv
+.PHONY: sbom autoscale-venv autoscale-demo autoscale-compare autoscale-coldstart test-autoscale bench fuzz-smoke test test-deps test-rust test-deploy test-image test-e2e build release demo clean venv
 
 # Stages run one after another (timing tests never share the machine with another load), each
 # with its duration printed, so CI logs show where the time goes.
@@ -98,6 +98,27 @@ release:
 
 demo: venv release
 	TRITON_SIDECAR_BIN=$(CURDIR)/target/release/triton-sidecar $(PY) tests/e2e/demo.py
+
+## A CycloneDX SBOM of the agent (the crate the image ships: package triton-sidecar, default
+## features, the host's target), JSON, in target/sbom/triton-sidecar-<version>.cdx.json. Installs
+## cargo-cyclonedx (crates.io, --locked) when missing: a few minutes of compiling on a cold
+## machine, so it is not part of `make test`. cargo-cyclonedx writes one BOM beside every
+## workspace member's Cargo.toml; only the agent's is kept (tests/fake-nvml is a test double).
+SBOM_DIR := target/sbom
+SBOM_SPEC ?= 1.5
+sbom:
+	@command -v cargo-cyclonedx >/dev/null 2>&1 || { echo "installing cargo-cyclonedx"; \
+	  $(CARGO) install --locked cargo-cyclonedx; }
+	@$(CARGO) cyclonedx --version
+	$(CARGO) cyclonedx --manifest-path Cargo.toml --format json --spec-version $(SBOM_SPEC) \
+	  --override-filename triton-sidecar-sbom.cdx
+	@v=$$($(CARGO) metadata --no-deps --format-version 1 | python3 -c 'import json,sys; \
+	  print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="triton-sidecar"))'); \
+	  mkdir -p $(SBOM_DIR); mv triton-sidecar-sbom.cdx.json $(SBOM_DIR)/triton-sidecar-$$v.cdx.json; \
+	  find . -path ./target -prune -o -name triton-sidecar-sbom.cdx.json -exec rm -f {} +; \
+	  python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); m=b["metadata"]["component"]; \
+	  print("%s: %s %s, %s %s, %d components" % (sys.argv[1], b["bomFormat"], b["specVersion"], \
+	  m["name"], m.get("version"), len(b.get("components") or [])))' $(SBOM_DIR)/triton-sidecar-$$v.cdx.json
 
 clean:
 	$(CARGO) clean
