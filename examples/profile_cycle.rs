@@ -28,7 +28,7 @@ use triton_sidecar::derive::{derive, Derived, Window};
 use triton_sidecar::drain::controller::DrainView;
 use triton_sidecar::gpu::GpuState;
 use triton_sidecar::metrics::Metrics;
-use triton_sidecar::poller::PollState;
+use triton_sidecar::state::PollState;
 use triton_sidecar::triton::snapshot::{self, Snapshot};
 use triton_sidecar::triton::text;
 

@@ -5,8 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::drain::machine::Phase;
-use crate::poller::{readiness, PollState, Poller};
+use crate::state::Phase;
+use crate::poller::Poller;
+use crate::state::{readiness, PollState};
 use crate::triton::client::TritonClient;
 
 /// Format the per-model table `check` prints: the gauges, then the scaling signal (offered

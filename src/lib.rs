@@ -19,6 +19,7 @@ pub mod http;
 pub mod metrics;
 pub mod poller;
 pub mod signals;
+pub mod state;
 pub mod triton;
 
 use std::net::SocketAddr;
@@ -34,7 +35,8 @@ use tokio::sync::watch;
 use config::Config;
 use drain::controller::{DrainHandle, DrainView};
 use gpu::GpuState;
-use poller::{PollState, Poller};
+use poller::Poller;
+use state::PollState;
 use triton::client::{ClientBuildError, TritonClient};
 
 /// Errors that stop the agent.
@@ -339,7 +341,7 @@ async fn publish(
             &mut gpus,
         )));
         // A drain that changes phase meanwhile wakes `drains.changed()` at once.
-        let draining = drains.borrow().phase == drain::machine::Phase::Draining;
+        let draining = drains.borrow().phase == state::Phase::Draining;
         tokio::select! {
             r = polls.changed() => if r.is_err() { return },
             r = drains.changed() => if r.is_err() { return },

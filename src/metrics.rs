@@ -22,9 +22,9 @@ use crate::derive::capacity::Basis;
 use crate::derive::utilization::CapacitySource;
 use crate::derive::{clean, ModelDerived};
 use crate::drain::controller::DrainView;
-use crate::drain::machine::Phase;
+use crate::state::Phase;
 use crate::gpu::{GpuSource, GpuState};
-use crate::poller::{readiness, PollState};
+use crate::state::{readiness, PollState};
 use crate::triton::client::Reason;
 use crate::triton::stats::StatsFailure;
 

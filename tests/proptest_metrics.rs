@@ -21,7 +21,7 @@ use triton_sidecar::drain::controller::DrainView;
 use triton_sidecar::drain::machine::{Completion, DrainResult, Phase, Trigger};
 use triton_sidecar::gpu::{GpuReading, GpuSource, GpuState};
 use triton_sidecar::metrics::Metrics;
-use triton_sidecar::poller::PollState;
+use triton_sidecar::state::PollState;
 use triton_sidecar::triton::client::Reason;
 use triton_sidecar::triton::text;
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use triton_sidecar::config::DrainConfig;
 use triton_sidecar::derive::{Pushed, Window};
 use triton_sidecar::drain::controller::DrainView;
-use triton_sidecar::drain::machine::Phase;
+use triton_sidecar::state::Phase;
 use triton_sidecar::gpu::{GpuReading, GpuSource, GpuState};
-use triton_sidecar::poller::{Health, PollState};
+use triton_sidecar::state::{Health, PollState};
 use triton_sidecar::triton::snapshot::Snapshot;
 
 pub const WINDOW: Duration = Duration::from_secs(10);

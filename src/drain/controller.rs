@@ -14,7 +14,7 @@ use super::machine::{
     WaitingOn,
 };
 use crate::config::DrainConfig;
-use crate::poller::PollState;
+use crate::state::PollState;
 use crate::triton::client::ScrapeError;
 
 /// The published drain state. Immutable once sent.

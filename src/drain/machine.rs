@@ -129,28 +129,7 @@ impl DrainResult {
     }
 }
 
-/// The drain phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Phase {
-    /// In rotation.
-    #[default]
-    Serving,
-    /// Out of rotation, waiting for Triton to be idle.
-    Draining,
-    /// Done; stays out of rotation.
-    Drained,
-}
-
-impl Phase {
-    /// The `state` value of `/drain/status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Serving => "serving",
-            Phase::Draining => "draining",
-            Phase::Drained => "drained",
-        }
-    }
-}
+pub use crate::state::Phase;
 
 /// What one poll of Triton saw, as the drain needs it.
 #[derive(Debug, Clone, Copy, PartialEq)]

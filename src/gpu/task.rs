@@ -15,7 +15,7 @@ use super::nvml::{
 use super::select::{select, wanted, NO_GPU_CHOSEN};
 use super::{format_gpu_line, triton_fallback, GpuReading, GpuState};
 use crate::config::{GpuChoice, GpuConfig};
-use crate::poller::PollState;
+use crate::state::PollState;
 use crate::triton::snapshot::TritonGpuSample;
 use tokio::task::JoinHandle;
 

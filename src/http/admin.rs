@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::server::{text, with_type, Handler, Resp};
 use crate::drain::controller::DrainHandle;
 use crate::drain::machine::Trigger;
-use crate::poller::{readiness, PollState};
+use crate::state::{readiness, PollState};
 
 /// What the admin routes read.
 #[derive(Clone)]

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use sim::{Net, Sim};
 use triton_sidecar::config::Config;
-use triton_sidecar::poller::{PollState, Poller};
+use triton_sidecar::poller::Poller;
+use triton_sidecar::state::PollState;
 use triton_sidecar::triton::client::{ModelInfo, ScrapeError};
 use triton_sidecar::triton::transport::{Clock, Transport};
 use truth::{ModelGauges, Observed, PodGauges};
