@@ -9,6 +9,8 @@
 //!   the handler serves those bytes from a cache).
 //!
 //! Run: `cargo bench --bench cycle`.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/cycle.rs"]
 mod cycle;

@@ -13,6 +13,8 @@
 //! `profile_cycle [MODELS] [ITERS]` (default 100 models, 1000 iterations; `PAGE=summary` for the
 //! summary page) prints the median of each stage. Command for the profile: see
 //! docs/benchmarks.md.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../benches/support/cycle.rs"]
 mod cycle;

@@ -23,7 +23,6 @@ pub mod state;
 pub mod triton;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use config::Config;
 use drain::controller::{DrainHandle, DrainView};
@@ -127,8 +128,9 @@ impl Agent {
             admin,
         } = self;
         let origin = Instant::now();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let client = TritonClient::new(&config)?;
+        // Cancelled once, when the agent stops: every task below is handed a clone.
+        let shutdown = CancellationToken::new();
+        let client = TritonClient::new(&config.client)?;
 
         let (poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
         // Every background task, by name: one that ends before shutdown is a bug, and serving
@@ -136,15 +138,15 @@ impl Agent {
         // restarts it.
         let mut tasks = Supervisor::default();
         let (drain, phase_rx, drain_task) =
-            drain::controller::spawn_supervised(config.drain, origin, poll_rx.clone());
+            drain::controller::spawn(config.drain, origin, poll_rx.clone());
         tasks.watch(DRAIN_CONTROLLER, drain_task);
-        let poller = Poller::new(config.clone(), client, origin);
+        let poller = Poller::new(config.poller.clone(), client, origin);
         tasks.spawn(
             "poller",
-            poller::poll_loop(poller, poll_tx, phase_rx, stop_rx.clone()),
+            poller::poll_loop(poller, poll_tx, phase_rx, shutdown.clone()),
         );
         let (gpu_rx, gpu_task) =
-            gpu::task::spawn_supervised(&config.gpu, poll_rx.clone(), stop_rx.clone());
+            gpu::spawn(&config.gpu, poll_rx.clone(), shutdown.clone());
         if let Some(t) = gpu_task {
             tasks.watch(GPU_TASK, t);
         }
@@ -169,11 +171,11 @@ impl Agent {
                 drain.subscribe(),
                 gpu_rx,
                 page_tx,
-                stop_rx.clone(),
+                shutdown.clone(),
             ),
         );
 
-        let waiters = Arc::new(AtomicUsize::new(0));
+        let waiters = TaskTracker::new();
         let limits = http::server::Limits::default();
         let admin_state = http::admin::AdminState {
             drain: drain.clone(),
@@ -186,10 +188,10 @@ impl Agent {
         ] {
             tasks.spawn(
                 name,
-                http::server::serve(listener, limits, handler, stop_rx.clone()),
+                http::server::serve(listener, limits, handler, shutdown.clone()),
             );
         }
-        tracing::info!(metrics = %metrics_addr, admin = %admin_addr, triton = %config.triton_url, "triton-sidecar started");
+        tracing::info!(metrics = %metrics_addr, admin = %admin_addr, triton = %config.client.base_url, "triton-sidecar started");
 
         let failed = tokio::select! {
             _ = lifecycle(&drain, &mut signals) => None,
@@ -197,17 +199,15 @@ impl Agent {
         };
         if let Some(task) = failed {
             tracing::error!(task, "internal task stopped unexpectedly; exiting");
-            let _ = stop_tx.send(true);
+            shutdown.cancel();
             tasks.wait_for_stopped().await;
             return Err(AgentError::TaskFailed(task));
         }
 
         // Every /wait-for-drain caller gets its answer before the listeners close.
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while waiters.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let _ = stop_tx.send(true);
+        waiters.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), waiters.wait()).await;
+        shutdown.cancel();
         tasks.wait_for_stopped().await;
         tracing::info!("triton-sidecar stopped");
         Ok(())
@@ -326,7 +326,7 @@ async fn publish(
     mut drains: watch::Receiver<Arc<DrainView>>,
     mut gpus: watch::Receiver<GpuState>,
     page: watch::Sender<Option<Bytes>>,
-    mut stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     // The GPU side may have nothing to send (GPU gauges off): its closing is not an exit.
     let mut gpu_open = true;
@@ -347,15 +347,9 @@ async fn publish(
             r = drains.changed() => if r.is_err() { return },
             r = gpus.changed(), if gpu_open => if r.is_err() { gpu_open = false },
             _ = tick.tick(), if draining => {}
-            _ = crate::stopped(&mut stop) => return,
+            _ = shutdown.cancelled() => return,
         }
     }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard wait_for returns is not Send: drop it here, inside.
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Bind and run: what the binary calls.

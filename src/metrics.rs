@@ -704,14 +704,13 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DrainConfig;
+    use crate::drain::DrainConfig;
     use crate::derive::ModelDerived;
     use crate::drain::machine::DrainMachine;
     use std::time::Duration;
 
     fn view() -> DrainView {
         let cfg = DrainConfig {
-            poll_interval: Duration::from_millis(200),
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),

@@ -1,5 +1,7 @@
 //! Derivation against the real Triton 2.51 pages in tests/fixtures (see its README).
 //! Every expected number is worked out by hand from the raw page values in a comment.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -321,12 +323,14 @@ fn ensemble_steps_leave_the_pod_rate() {
     // The steps' config, as Triton serves it, names them.
     let cfg = br#"{"name":"ens","platform":"ensemble","ensemble_scheduling":{"step":[{"model_name":"pre","model_version":-1},{"model_name":"infer","model_version":-1}]}}"#;
     assert_eq!(
-        triton_sidecar::triton::client::ensemble_steps_from_config(cfg),
+        triton_sidecar::triton::model_config::ModelInfo::from_config(cfg).steps,
         vec!["pre", "infer"]
     );
     let fast_cfg = page("v2_models_fast_config.json");
     assert!(
-        triton_sidecar::triton::client::ensemble_steps_from_config(fast_cfg.as_bytes()).is_empty()
+        triton_sidecar::triton::model_config::ModelInfo::from_config(fast_cfg.as_bytes())
+            .steps
+            .is_empty()
     );
 }
 

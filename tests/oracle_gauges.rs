@@ -5,6 +5,8 @@
 //! wait never exceeds the larger of the mean wait of the requests completed in the window and
 //! the age of the oldest pending request plus one poll interval, never falls below that mean,
 //! and no gauge rises because a scrape failed. Pending, rates and compute equal the truth.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)] // shared with examples/oracle.rs, which uses other parts
 mod oracle;
@@ -487,14 +489,22 @@ impl triton_sidecar::triton::transport::Transport for Scripted {
     ) -> Result<bool, triton_sidecar::triton::client::ScrapeError> {
         Ok(true)
     }
-    async fn ensemble_steps(
+    async fn model_config(
         &self,
         m: &str,
-    ) -> Result<Vec<String>, triton_sidecar::triton::client::ScrapeError> {
-        Ok(if m == "ens" {
+    ) -> Result<
+        triton_sidecar::triton::model_config::ModelInfo,
+        triton_sidecar::triton::client::ScrapeError,
+    > {
+        let steps = if m == "ens" {
             self.steps.lock().unwrap_or_else(|p| p.into_inner()).clone()
         } else {
             Vec::new()
+        };
+        Ok(triton_sidecar::triton::model_config::ModelInfo {
+            ensemble: !steps.is_empty(),
+            steps,
+            ..Default::default()
         })
     }
 }
@@ -526,7 +536,7 @@ fn ensemble_steps_are_relearned_after_a_reload() {
         .expect("runtime");
     let rates = rt.block_on(async {
         let mut p = Poller::with(
-            Config::for_tests("http://127.0.0.1:9"),
+            Config::for_tests("http://127.0.0.1:9").poller,
             t.clone(),
             clock.clone(),
         );

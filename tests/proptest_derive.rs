@@ -7,6 +7,8 @@
 //! - after a counter goes down (a Triton restart) the result is exactly what a fresh window fed
 //!   only the post-restart pages gives: nothing of the old process leaks through;
 //! - while requests wait and none completes, the queue wait does not fall.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

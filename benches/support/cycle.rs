@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use triton_sidecar::config::DrainConfig;
+use triton_sidecar::drain::DrainConfig;
 use triton_sidecar::derive::{Pushed, Window};
 use triton_sidecar::drain::controller::DrainView;
 use triton_sidecar::state::Phase;
@@ -32,7 +32,6 @@ pub fn drain_view() -> DrainView {
         counts: BTreeMap::new(),
         terminating: false,
         config: DrainConfig {
-            poll_interval: Duration::from_millis(200),
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::derive::capacity::{Basis, Estimator};
 use crate::derive::{clean, Derived};
-use crate::triton::client::ModelInfo;
+use crate::triton::model_config::ModelInfo;
 
 /// Where a capacity came from: the `source` label of `triton_capacity_rps`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::DrainConfig;
+use super::DrainConfig;
 use crate::triton::connections::ConnectionView;
 
 /// What a drain under way is waiting on, as of the last poll: `/drain/status`'s `waiting_on`
@@ -494,7 +494,6 @@ mod tests {
 
     fn cfg() -> DrainConfig {
         DrainConfig {
-            poll_interval: Duration::from_millis(200),
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),

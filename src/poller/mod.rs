@@ -12,22 +12,51 @@
 //! `triton_sidecar_statistics_refused`. `triton_sidecar_statistics_age_seconds` is the age of
 //! the last good read, and past `--stats-max-age` the estimate is no longer published.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::derive::capacity::Estimator;
 use crate::derive::{derive, Pushed, Window};
 use crate::state::{Activity, Health, Phase, PollState};
-use crate::triton::client::{ModelInfo, Reason, ScrapeError, TritonClient};
+use crate::triton::client::{Reason, ScrapeError, TritonClient};
+use crate::triton::model_config::ModelInfo;
 use crate::triton::connections::{self, ConnectionView};
 use crate::triton::snapshot::Snapshot;
 use crate::triton::stats::StatsFailure;
 use crate::triton::transport::{Clock, MonotonicClock, Transport};
 
+
+/// What the poll loop and its workers need, assembled from the command line by `config`.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    /// Triton's metrics page, named in the reachability log lines.
+    pub triton_metrics_url: String,
+    /// Poll interval while serving (`--poll-interval`).
+    pub poll_interval: Duration,
+    /// Poll interval while a drain is under way (`--drain-poll-interval`).
+    pub drain_poll_interval: Duration,
+    /// The sliding window (`--window`).
+    pub window: Duration,
+    /// Models that must be ready (`--require-model`).
+    pub require_models: Vec<String>,
+    /// Capacity per model, requests per second per pod (`--capacity`).
+    pub capacity: BTreeMap<String, f64>,
+    /// How often `/v2/models/stats` is read (`--stats-interval`).
+    pub stats_interval: Duration,
+    /// How long an estimate outlives the last good statistics read (`--stats-max-age`).
+    pub stats_max_age: Duration,
+    /// The capacity estimate's drift horizon (`--capacity-horizon`).
+    pub capacity_horizon: Duration,
+    /// BLS models, left out of the pod utilization (`--bls-model`).
+    pub bls_models: BTreeSet<String>,
+    /// Triton's inference ports whose client connections the drain watches: the port of
+    /// `--triton-url` (HTTP) and `--triton-grpc-port` (unless 0).
+    pub connection_ports: Vec<(u16, connections::Protocol)>,
+}
 
 /// The models whose configs the poller wants read: every model on the newest good page, each
 /// with the generation of its load. A model gets a new generation when its counters restart or it
@@ -119,7 +148,7 @@ pub const HEALTH_TIMEOUTS_TOLERATED: u32 = 3;
 /// The poller's inputs. `T` is the way to Triton and `C` the clock: the real ones in the
 /// agent, simulated ones in the oracle tests.
 pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
-    cfg: Config,
+    cfg: PollerConfig,
     client: T,
     clock: C,
     window: Window,
@@ -157,14 +186,14 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
 impl Poller<TritonClient, MonotonicClock> {
     /// A poller for `cfg`; times are measured from `origin`. Must be called inside a Tokio
     /// runtime: it spawns the worker that reads model configs.
-    pub fn new(cfg: Config, client: TritonClient, origin: Instant) -> Self {
+    pub fn new(cfg: PollerConfig, client: TritonClient, origin: Instant) -> Self {
         Self::with(cfg, client, MonotonicClock { origin })
     }
 }
 
 impl<T: Transport, C: Clock> Poller<T, C> {
     /// A poller over any transport and clock. Must be called inside a Tokio runtime.
-    pub fn with(cfg: Config, client: T, clock: C) -> Self {
+    pub fn with(cfg: PollerConfig, client: T, clock: C) -> Self {
         let (config_asks, asks) = watch::channel(ConfigAsks::default());
         let (learned_tx, learned_rx) = watch::channel(Learned::default());
         let config_worker = tokio::spawn(config_worker(client.clone(), asks, learned_tx));
@@ -507,19 +536,26 @@ impl<T: Transport, C: Clock> Poller<T, C> {
     }
 }
 
-/// Run the poll loop until `stop` turns true. The interval follows the drain phase.
+/// Run the poll loop until `shutdown` is cancelled, also in the middle of a poll: a Triton that
+/// never answers must not hold the agent's exit for the length of its timeouts (up to three
+/// `--scrape-timeout`s: the page, then the health probes). The interval follows the drain phase.
 pub async fn poll_loop<T: Transport, C: Clock>(
     mut poller: Poller<T, C>,
     tx: watch::Sender<Arc<PollState>>,
     mut drain: watch::Receiver<Phase>,
-    mut stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
-    let (normal, fast) = (poller.cfg.poll_interval, poller.cfg.drain.poll_interval);
+    let (normal, fast) = (poller.cfg.poll_interval, poller.cfg.drain_poll_interval);
     loop {
         let began = Instant::now();
         // Only a drain needs to know what executes; serving polls stay as cheap as before.
         poller.watch_connections = *drain.borrow() == Phase::Draining;
-        let st = poller.poll_once().await.clone();
+        // A poll dropped half-way leaves nothing behind: the agent is stopping, and the state
+        // a poll builds is published only when it completes.
+        let st = tokio::select! {
+            st = poller.poll_once() => st.clone(),
+            _ = shutdown.cancelled() => return,
+        };
         tx.send_replace(Arc::new(st));
         if poller.config_worker.is_finished() {
             // The supervisor sees the poller end and exits; this line says why.
@@ -539,7 +575,7 @@ pub async fn poll_loop<T: Transport, C: Clock>(
             _ = tokio::time::sleep(sleep) => {}
             // A drain just started: poll now, at the fast rate.
             Ok(()) = drain.changed() => {}
-            _ = crate::stopped(&mut stop) => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }
@@ -575,18 +611,23 @@ mod tests {
         async fn model_ready(&self, _: &str) -> Result<bool, ScrapeError> {
             Ok(true)
         }
-        async fn ensemble_steps(&self, m: &str) -> Result<Vec<String>, ScrapeError> {
+        async fn model_config(&self, m: &str) -> Result<ModelInfo, ScrapeError> {
             self.asked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(m.to_owned());
             let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
             let queue = answers.entry(m.to_owned()).or_default();
-            match queue.len() {
+            let steps = match queue.len() {
                 0 => Ok(Vec::new()),
                 1 => queue[0].clone(),
                 _ => queue.remove(0),
-            }
+            }?;
+            Ok(ModelInfo {
+                ensemble: !steps.is_empty(),
+                steps,
+                ..ModelInfo::default()
+            })
         }
     }
 
@@ -620,7 +661,20 @@ mod tests {
         let clock = MonotonicClock {
             origin: Instant::now(),
         };
-        let mut p = Poller::with(Config::for_tests("http://127.0.0.1:9"), t.clone(), clock);
+        let cfg = PollerConfig {
+            triton_metrics_url: "http://127.0.0.1:9/metrics".to_owned(),
+            poll_interval: Duration::from_secs(1),
+            drain_poll_interval: Duration::from_millis(200),
+            window: Duration::from_secs(10),
+            require_models: Vec::new(),
+            capacity: BTreeMap::new(),
+            stats_interval: Duration::from_secs(10),
+            stats_max_age: Duration::from_secs(30),
+            capacity_horizon: Duration::from_secs(300),
+            bls_models: BTreeSet::new(),
+            connection_ports: Vec::new(),
+        };
+        let mut p = Poller::with(cfg, t.clone(), clock);
         polls(&mut p, 1).await;
         // The first answer for ens timed out: asked again at the next page, then learned.
         assert_eq!(t.asked("ens"), 1);
