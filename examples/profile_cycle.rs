@@ -26,7 +26,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use triton_sidecar::derive::{derive, Derived, Window};
+use triton_sidecar::derive::{derive, Context, Derived, Window};
 use triton_sidecar::drain::controller::DrainView;
 use triton_sidecar::gpu::GpuState;
 use triton_sidecar::metrics::Metrics;
@@ -72,7 +72,7 @@ fn stage_push(w: &mut Window, now: Duration, snap: Snapshot) {
 
 #[inline(never)]
 fn stage_derive(w: &Window, now: Duration, steps: &HashSet<String>) -> Derived {
-    derive(w, now, steps)
+    derive(w, now, &Context::steps(steps))
 }
 
 #[inline(never)]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::derive::activity::Activity;
 use crate::derive::Derived;
 use crate::triton::client::{Reason, ScrapeError};
 use crate::triton::connections::ConnectionView;
@@ -60,15 +61,6 @@ impl Health {
     }
 }
 
-/// Totals the drain's idle test uses, from the newest page.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Activity {
-    /// (success, failure, exec_count) summed over models.
-    pub counters: (f64, f64, f64),
-    /// Pending plus backend-reported in-flight work.
-    pub in_flight: f64,
-}
-
 /// What the poller publishes after every poll. Immutable once sent; swapped whole.
 #[derive(Debug, Clone, Default)]
 pub struct PollState {
@@ -88,7 +80,7 @@ pub struct PollState {
     pub scrape_errors: BTreeMap<Reason, u64>,
     /// The error of the last metrics scrape, if it failed.
     pub last_error: Option<ScrapeError>,
-    /// Activity totals, when the last scrape succeeded.
+    /// The page's activity, when the last scrape succeeded.
     pub activity: Option<Activity>,
     /// A counter went down in this poll: a new Triton process.
     pub counter_reset: bool,

@@ -417,12 +417,12 @@ fn page_trtllm(
 #[test]
 fn case11a_streams_in_progress_are_not_a_stall() {
     use std::time::Duration;
-    use triton_sidecar::derive::{derive, Window};
+    use triton_sidecar::derive::{derive, Context, Window};
     let mut w = Window::new(Duration::from_secs(10));
     let none = std::collections::HashSet::new();
     for s in 0..8u64 {
         w.push(Duration::from_secs(s), page_trtllm(10, 100 + 50 * s, 3));
-        let d = derive(&w, Duration::from_secs(s), &none);
+        let d = derive(&w, Duration::from_secs(s), &Context::steps(&none));
         assert_eq!(d.models["llm"].pending, 3.0);
         assert!(
             d.models["llm"].queue_wait_ms <= 1.0,
@@ -433,7 +433,7 @@ fn case11a_streams_in_progress_are_not_a_stall() {
     for s in 8..12u64 {
         w.push(Duration::from_secs(s), page_trtllm(10, 450, 3));
     }
-    let d = derive(&w, Duration::from_secs(11), &none);
+    let d = derive(&w, Duration::from_secs(11), &Context::steps(&none));
     assert_eq!(
         d.models["llm"].queue_wait_ms, 4000.0,
         "iterations stopped at t=7: a 4 s stall"

@@ -208,8 +208,7 @@ impl DrainHandle {
 pub fn observation(p: &PollState) -> Observation {
     let probe = match (&p.activity, &p.last_error) {
         (Some(a), _) => Probe::Ok {
-            counters: a.counters,
-            in_flight: a.in_flight,
+            activity: *a,
             ready: p.health.is_ready(),
             connections: p.connections,
             longest_execution: p.longest_execution,

@@ -1,18 +1,24 @@
-//! The poll loop: fetch → snapshot → window → derive → publish.
+//! The poll loop: fetch → snapshot → window → derive → publish, and its two workers.
 //!
 //! It is the only writer of [`PollState`]. It polls every `--poll-interval`, and every
 //! `--drain-poll-interval` while a drain is under way (the request timeout stays
 //! `--scrape-timeout`). It logs one line when Triton becomes reachable and one when it stops
-//! being reachable, never one per failed poll.
+//! being reachable, never one per failed poll. A poll never waits on anything but the page, the
+//! health probes and, while draining, the socket table:
 //!
-//! Every `--stats-interval` it also reads `GET /v2/models/stats` for the online capacity
-//! estimate ([`crate::derive::capacity`]). Every failed read is counted by reason in
-//! `triton_sidecar_statistics_errors_total` and logged once per change; a refusal (401/403: the
-//! API is restricted and the access header is missing or wrong) also shows in
-//! `triton_sidecar_statistics_refused`. `triton_sidecar_statistics_age_seconds` is the age of
-//! the last good read, and past `--stats-max-age` the estimate is no longer published.
+//! - [`config_worker`] reads model configs (ensemble steps, instances, batch sizes, GPUs);
+//! - [`stats_worker`] reads `GET /v2/models/stats` every `--stats-interval` for the online
+//!   capacity estimate ([`crate::derive::capacity`]); past `--stats-max-age` after the last good
+//!   read the estimate is no longer published;
+//! - [`health`]: the health probes and their hysteresis.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+mod config_worker;
+mod health;
+mod stats_worker;
+
+pub use health::HEALTH_TIMEOUTS_TOLERATED;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,15 +26,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::derive::capacity::Estimator;
-use crate::derive::{derive, Pushed, Window};
-use crate::state::{Activity, Health, Phase, PollState};
+use crate::derive::{derive, utilization, Context, Pushed, Window};
+use crate::state::{Activity, Phase, PollState};
 use crate::triton::client::{Reason, ScrapeError, TritonClient};
 use crate::triton::model_config::ModelInfo;
 use crate::triton::connections::{self, ConnectionView};
 use crate::triton::snapshot::Snapshot;
 use crate::triton::stats::StatsFailure;
+use config_worker::{config_worker, ConfigAsks, EnsembleSteps, Learned};
+use stats_worker::Statistics;
 use crate::triton::transport::{Clock, MonotonicClock, Transport};
-
 
 /// What the poll loop and its workers need, assembled from the command line by `config`.
 #[derive(Debug, Clone)]
@@ -58,92 +65,6 @@ pub struct PollerConfig {
     pub connection_ports: Vec<(u16, connections::Protocol)>,
 }
 
-/// The models whose configs the poller wants read: every model on the newest good page, each
-/// with the generation of its load. A model gets a new generation when its counters restart or it
-/// comes back to the page (a reload may have changed its config), so the worker asks about it
-/// again. Generations are never reused, so a model that left and came back is never mistaken
-/// for the load already asked about. Swapped whole when it changes; the worker may skip
-/// intermediate values, since only the newest generation of each model matters.
-type ConfigAsks = Arc<BTreeMap<String, u64>>;
-
-/// The step models of every ensemble, as their configs last said: what [`derive`] leaves out of
-/// the pod request rate.
-type EnsembleSteps = Arc<HashSet<String>>;
-
-/// What the config worker has learned, published whole when it changes.
-#[derive(Debug, Clone, Default)]
-struct Learned {
-    /// See [`EnsembleSteps`].
-    steps: EnsembleSteps,
-    /// Every config read: instances, batch size and GPUs for the capacity estimate and the
-    /// pod's utilization (same fetch as the ensemble steps).
-    info: Arc<HashMap<String, ModelInfo>>,
-}
-
-/// Reads model configs one at a time, off the poll path, and publishes what it learned (the
-/// ensemble steps, each model's instances, batch size and GPUs) when it changes. Woken by every good page (see [`Poller::ask_for_configs`]), so a config that
-/// could not be read is asked again at the next one. Ends when the poller is dropped.
-async fn config_worker<T: Transport>(
-    client: T,
-    mut asks: watch::Receiver<ConfigAsks>,
-    learned_tx: watch::Sender<Learned>,
-) {
-    // Steps per ensemble. An ensemble asked again keeps its old steps until the new answer
-    // arrives, so the pod rate does not jump in between.
-    let mut steps_of: HashMap<String, Vec<String>> = HashMap::new();
-    let mut info: HashMap<String, ModelInfo> = HashMap::new();
-    // The generation of each model's last answer: a model is asked once per load.
-    let mut answered: HashMap<String, u64> = HashMap::new();
-    while asks.changed().await.is_ok() {
-        let models = asks.borrow_and_update().clone();
-        for (m, &generation) in models.iter() {
-            if answered.get(m) == Some(&generation) {
-                continue;
-            }
-            match client.model_config(m).await {
-                Ok(model_info) => {
-                    if model_info.steps.is_empty() {
-                        steps_of.remove(m);
-                    } else {
-                        tracing::info!(ensemble = %m, steps = ?model_info.steps, "ensemble found; its steps are left out of the pod request rate");
-                        steps_of.insert(m.clone(), model_info.steps.clone());
-                    }
-                    info.insert(m.clone(), model_info);
-                    answered.insert(m.clone(), generation);
-                    let steps: HashSet<String> = steps_of.values().flatten().cloned().collect();
-                    learned_tx.send_if_modified(|old| {
-                        let changed = *old.steps != steps || *old.info != info;
-                        if changed {
-                            *old = Learned {
-                                steps: Arc::new(steps),
-                                info: Arc::new(info.clone()),
-                            };
-                        }
-                        changed
-                    });
-                }
-                // An HTTP error answer will not change: the model counts as client-facing and is
-                // not asked about again (until it is reloaded).
-                Err(e @ ScrapeError::Status(_)) => {
-                    tracing::debug!(model = %m, error = %e, "model config not available; counted as client-facing");
-                    answered.insert(m.clone(), generation);
-                }
-                // A transport error: ask again at the next page; until then the old answer stands.
-                Err(e) => {
-                    tracing::debug!(model = %m, error = %e, "model config not readable yet");
-                }
-            }
-        }
-    }
-}
-
-/// Health probe timeouts in a row that a ready pod rides out before `/readyz` turns 503.
-///
-/// **Readiness hysteresis**: a probe that times out says Triton is busy, not that it is not
-/// ready; at peak load one slow answer must not take the pod out of rotation. An explicit
-/// "not ready" or a refused connection turns readiness off at once. The drain follows the same
-/// logic: it never takes a timeout for "gone".
-pub const HEALTH_TIMEOUTS_TOLERATED: u32 = 3;
 
 /// The poller's inputs. `T` is the way to Triton and `C` the clock: the real ones in the
 /// agent, simulated ones in the oracle tests.
@@ -173,10 +94,8 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     estimator: Estimator,
     /// Model configs, as the config worker last published them.
     info: Arc<HashMap<String, ModelInfo>>,
-    /// When the statistics were last read (or tried).
-    stats_at: Option<Duration>,
-    /// Why the last statistics read failed, logged once per change; `None` after a good read.
-    stats_problem: Option<String>,
+    /// The statistics worker and what its reads mean (see [`stats_worker`]).
+    stats: Statistics,
     /// Read Triton's connections on each poll: set by [`poll_loop`] while a drain is under way.
     pub watch_connections: bool,
     /// Why the last connection read failed, logged once per change.
@@ -206,6 +125,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             state.statistics_errors.insert(r, 0);
         }
         let estimator = Estimator::new(cfg.capacity_horizon);
+        let stats = Statistics::spawn(client.clone(), cfg.stats_interval, cfg.stats_max_age);
         Poller {
             cfg,
             client,
@@ -222,8 +142,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             health_timeouts: 0,
             estimator,
             info: Arc::default(),
-            stats_at: None,
-            stats_problem: None,
+            stats,
             watch_connections: false,
             connections_problem: None,
         }
@@ -261,10 +180,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
                 self.log_reachable(true, None);
                 st.triton_up = true;
                 st.last_error = None;
-                st.activity = Some(Activity {
-                    counters: snap.activity_counters(),
-                    in_flight: snap.in_flight(),
-                });
+                st.activity = Some(Activity::of_page(&snap));
                 st.triton_gpu = Some(Arc::new(snap.gpu.clone()));
                 if snap.non_finite > 0 && !self.non_finite_seen {
                     tracing::warn!(samples = snap.non_finite, models = ?snap.poisoned, "Triton's page carries NaN/Inf values in families the agent uses; they are ignored and the last good values kept");
@@ -298,8 +214,10 @@ impl<T: Transport, C: Clock> Poller<T, C> {
                 st.last_error = Some(e);
             }
         }
-        if st.triton_up && self.stats_due(page_at) {
-            self.read_stats(page_at, &mut st).await;
+        // The read asked for by an earlier poll, then a new ask: the poll never waits on it.
+        self.stats.take(&mut self.estimator, &mut st);
+        if st.triton_up {
+            self.stats.ask_if_due(page_at);
         }
         st.connections = if self.watch_connections && st.triton_up {
             self.read_connections(&mut st).await
@@ -307,25 +225,26 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             None
         };
         st.last_page_at = self.window.latest_at();
-        st.derived = derive(&self.window, page_at, &self.steps);
+        let capacity = utilization::Inputs {
+            configured: &self.cfg.capacity,
+            estimator: &self.estimator,
+            info: &self.info,
+            bls: &self.cfg.bls_models,
+            estimate_fresh: st
+                .statistics_read_at
+                .is_some_and(|t| page_at.saturating_sub(t) <= self.cfg.stats_max_age),
+        };
+        let ctx = Context {
+            steps: &self.steps,
+            capacity: Some(capacity),
+        };
+        st.derived = derive(&self.window, page_at, &ctx);
         for m in st.derived.models.values() {
             if m.compute_ms.is_finite() && m.compute_ms > 0.0 {
                 let d = Duration::from_secs_f64((m.compute_ms / 1000.0).min(86_400.0));
                 st.longest_execution = st.longest_execution.max(d);
             }
         }
-        crate::derive::utilization::assess(
-            &mut st.derived,
-            &crate::derive::utilization::Inputs {
-                configured: &self.cfg.capacity,
-                estimator: &self.estimator,
-                info: &self.info,
-                bls: &self.cfg.bls_models,
-                estimate_fresh: st
-                    .statistics_read_at
-                    .is_some_and(|t| page_at.saturating_sub(t) <= self.cfg.stats_max_age),
-            },
-        );
         self.state = st;
         &self.state
     }
@@ -358,80 +277,6 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             self.connections_problem = Some(problem);
         }
         None
-    }
-
-    fn stats_due(&self, now: Duration) -> bool {
-        !matches!(self.stats_at, Some(t) if now.saturating_sub(t) < self.cfg.stats_interval)
-    }
-
-    /// Read `/v2/models/stats` into the estimator. On the poll path, once per
-    /// `--stats-interval` (10 s by default) and bounded by `--scrape-timeout`: one request, not
-    /// one per model, so it cannot grow with the model count as config reads would.
-    async fn read_stats(&mut self, now: Duration, st: &mut PollState) {
-        self.stats_at = Some(now);
-        let failure = match self.client.model_stats().await {
-            Ok(body) => match crate::triton::stats::parse(&body) {
-                Ok(stats) => {
-                    let seen = self.estimator.observe(now, &stats);
-                    if !seen.restarted.is_empty() {
-                        tracing::info!(models = ?seen.restarted, "execution statistics went down (Triton restarted or reloaded the model); the capacity estimate starts afresh for those models");
-                    }
-                    for (model, ratio) in &seen.revised {
-                        tracing::info!(model = %model, cost_ratio = ratio, "execution cost drifted at the batch sizes seen now; the capacity estimate's batch curve is revised");
-                    }
-                    st.statistics_refused = false;
-                    st.statistics_read_at = Some(now);
-                    None
-                }
-                Err(e) => Some((StatsFailure::Invalid, e.to_string())),
-            },
-            Err(e) => {
-                // A refusal flag already raised stays until a read says otherwise: a timeout
-                // says nothing about the header.
-                if matches!(e, ScrapeError::Status(401 | 403)) {
-                    st.statistics_refused = true;
-                }
-                Some((StatsFailure::of(&e), e.to_string()))
-            }
-        };
-        if let Some((reason, _)) = failure {
-            *st.statistics_errors.entry(reason).or_insert(0) += 1;
-        }
-        let problem = failure.map(|(reason, why)| format!("{reason}: {why}"));
-        if problem == self.stats_problem {
-            return;
-        }
-        let max_age = self.cfg.stats_max_age.as_secs_f64();
-        match (&problem, st.statistics_refused) {
-            (None, _) => tracing::info!(
-                "Triton's execution statistics are readable; the capacity estimate is on"
-            ),
-            (Some(why), true) => {
-                tracing::warn!(error = %why, max_age_s = max_age, "Triton refuses /v2/models/stats (a restricted API): the capacity estimate lapses --stats-max-age after the last good read. Fix: pass --triton-api-header NAME=VALUE matching Triton's --http-restricted-api (pytriton: the access token of TritonSecurityConfig, header triton-access-token), or open the statistics API, or give --capacity MODEL=RPS")
-            }
-            (Some(why), false) => {
-                tracing::warn!(error = %why, max_age_s = max_age, "Triton's execution statistics are not readable; the capacity estimate lapses --stats-max-age after the last good read")
-            }
-        }
-        self.stats_problem = problem;
-    }
-
-    /// Apply [`HEALTH_TIMEOUTS_TOLERATED`].
-    fn settle_health(&mut self, probe: Health, timed_out: bool) -> Health {
-        if !timed_out {
-            self.health_timeouts = 0;
-            return probe;
-        }
-        if self.state.health.is_ready() && self.health_timeouts < HEALTH_TIMEOUTS_TOLERATED {
-            self.health_timeouts += 1;
-            if self.health_timeouts == 1 {
-                tracing::info!(
-                    "Triton's health probe timed out; staying ready unless it keeps timing out"
-                );
-            }
-            return Health::Ready;
-        }
-        probe
     }
 
     fn log_reachable(&mut self, ok: bool, e: Option<&ScrapeError>) {
@@ -492,48 +337,6 @@ impl<T: Transport, C: Clock> Poller<T, C> {
         }
     }
 
-    /// Server and required-model readiness, and whether a probe timed out (rather than
-    /// answering "not ready" or being refused).
-    async fn health(&self) -> (Health, bool) {
-        let server = self.client.server_ready();
-        let models = futures_util::future::join_all(
-            self.cfg
-                .require_models
-                .iter()
-                .map(|m| async move { (m, self.client.model_ready(m).await) }),
-        );
-        let (server, models) = tokio::join!(server, models);
-        match server {
-            Err(e) => {
-                let timed_out = matches!(e, ScrapeError::Timeout);
-                return (Health::Unreachable(e.to_string()), timed_out);
-            }
-            Ok(false) => {
-                return (
-                    Health::NotReady("triton not ready (/v2/health/ready)".to_string()),
-                    false,
-                )
-            }
-            Ok(true) => {}
-        }
-        let not_ready: Vec<&str> = models
-            .iter()
-            .filter(|(_, r)| !matches!(r, Ok(true)))
-            .map(|(m, _)| m.as_str())
-            .collect();
-        if not_ready.is_empty() {
-            (Health::Ready, false)
-        } else {
-            // Only timeouts: Triton is busy, not saying no.
-            let timed_out = models
-                .iter()
-                .all(|(_, r)| matches!(r, Ok(true) | Err(ScrapeError::Timeout)));
-            (
-                Health::NotReady(format!("model not ready: {}", not_ready.join(","))),
-                timed_out,
-            )
-        }
-    }
 }
 
 /// Run the poll loop until `shutdown` is cancelled, also in the middle of a poll: a Triton that
@@ -557,13 +360,15 @@ pub async fn poll_loop<T: Transport, C: Clock>(
             _ = shutdown.cancelled() => return,
         };
         tx.send_replace(Arc::new(st));
-        if poller.config_worker.is_finished() {
-            // The supervisor sees the poller end and exits; this line says why.
-            tracing::error!(
-                task = "model config worker",
-                "internal task stopped unexpectedly"
-            );
-            return;
+        for (task, finished) in [
+            ("model config worker", poller.config_worker.is_finished()),
+            ("statistics worker", poller.stats.worker_finished()),
+        ] {
+            if finished {
+                // The supervisor sees the poller end and exits; this line says why.
+                tracing::error!(task, "internal task stopped unexpectedly");
+                return;
+            }
         }
         let interval = if *drain.borrow() == Phase::Draining {
             fast
@@ -583,6 +388,7 @@ pub async fn poll_loop<T: Transport, C: Clock>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::sync::Mutex;
 
     type Answer = Result<Vec<String>, ScrapeError>;
