@@ -29,7 +29,10 @@ test-deps:
 	fi
 	@promtool --version 2>&1 | head -n1
 
+## clippy first, with -D warnings: the [lints] of Cargo.toml (missing_docs, no unwrap/expect
+## outside tests) are then enforced, not advisory. tests/floors.rs checks the import floors.
 test-rust:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace
 

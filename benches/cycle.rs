@@ -9,6 +9,8 @@
 //!   the handler serves those bytes from a cache).
 //!
 //! Run: `cargo bench --bench cycle`.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/cycle.rs"]
 mod cycle;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion};
-use triton_sidecar::derive::derive;
+use triton_sidecar::derive::{derive, Context};
 use triton_sidecar::metrics::Metrics;
 use triton_sidecar::triton::snapshot::Snapshot;
 
@@ -59,7 +61,7 @@ fn main() {
         {
             let mut w = window.clone();
             w.push(now, Arc::new(Snapshot::parse(&body).unwrap()));
-            let d = derive(&w, now, &steps);
+            let d = derive(&w, now, &Context::steps(&steps));
             assert_eq!(d.models.len(), n);
             assert!(
                 d.pod.request_rate > 0.0,
@@ -75,7 +77,7 @@ fn main() {
                 |mut w| {
                     let snap = Snapshot::parse(black_box(&body)).expect("page parses");
                     w.push(now, Arc::new(snap));
-                    poll.derived = derive(&w, now, &steps);
+                    poll.derived = derive(&w, now, &Context::steps(&steps));
                     metrics.update(&poll, &drain, &gpu);
                     w // dropped outside the timed part
                 },
@@ -96,7 +98,7 @@ fn main() {
         let now = Duration::from_secs(cycle::HISTORY);
         w.push(now, Arc::new(Snapshot::parse(&body).unwrap()));
         let mut poll = cycle::poll_state();
-        poll.derived = derive(&w, now, &steps);
+        poll.derived = derive(&w, now, &Context::steps(&steps));
         let mut metrics = Metrics::new();
         metrics.update(&poll, &drain, &gpu);
         let len = metrics.encode().len();

@@ -7,6 +7,8 @@
 //!
 //! `<page>` is `counters` (Triton's default metrics config) or `summary`
 //! (`summary_latencies=true`); see `support/pages.rs`. Run: `cargo bench --bench parse`.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/pages.rs"]
 mod pages;

@@ -1,6 +1,8 @@
 //! Write the benchmark pages (the real fixture pages scaled to 1, 10, 100 and 1000 models) to a
 //! directory, for the peer comparison and the footprint script:
 //! `cargo run --release --example gen_pages -- DIR` writes `DIR/<counters|summary>-<N>.prom`.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../benches/support/pages.rs"]
 mod pages;

@@ -8,6 +8,8 @@
 //! `trace` writes a seeded trace of unbatched requests (one model fails every request it is
 //! told to); `render` writes the counters the simulation predicts at each poll time.
 #![forbid(unsafe_code)]
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/oracle/mod.rs"]
 #[allow(dead_code, unused_imports)]

@@ -10,6 +10,8 @@
 //!
 //! Timing: ROUNDS rounds of at least MIN_ROUND_S each (after one warm-up round); the best
 //! round's mean time per parse is printed, the usual choice on a shared machine.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../benches/support/pages.rs"]
 mod pages;

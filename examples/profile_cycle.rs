@@ -13,6 +13,8 @@
 //! `profile_cycle [MODELS] [ITERS]` (default 100 models, 1000 iterations; `PAGE=summary` for the
 //! summary page) prints the median of each stage. Command for the profile: see
 //! docs/benchmarks.md.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../benches/support/cycle.rs"]
 mod cycle;
@@ -24,11 +26,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use triton_sidecar::derive::{derive, Derived, Window};
+use triton_sidecar::derive::{derive, Context, Derived, Window};
 use triton_sidecar::drain::controller::DrainView;
 use triton_sidecar::gpu::GpuState;
 use triton_sidecar::metrics::Metrics;
-use triton_sidecar::poller::PollState;
+use triton_sidecar::state::PollState;
 use triton_sidecar::triton::snapshot::{self, Snapshot};
 use triton_sidecar::triton::text;
 
@@ -70,7 +72,7 @@ fn stage_push(w: &mut Window, now: Duration, snap: Snapshot) {
 
 #[inline(never)]
 fn stage_derive(w: &Window, now: Duration, steps: &HashSet<String>) -> Derived {
-    derive(w, now, steps)
+    derive(w, now, &Context::steps(steps))
 }
 
 #[inline(never)]

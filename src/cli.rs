@@ -5,8 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::drain::machine::Phase;
-use crate::poller::{readiness, PollState, Poller};
+use crate::state::Phase;
+use crate::poller::Poller;
+use crate::state::{readiness, PollState};
 use crate::triton::client::TritonClient;
 
 /// Format the per-model table `check` prints: the gauges, then the scaling signal (offered
@@ -86,23 +87,23 @@ pub fn format_table(st: &PollState) -> String {
 pub async fn check(cfg: Config, no_triton: bool) -> i32 {
     let mut triton_gpu = None;
     if !no_triton {
-        let client = match TritonClient::new(&cfg) {
+        let client = match TritonClient::new(&cfg.client) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");
                 return 1;
             }
         };
-        let mut poller = Poller::new(cfg.clone(), client, std::time::Instant::now());
+        let mut poller = Poller::new(cfg.poller.clone(), client, std::time::Instant::now());
         // Two scrapes, one poll interval apart: rates and waits need a difference.
         for scrape in 0..2 {
             if scrape == 1 {
-                tokio::time::sleep(cfg.poll_interval).await;
+                tokio::time::sleep(cfg.poller.poll_interval).await;
             }
             if let Some(e) = &poller.poll_once().await.last_error {
                 eprintln!(
                     "error: cannot read Triton's metrics at {}: {e}",
-                    cfg.triton_metrics_url
+                    cfg.client.metrics_url
                 );
                 return 1;
             }
@@ -110,8 +111,8 @@ pub async fn check(cfg: Config, no_triton: bool) -> i32 {
         let st = poller.state();
         println!(
             "triton: {}  (two scrapes {} apart)",
-            cfg.triton_metrics_url,
-            humantime::format_duration(cfg.poll_interval)
+            cfg.client.metrics_url,
+            humantime::format_duration(cfg.poller.poll_interval)
         );
         print!("{}", format_table(st));
         triton_gpu = st.triton_gpu.clone();

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::triton::client::ApiHeader;
+use crate::drain::DrainConfig;
+use crate::gpu::{GpuChoice, GpuConfig};
+use crate::poller::PollerConfig;
+use crate::triton::client::{ApiHeader, ClientConfig};
 
 /// A configuration error. The message names the flag, so the user knows what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -292,101 +295,25 @@ impl std::fmt::Debug for SecretArg {
     }
 }
 
-/// Which GPUs to report: the one model of `--gpu`/`--no-gpu`, parsed by
-/// [`GpuChoice::from_flags`] and read by `gpu::select`'s rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GpuChoice {
-    /// `--no-gpu` (or `--gpu none`): no NVML, no GPU gauges.
-    Off,
-    /// `--gpu all`: every GPU NVML can see.
-    All,
-    /// `--gpu UUID,...`: these UUIDs, in the order given.
-    Uuids(Vec<String>),
-    /// `--gpu` not set: the GPUs Triton's own page names.
-    FromTriton,
-}
 
-impl GpuChoice {
-    /// The choice from `--no-gpu` and `--gpu`. `--no-gpu` wins, so that a deployment can turn
-    /// gauges off without removing `--gpu`. The error names `--gpu`.
-    pub fn from_flags(no_gpu: bool, gpu: Option<&str>) -> Result<Self, ConfigError> {
-        if no_gpu {
-            return Ok(GpuChoice::Off);
-        }
-        let list = match gpu.map(str::trim) {
-            // An empty value stays "not set" (an env var set to "" in a manifest).
-            None | Some("") => return Ok(GpuChoice::FromTriton),
-            Some("all") => return Ok(GpuChoice::All),
-            Some("none") => return Ok(GpuChoice::Off),
-            Some(list) => list,
-        };
-        let uuids: Vec<String> = list.split(',').map(|u| u.trim().to_string()).collect();
-        // `,` once meant "no GPUs", and `GPU-a,,GPU-b` dropped a GPU silently (an unset
-        // template variable, say): refuse both. `--no-gpu` turns gauges off.
-        if uuids.iter().any(String::is_empty) {
-            return Err(err(
-                "--gpu",
-                format!(
-                    "'{list}' holds an empty UUID; expected 'all' or UUIDs like \
-                     GPU-xxxxxxxx separated by commas (--no-gpu turns GPU gauges off)"
-                ),
-            ));
-        }
-        if uuids
-            .iter()
-            .any(|u| !u.starts_with("GPU-") && !u.starts_with("MIG-"))
-        {
-            return Err(err(
-                "--gpu",
-                format!("'{list}': expected 'all' or UUIDs like GPU-xxxxxxxx"),
-            ));
-        }
-        Ok(GpuChoice::Uuids(uuids))
-    }
-}
-
-/// Validated agent configuration.
+/// Validated agent configuration: each subsystem's own config, assembled here from the command
+/// line (as linkerd2-proxy's `app/src/env.rs` does), so that no subsystem depends on clap.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Triton's HTTP base URL, without a trailing slash.
-    pub triton_url: String,
-    /// Triton's metrics page URL.
-    pub triton_metrics_url: String,
     /// Metrics listener address.
     pub metrics_addr: SocketAddr,
     /// Admin listener address.
     pub admin_addr: SocketAddr,
-    /// Poll interval while serving.
-    pub poll_interval: Duration,
-    /// Sliding window.
-    pub window: Duration,
-    /// Models that must be ready.
-    pub require_models: Vec<String>,
-    /// Per-request timeout towards Triton.
-    pub scrape_timeout: Duration,
-    /// Largest metrics page accepted, bytes.
-    pub max_body: u64,
     /// Log format.
     pub log_format: LogFormat,
+    /// The way to Triton: URLs, timeout, body cap, access header.
+    pub client: ClientConfig,
+    /// The poll loop and its workers.
+    pub poller: PollerConfig,
     /// Drain timing.
     pub drain: DrainConfig,
     /// GPU reporting.
     pub gpu: GpuConfig,
-    /// Capacity per model (requests per second per pod) given by `--capacity`.
-    pub capacity: BTreeMap<String, f64>,
-    /// The access header for Triton's restricted HTTP APIs.
-    pub triton_api_header: Option<ApiHeader>,
-    /// How often `/v2/models/stats` is read.
-    pub stats_interval: Duration,
-    /// How long an estimate outlives the last good statistics read.
-    pub stats_max_age: Duration,
-    /// The capacity estimate's drift horizon.
-    pub capacity_horizon: Duration,
-    /// BLS models, left out of the pod utilization.
-    pub bls_models: BTreeSet<String>,
-    /// Triton's inference ports whose client connections the drain watches: the port of
-    /// `--triton-url` (HTTP) and `--triton-grpc-port` (unless 0).
-    pub connection_ports: Vec<(u16, crate::triton::connections::Protocol)>,
 }
 
 fn model_name_ok(m: &str) -> bool {
@@ -458,31 +385,6 @@ pub fn parse_api_header(s: &str) -> Result<ApiHeader, ConfigError> {
     Ok(ApiHeader { name, value })
 }
 
-/// Drain timing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DrainConfig {
-    /// Poll interval while draining.
-    pub poll_interval: Duration,
-    /// Lower bound of a drain.
-    pub min_drain: Duration,
-    /// Required idle time.
-    pub quiet: Duration,
-    /// Upper bound of a drain.
-    pub timeout: Duration,
-    /// Triton's `--exit-timeout-secs`: in-flight work it finishes after its SIGTERM.
-    pub triton_exit_timeout: Duration,
-}
-
-/// GPU reporting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GpuConfig {
-    /// Which GPUs.
-    pub choice: GpuChoice,
-    /// NVML library path; `libnvidia-ml.so.1` from the loader path when `None`.
-    pub nvml_lib: Option<PathBuf>,
-    /// NVML poll interval.
-    pub poll_interval: Duration,
-}
 
 /// The HTTP port of `--triton-url` (its scheme's default when none is written) and the gRPC
 /// port, as the drain's connection view needs them.
@@ -551,6 +453,43 @@ fn nonzero(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
     }
 }
 
+/// The GPU choice from `--no-gpu` and `--gpu`. `--no-gpu` wins, so that a deployment can turn
+/// gauges off without removing `--gpu`. The error names `--gpu`.
+pub fn gpu_choice(no_gpu: bool, gpu: Option<&str>) -> Result<GpuChoice, ConfigError> {
+    if no_gpu {
+        return Ok(GpuChoice::Off);
+    }
+    let list = match gpu.map(str::trim) {
+        // An empty value stays "not set" (an env var set to "" in a manifest).
+        None | Some("") => return Ok(GpuChoice::FromTriton),
+        Some("all") => return Ok(GpuChoice::All),
+        Some("none") => return Ok(GpuChoice::Off),
+        Some(list) => list,
+    };
+    let uuids: Vec<String> = list.split(',').map(|u| u.trim().to_string()).collect();
+    // `,` once meant "no GPUs", and `GPU-a,,GPU-b` dropped a GPU silently (an unset
+    // template variable, say): refuse both. `--no-gpu` turns gauges off.
+    if uuids.iter().any(String::is_empty) {
+        return Err(err(
+            "--gpu",
+            format!(
+                "'{list}' holds an empty UUID; expected 'all' or UUIDs like \
+                 GPU-xxxxxxxx separated by commas (--no-gpu turns GPU gauges off)"
+            ),
+        ));
+    }
+    if uuids
+        .iter()
+        .any(|u| !u.starts_with("GPU-") && !u.starts_with("MIG-"))
+    {
+        return Err(err(
+            "--gpu",
+            format!("'{list}': expected 'all' or UUIDs like GPU-xxxxxxxx"),
+        ));
+    }
+    Ok(GpuChoice::Uuids(uuids))
+}
+
 impl Config {
     /// Validate parsed flags.
     pub fn from_args(a: &Args) -> Result<Config, ConfigError> {
@@ -581,7 +520,6 @@ impl Config {
             }
         }
         let drain = DrainConfig {
-            poll_interval: nonzero("--drain-poll-interval", a.drain_poll_interval)?,
             min_drain: bounded("--min-drain", a.min_drain)?,
             quiet: bounded("--drain-quiet", a.drain_quiet)?,
             timeout: nonzero("--drain-timeout", a.drain_timeout)?,
@@ -618,7 +556,7 @@ impl Config {
             Some(SecretArg(s)) if !s.trim().is_empty() => Some(parse_api_header(s)?),
             _ => None,
         };
-        let choice = GpuChoice::from_flags(a.no_gpu, a.gpu.as_deref())?;
+        let choice = gpu_choice(a.no_gpu, a.gpu.as_deref())?;
         let stats_interval = nonzero("--stats-interval", a.stats_interval)?;
         let stats_max_age = nonzero("--stats-max-age", a.stats_max_age)?;
         if stats_max_age < stats_interval {
@@ -627,39 +565,52 @@ impl Config {
                 "must be at least --stats-interval: an estimate would lapse between two reads",
             ));
         }
-        Ok(Config {
-            triton_url: check_url("--triton-url", &a.triton_url)?,
-            triton_metrics_url: check_url("--triton-metrics-url", &a.triton_metrics_url)?,
-            metrics_addr: check_addr("--metrics-addr", &a.metrics_addr)?,
-            admin_addr: check_addr("--admin-addr", &a.admin_addr)?,
+        let triton_url = check_url("--triton-url", &a.triton_url)?;
+        let client = ClientConfig {
+            base_url: triton_url.clone(),
+            metrics_url: check_url("--triton-metrics-url", &a.triton_metrics_url)?,
+            timeout: nonzero("--scrape-timeout", a.scrape_timeout)?,
+            max_body: a.max_body,
+            api_header: triton_api_header,
+        };
+        let poller = PollerConfig {
+            triton_metrics_url: client.metrics_url.clone(),
             poll_interval,
+            drain_poll_interval: nonzero("--drain-poll-interval", a.drain_poll_interval)?,
             window,
             require_models,
-            scrape_timeout: nonzero("--scrape-timeout", a.scrape_timeout)?,
-            max_body: a.max_body,
+            capacity: parse_capacity(&a.capacity)?,
+            stats_interval,
+            stats_max_age,
+            capacity_horizon: nonzero("--capacity-horizon", a.capacity_horizon)?,
+            bls_models,
+            connection_ports: connection_ports(&triton_url, a.triton_grpc_port)?,
+        };
+        Ok(Config {
+            metrics_addr: check_addr("--metrics-addr", &a.metrics_addr)?,
+            admin_addr: check_addr("--admin-addr", &a.admin_addr)?,
             log_format: a.log_format,
+            client,
+            poller,
             drain,
             gpu: GpuConfig {
                 choice,
                 nvml_lib: a.nvml_lib.clone(),
                 poll_interval: nonzero("--gpu-poll-interval", a.gpu_poll_interval)?,
             },
-            capacity: parse_capacity(&a.capacity)?,
-            triton_api_header,
-            stats_interval,
-            stats_max_age,
-            capacity_horizon: nonzero("--capacity-horizon", a.capacity_horizon)?,
-            bls_models,
-            connection_ports: connection_ports(&a.triton_url, a.triton_grpc_port)?,
         })
     }
 
-    /// Defaults, with both listeners on `127.0.0.1:0` and GPU gauges off: the base for tests.
+    /// Defaults, with both listeners on `127.0.0.1:0` and GPU gauges off: the base for tests
+    /// (the `testing` feature, which the integration tests turn on).
+    #[cfg(any(test, feature = "testing"))]
+    #[allow(clippy::expect_used)] // a test seam: the defaults are checked by the tests below
     pub fn for_tests(triton: &str) -> Config {
         let mut c = Config::from_args(&default_args()).expect("defaults are valid");
-        c.triton_url = triton.trim_end_matches('/').to_string();
-        c.triton_metrics_url = format!("{}/metrics", c.triton_url);
-        c.connection_ports = connection_ports(&c.triton_url, 0).unwrap_or_default();
+        c.client.base_url = triton.trim_end_matches('/').to_string();
+        c.client.metrics_url = format!("{}/metrics", c.client.base_url);
+        c.poller.triton_metrics_url = c.client.metrics_url.clone();
+        c.poller.connection_ports = connection_ports(&c.client.base_url, 0).unwrap_or_default();
         c.metrics_addr = ([127, 0, 0, 1], 0).into();
         c.admin_addr = ([127, 0, 0, 1], 0).into();
         c.gpu.choice = GpuChoice::Off;
@@ -701,15 +652,15 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.triton_url, "http://127.0.0.1:8000");
-        assert_eq!(c.triton_metrics_url, "http://127.0.0.1:8002/metrics");
+        assert_eq!(c.client.base_url, "http://127.0.0.1:8000");
+        assert_eq!(c.client.metrics_url, "http://127.0.0.1:8002/metrics");
         assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:8003");
         assert_eq!(c.admin_addr.to_string(), "0.0.0.0:8004");
-        assert_eq!(c.poll_interval, Duration::from_secs(1));
-        assert_eq!(c.window, Duration::from_secs(10));
-        assert_eq!(c.scrape_timeout, Duration::from_secs(1));
-        assert_eq!(c.max_body, 8 << 20);
-        assert_eq!(c.drain.poll_interval, Duration::from_millis(200));
+        assert_eq!(c.poller.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.poller.window, Duration::from_secs(10));
+        assert_eq!(c.client.timeout, Duration::from_secs(1));
+        assert_eq!(c.client.max_body, 8 << 20);
+        assert_eq!(c.poller.drain_poll_interval, Duration::from_millis(200));
         assert_eq!(c.drain.min_drain, Duration::from_secs(5));
         assert_eq!(c.drain.quiet, Duration::from_secs(2));
         assert_eq!(c.drain.timeout, Duration::from_secs(90));
@@ -733,10 +684,10 @@ mod tests {
             "GPU-1,GPU-2",
         ])
         .unwrap();
-        assert_eq!(c.poll_interval, Duration::from_millis(250));
-        assert_eq!(c.window, Duration::from_secs(120));
-        assert_eq!(c.max_body, 512 * 1024);
-        assert_eq!(c.require_models, vec!["a", "b"]);
+        assert_eq!(c.poller.poll_interval, Duration::from_millis(250));
+        assert_eq!(c.poller.window, Duration::from_secs(120));
+        assert_eq!(c.client.max_body, 512 * 1024);
+        assert_eq!(c.poller.require_models, vec!["a", "b"]);
         assert_eq!(
             c.gpu.choice,
             GpuChoice::Uuids(vec!["GPU-1".into(), "GPU-2".into()])
@@ -804,9 +755,9 @@ mod tests {
     #[test]
     fn capacity_header_stats_and_bls_flags() {
         let c = parse(&[]).unwrap();
-        assert!(c.capacity.is_empty() && c.bls_models.is_empty());
-        assert_eq!(c.triton_api_header, None);
-        assert_eq!(c.stats_interval, Duration::from_secs(10));
+        assert!(c.poller.capacity.is_empty() && c.poller.bls_models.is_empty());
+        assert_eq!(c.client.api_header, None);
+        assert_eq!(c.poller.stats_interval, Duration::from_secs(10));
         let c = parse(&[
             "--capacity",
             "a=10",
@@ -823,19 +774,19 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.capacity,
+            c.poller.capacity,
             BTreeMap::from([("a".into(), 10.0), ("b".into(), 20.5), ("c".into(), 1000.0)])
         );
-        let h = c.triton_api_header.unwrap();
+        let h = c.client.api_header.unwrap();
         assert_eq!(h.name.as_str(), "triton-access-token");
         assert_eq!(h.value.to_str().unwrap(), "abc=def");
-        assert_eq!(c.stats_interval, Duration::from_secs(30));
-        assert_eq!(c.stats_max_age, Duration::from_secs(30));
+        assert_eq!(c.poller.stats_interval, Duration::from_secs(30));
+        assert_eq!(c.poller.stats_max_age, Duration::from_secs(30));
         let c = parse(&["--stats-max-age", "2m", "--capacity-horizon", "20s"]).unwrap();
-        assert_eq!(c.stats_max_age, Duration::from_secs(120));
-        assert_eq!(c.capacity_horizon, Duration::from_secs(20));
+        assert_eq!(c.poller.stats_max_age, Duration::from_secs(120));
+        assert_eq!(c.poller.capacity_horizon, Duration::from_secs(20));
         let c = parse(&[]).unwrap();
-        assert_eq!(c.capacity_horizon, Duration::from_secs(300));
+        assert_eq!(c.poller.capacity_horizon, Duration::from_secs(300));
         let c = parse(&[
             "--stats-interval",
             "30s",
@@ -846,7 +797,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.bls_models,
+            c.poller.bls_models,
             BTreeSet::from(["x".into(), "y".into(), "z".into()])
         );
     }

@@ -19,10 +19,10 @@ pub mod http;
 pub mod metrics;
 pub mod poller;
 pub mod signals;
+pub mod state;
 pub mod triton;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,11 +30,14 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use config::Config;
 use drain::controller::{DrainHandle, DrainView};
 use gpu::GpuState;
-use poller::{PollState, Poller};
+use poller::Poller;
+use state::PollState;
 use triton::client::{ClientBuildError, TritonClient};
 
 /// Errors that stop the agent.
@@ -125,8 +128,9 @@ impl Agent {
             admin,
         } = self;
         let origin = Instant::now();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let client = TritonClient::new(&config)?;
+        // Cancelled once, when the agent stops: every task below is handed a clone.
+        let shutdown = CancellationToken::new();
+        let client = TritonClient::new(&config.client)?;
 
         let (poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
         // Every background task, by name: one that ends before shutdown is a bug, and serving
@@ -134,15 +138,15 @@ impl Agent {
         // restarts it.
         let mut tasks = Supervisor::default();
         let (drain, phase_rx, drain_task) =
-            drain::controller::spawn_supervised(config.drain, origin, poll_rx.clone());
+            drain::controller::spawn(config.drain, origin, poll_rx.clone());
         tasks.watch(DRAIN_CONTROLLER, drain_task);
-        let poller = Poller::new(config.clone(), client, origin);
+        let poller = Poller::new(config.poller.clone(), client, origin);
         tasks.spawn(
             "poller",
-            poller::poll_loop(poller, poll_tx, phase_rx, stop_rx.clone()),
+            poller::poll_loop(poller, poll_tx, phase_rx, shutdown.clone()),
         );
         let (gpu_rx, gpu_task) =
-            gpu::task::spawn_supervised(&config.gpu, poll_rx.clone(), stop_rx.clone());
+            gpu::spawn(&config.gpu, poll_rx.clone(), shutdown.clone());
         if let Some(t) = gpu_task {
             tasks.watch(GPU_TASK, t);
         }
@@ -167,11 +171,11 @@ impl Agent {
                 drain.subscribe(),
                 gpu_rx,
                 page_tx,
-                stop_rx.clone(),
+                shutdown.clone(),
             ),
         );
 
-        let waiters = Arc::new(AtomicUsize::new(0));
+        let waiters = TaskTracker::new();
         let limits = http::server::Limits::default();
         let admin_state = http::admin::AdminState {
             drain: drain.clone(),
@@ -184,10 +188,10 @@ impl Agent {
         ] {
             tasks.spawn(
                 name,
-                http::server::serve(listener, limits, handler, stop_rx.clone()),
+                http::server::serve(listener, limits, handler, shutdown.clone()),
             );
         }
-        tracing::info!(metrics = %metrics_addr, admin = %admin_addr, triton = %config.triton_url, "triton-sidecar started");
+        tracing::info!(metrics = %metrics_addr, admin = %admin_addr, triton = %config.client.base_url, "triton-sidecar started");
 
         let failed = tokio::select! {
             _ = lifecycle(&drain, &mut signals) => None,
@@ -195,17 +199,15 @@ impl Agent {
         };
         if let Some(task) = failed {
             tracing::error!(task, "internal task stopped unexpectedly; exiting");
-            let _ = stop_tx.send(true);
+            shutdown.cancel();
             tasks.wait_for_stopped().await;
             return Err(AgentError::TaskFailed(task));
         }
 
         // Every /wait-for-drain caller gets its answer before the listeners close.
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while waiters.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let _ = stop_tx.send(true);
+        waiters.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), waiters.wait()).await;
+        shutdown.cancel();
         tasks.wait_for_stopped().await;
         tracing::info!("triton-sidecar stopped");
         Ok(())
@@ -324,7 +326,7 @@ async fn publish(
     mut drains: watch::Receiver<Arc<DrainView>>,
     mut gpus: watch::Receiver<GpuState>,
     page: watch::Sender<Option<Bytes>>,
-    mut stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     // The GPU side may have nothing to send (GPU gauges off): its closing is not an exit.
     let mut gpu_open = true;
@@ -339,21 +341,15 @@ async fn publish(
             &mut gpus,
         )));
         // A drain that changes phase meanwhile wakes `drains.changed()` at once.
-        let draining = drains.borrow().phase == drain::machine::Phase::Draining;
+        let draining = drains.borrow().phase == state::Phase::Draining;
         tokio::select! {
             r = polls.changed() => if r.is_err() { return },
             r = drains.changed() => if r.is_err() { return },
             r = gpus.changed(), if gpu_open => if r.is_err() { gpu_open = false },
             _ = tick.tick(), if draining => {}
-            _ = crate::stopped(&mut stop) => return,
+            _ = shutdown.cancelled() => return,
         }
     }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard wait_for returns is not Send: drop it here, inside.
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Bind and run: what the binary calls.

@@ -20,11 +20,11 @@ use prometheus_client::registry::Registry;
 
 use crate::derive::capacity::Basis;
 use crate::derive::utilization::CapacitySource;
-use crate::derive::{clean, ModelDerived};
+use crate::derive::{clean, ModelDerived, PodDerived};
 use crate::drain::controller::DrainView;
-use crate::drain::machine::Phase;
-use crate::gpu::{GpuSource, GpuState};
-use crate::poller::{readiness, PollState};
+use crate::state::Phase;
+use crate::gpu::{GpuReading, GpuSource, GpuState};
+use crate::state::{readiness, PollState};
 use crate::triton::client::Reason;
 use crate::triton::stats::StatsFailure;
 
@@ -38,65 +38,109 @@ type Labels = Vec<(&'static str, String)>;
 /// A family of float gauges keyed by label set.
 type FloatGaugeFamily = Family<Labels, FloatGauge>;
 
-/// The per-model families, one field per gauge, so a model's series are made and removed
-/// together.
+/// One per-model gauge: its family, its help, and its value for a model (`None`: the model has
+/// no such series now). **A per-model gauge is added here, and only here**: registration,
+/// handles, setting and removal all iterate this table. `triton_capacity_rps` and
+/// `triton_capacity_largest_batch` are the two exceptions, kept beside it in [`ModelFamilies`]:
+/// the capacity's label set changes with its source and basis.
+struct ModelGauge {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&ModelDerived) -> Option<f64>,
+}
+
+const MODEL_GAUGES: [ModelGauge; 9] = [
+    ModelGauge {
+        name: "triton_queue_wait_ms",
+        help: "Mean queue wait (ms) of the requests completed in the window, per model",
+        value: |m| Some(m.queue_wait_ms),
+    },
+    ModelGauge {
+        name: "triton_pending_requests",
+        help: "Requests waiting in the queue now, per model (Triton's pending count plus TensorRT-LLM waiting and vLLM num_requests_waiting)",
+        value: |m| Some(m.pending),
+    },
+    ModelGauge {
+        name: "triton_request_rate",
+        help: "Successful requests per second over the window, per model",
+        value: |m| Some(m.request_rate),
+    },
+    ModelGauge {
+        name: "triton_failure_rate",
+        help: "Failed requests per second over the window, per model",
+        value: |m| Some(m.failure_rate),
+    },
+    ModelGauge {
+        name: "triton_compute_ms",
+        help: "Mean compute time (ms) per request over the window, per model",
+        value: |m| Some(m.compute_ms),
+    },
+    ModelGauge {
+        name: "triton_offered_load_rps",
+        help: "Arrivals per second over the window, per model: completed + failed + change in pending; not capped at capacity",
+        value: |m| Some(m.offered_load_rps),
+    },
+    ModelGauge {
+        name: "triton_utilization",
+        help: "Offered load over capacity, per model; keeps rising past 1 under overload; 0 when idle (nothing arrived, completed or waits, from the model's second page on), with or without a capacity; otherwise absent without a capacity",
+        value: |m| m.utilization,
+    },
+    ModelGauge {
+        name: "triton_kv_cache_occupancy_ratio",
+        help: "TensorRT-LLM KV-cache occupancy, 0 to 1 (fraction, else used over max blocks), per model",
+        value: |m| m.kv_occupancy,
+    },
+    ModelGauge {
+        name: "triton_trtllm_active_ratio",
+        help: "TensorRT-LLM active over max requests of the in-flight batcher, per model",
+        value: |m| m.active_ratio,
+    },
+];
+
+/// The per-model families: one per [`MODEL_GAUGES`] entry, in its order, and the capacity's two.
 struct ModelFamilies {
-    /// `triton_queue_wait_ms`.
-    queue_wait: FloatGaugeFamily,
-    /// `triton_pending_requests`.
-    pending: FloatGaugeFamily,
-    /// `triton_request_rate`.
-    request_rate: FloatGaugeFamily,
-    /// `triton_failure_rate`.
-    failure_rate: FloatGaugeFamily,
-    /// `triton_compute_ms`.
-    compute: FloatGaugeFamily,
-    /// `triton_offered_load_rps`.
-    offered_load: FloatGaugeFamily,
+    /// Parallel to [`MODEL_GAUGES`].
+    gauges: Vec<FloatGaugeFamily>,
     /// `triton_capacity_rps{model,source,basis}`; absent without a capacity.
     capacity: FloatGaugeFamily,
     /// `triton_capacity_largest_batch`; absent without an estimated capacity.
     largest_batch: FloatGaugeFamily,
-    /// `triton_utilization`; absent without a capacity.
-    utilization: FloatGaugeFamily,
-    /// `triton_kv_cache_occupancy_ratio`; TensorRT-LLM only.
-    kv_occupancy: FloatGaugeFamily,
-    /// `triton_trtllm_active_ratio`; TensorRT-LLM only.
-    active_ratio: FloatGaugeFamily,
 }
 
 impl ModelFamilies {
-    /// The model's handles, created in every family.
+    /// Register every per-model family.
+    fn register(r: &mut Registry) -> Self {
+        let mut family = |name: &str, help: &str| {
+            let f = FloatGaugeFamily::default();
+            r.register(name, help, f.clone());
+            f
+        };
+        ModelFamilies {
+            gauges: MODEL_GAUGES.iter().map(|g| family(g.name, g.help)).collect(),
+            capacity: family(
+                "triton_capacity_rps",
+                "Requests per second the pod can serve, per model; source=configured (--capacity) or estimated (from /v2/models/stats, absent past --stats-max-age); basis=configured, fitted (batching gain measured) or proportional (none assumed); absent when neither",
+            ),
+            largest_batch: family(
+                "triton_capacity_largest_batch",
+                "Largest batch size executed since the model loaded, per model with an estimated capacity: the estimate is capped at it",
+            ),
+        }
+    }
+
+    /// A new model's (empty) handles.
     fn handles(&self, model: &str) -> ModelGauges {
-        let l = lbl("model", model);
         ModelGauges {
-            queue_wait: self.queue_wait.get_or_create_owned(&l),
-            pending: self.pending.get_or_create_owned(&l),
-            request_rate: self.request_rate.get_or_create_owned(&l),
-            failure_rate: self.failure_rate.get_or_create_owned(&l),
-            compute: self.compute.get_or_create_owned(&l),
-            offered_load: self.offered_load.get_or_create_owned(&l),
+            handles: vec![None; MODEL_GAUGES.len()],
             model: model.to_string(),
             capacity_key: None,
-            optional_on: [false; 3],
         }
     }
 
     /// Remove the model's series from every family.
     fn remove(&self, model: &str) {
         let l = lbl("model", model);
-        for f in [
-            &self.queue_wait,
-            &self.pending,
-            &self.request_rate,
-            &self.failure_rate,
-            &self.compute,
-            &self.offered_load,
-            &self.utilization,
-            &self.kv_occupancy,
-            &self.active_ratio,
-            &self.largest_batch,
-        ] {
+        for f in self.gauges.iter().chain([&self.largest_batch]) {
             f.remove(&l);
         }
         for (src, basis) in CAPACITY_KEYS {
@@ -120,39 +164,44 @@ fn capacity_labels(model: &str, src: CapacitySource, basis: Basis) -> Labels {
     ]
 }
 
-/// One model's gauge handles, shared with their [`ModelFamilies`] series.
+/// One model's gauge handles, shared with their [`ModelFamilies`] series. Looking a label set up
+/// in a family hashes it; doing that for every series every poll was a third of the poll cycle
+/// at 100 models (callgrind), so a handle is made when its series appears and kept.
 struct ModelGauges {
-    /// Mean queue wait (ms) over the window.
-    queue_wait: FloatGauge,
-    /// Requests waiting now.
-    pending: FloatGauge,
-    /// Successful requests per second.
-    request_rate: FloatGauge,
-    /// Failed requests per second.
-    failure_rate: FloatGauge,
-    /// Mean compute time (ms) per request.
-    compute: FloatGauge,
-    /// Arrivals per second.
-    offered_load: FloatGauge,
-    /// The model name, for the optional series (looked up only while present).
+    /// Parallel to [`MODEL_GAUGES`]: the series published now, `None` where it is absent.
+    handles: Vec<Option<FloatGauge>>,
+    /// The model name, for creating and removing series.
     model: String,
     /// The (source, basis) of the capacity series now published, to remove it when it changes.
     capacity_key: Option<(CapacitySource, Basis)>,
-    /// Which of utilization, KV occupancy and active ratio are published now.
-    optional_on: [bool; 3],
 }
 
 impl ModelGauges {
     /// Set every gauge from the model's derived values.
     fn set(&mut self, m: &ModelDerived, f: &ModelFamilies) {
-        self.queue_wait.set(clean(m.queue_wait_ms));
-        self.pending.set(clean(m.pending));
-        self.request_rate.set(clean(m.request_rate));
-        self.failure_rate.set(clean(m.failure_rate));
-        self.compute.set(clean(m.compute_ms));
-        self.offered_load.set(clean(m.offered_load_rps));
-        // The optional gauges are absent for most models (no capacity, not TensorRT-LLM): a
-        // label lookup only for the models that have them, or just lost them.
+        for ((spec, family), handle) in MODEL_GAUGES
+            .iter()
+            .zip(&f.gauges)
+            .zip(self.handles.iter_mut())
+        {
+            match ((spec.value)(m), handle.as_ref()) {
+                (Some(v), Some(h)) => {
+                    h.set(clean(v));
+                }
+                (Some(v), None) => {
+                    let h = family.get_or_create_owned(&lbl("model", &self.model));
+                    h.set(clean(v));
+                    *handle = Some(h);
+                }
+                (None, Some(_)) => {
+                    family.remove(&lbl("model", &self.model));
+                    *handle = None;
+                }
+                (None, None) => {}
+            }
+        }
+        // The capacity is absent for most models: a label lookup only for the models that have
+        // one, or just lost it.
         let key = m.capacity.map(|c| (c.source, c.basis));
         if let Some((src, basis)) = self.capacity_key.filter(|o| Some(*o) != key) {
             f.capacity.remove(&capacity_labels(&self.model, src, basis));
@@ -169,40 +218,102 @@ impl ModelGauges {
             }
         }
         self.capacity_key = key;
-        for (i, (fam, v)) in [
-            (&f.utilization, m.utilization),
-            (&f.kv_occupancy, m.kv_occupancy),
-            (&f.active_ratio, m.active_ratio),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            match v {
-                Some(v) => {
-                    fam.get_or_create(&lbl("model", &self.model)).set(clean(v));
-                }
-                None if self.optional_on[i] => {
-                    fam.remove(&lbl("model", &self.model));
-                }
-                None => {}
-            }
-            self.optional_on[i] = v.is_some();
-        }
     }
 }
+
+/// One pod gauge (a family with no labels, so it can be absent): its value from the pod's
+/// derived values, `None` where it is absent. Every pod gauge is absent while no page is held:
+/// a 0 would read as "idle" to an autoscaler. **A pod gauge is added here, and only here.**
+struct PodGauge {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&PodDerived) -> Option<f64>,
+}
+
+const POD_GAUGES: [PodGauge; 6] = [
+    PodGauge {
+        name: "triton_pod_queue_wait_ms",
+        help: "Queue wait (ms) a client sees: queue time of every model (ensemble steps included) per client-facing request completed in the window, or the longest stall",
+        value: |p| Some(p.queue_wait_ms),
+    },
+    PodGauge {
+        name: "triton_pod_pending_requests",
+        help: "Requests waiting now, summed over all models",
+        value: |p| Some(p.pending),
+    },
+    PodGauge {
+        name: "triton_pod_request_rate",
+        help: "Client-facing successful requests per second, summed over models (ensemble steps left out)",
+        value: |p| Some(p.request_rate),
+    },
+    PodGauge {
+        name: "triton_pod_offered_load_rps",
+        help: "Client-facing arrivals per second, summed over models (ensemble steps left out)",
+        value: |p| Some(p.offered_load_rps),
+    },
+    PodGauge {
+        name: "triton_pod_utilization",
+        help: "The pod's utilization for the autoscaler: per GPU the sum of its models' utilizations (ensembles and --bls-model left out, unplaced models on every GPU), the max over GPUs; 0 when every counted model is idle; absent when no counted model is idle or has a capacity",
+        value: |p| p.utilization,
+    },
+    PodGauge {
+        name: "triton_sidecar_models_without_capacity",
+        help: "Models counted in the pod utilization that have no capacity (neither --capacity nor an estimate)",
+        value: |p| Some(p.models_without_capacity),
+    },
+];
+
+/// One GPU gauge, labelled `gpu_uuid` and `gpu_name`: its value from a reading, `None` (or a
+/// value that is not finite and non-negative) where it is absent. **Added here, and only here.**
+struct GpuGauge {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&GpuReading) -> Option<f64>,
+}
+
+const GPU_GAUGES: [GpuGauge; 6] = [
+    GpuGauge {
+        name: "triton_gpu_utilization_ratio",
+        help: "GPU utilization, 0 to 1",
+        value: |g| g.utilization_ratio,
+    },
+    GpuGauge {
+        name: "triton_gpu_memory_used_bytes",
+        help: "GPU memory used, bytes",
+        value: |g| g.memory_used_bytes,
+    },
+    GpuGauge {
+        name: "triton_gpu_memory_total_bytes",
+        help: "GPU memory total, bytes",
+        value: |g| g.memory_total_bytes,
+    },
+    GpuGauge {
+        name: "triton_gpu_memory_used_ratio",
+        help: "GPU memory used over total, 0 to 1",
+        value: |g| match (g.memory_used_bytes, g.memory_total_bytes) {
+            (Some(u), Some(t)) if t > 0.0 => Some(u / t),
+            _ => None,
+        },
+    },
+    GpuGauge {
+        name: "triton_gpu_power_watts",
+        help: "GPU power draw, watts",
+        value: |g| g.power_watts,
+    },
+    GpuGauge {
+        name: "triton_gpu_temperature_celsius",
+        help: "GPU temperature, degrees Celsius",
+        value: |g| g.temperature_celsius,
+    },
+];
 
 /// Every family the agent exports.
 pub struct Metrics {
     registry: Registry,
     /// The per-model families.
     models: ModelFamilies,
-    /// Pod gauges are families with no labels, so that they can be absent (no page held).
-    pod_queue_wait: FloatGaugeFamily,
-    pod_pending: FloatGaugeFamily,
-    pod_request_rate: FloatGaugeFamily,
-    pod_offered_load: FloatGaugeFamily,
-    pod_utilization: FloatGaugeFamily,
-    models_without_capacity: FloatGaugeFamily,
+    /// Parallel to [`POD_GAUGES`].
+    pod: Vec<FloatGaugeFamily>,
     statistics_refused: FloatGauge,
     /// Age of the last good statistics read; absent before the first.
     statistics_age: FloatGaugeFamily,
@@ -221,18 +332,12 @@ pub struct Metrics {
     drain_waiting: FloatGaugeFamily,
     open_requests: FloatGaugeFamily,
     connection_scan_errors: Counter,
-    gpu_util: FloatGaugeFamily,
-    gpu_mem_used: FloatGaugeFamily,
-    gpu_mem_total: FloatGaugeFamily,
-    gpu_mem_ratio: FloatGaugeFamily,
-    gpu_power: FloatGaugeFamily,
-    gpu_temp: FloatGaugeFamily,
+    /// Parallel to [`GPU_GAUGES`].
+    gpu: Vec<FloatGaugeFamily>,
     gpu_source: FloatGaugeFamily,
     nvml_up: FloatGauge,
-    /// Per-model gauge handles, shared with their families. Looking a label set up in a family
-    /// hashes it; doing that for 5 × N series every poll was a third of the poll cycle at 100
-    /// models (callgrind), so handles are made once per model and only models that left
-    /// Triton's page are removed.
+    /// Per-model gauge handles (see [`ModelGauges`]); only models that left Triton's page are
+    /// removed.
     per_model: HashMap<String, ModelGauges>,
     buf: String,
 }
@@ -260,89 +365,18 @@ impl Metrics {
     /// Register every family.
     pub fn new() -> Self {
         let mut r = Registry::default();
+        let models = ModelFamilies::register(&mut r);
         let mut gf = |name: &str, help: &str| {
             let f = FloatGaugeFamily::default();
             r.register(name, help, f.clone());
             f
         };
-        let queue_wait = gf(
-            "triton_queue_wait_ms",
-            "Mean queue wait (ms) of the requests completed in the window, per model",
-        );
-        let pending = gf("triton_pending_requests", "Requests waiting in the queue now, per model (Triton's pending count plus TensorRT-LLM waiting and vLLM num_requests_waiting)");
-        let request_rate = gf(
-            "triton_request_rate",
-            "Successful requests per second over the window, per model",
-        );
-        let failure_rate = gf(
-            "triton_failure_rate",
-            "Failed requests per second over the window, per model",
-        );
-        let compute = gf(
-            "triton_compute_ms",
-            "Mean compute time (ms) per request over the window, per model",
-        );
-        let offered_load = gf(
-            "triton_offered_load_rps",
-            "Arrivals per second over the window, per model: completed + failed + change in pending; not capped at capacity",
-        );
-        let capacity = gf(
-            "triton_capacity_rps",
-            "Requests per second the pod can serve, per model; source=configured (--capacity) or estimated (from /v2/models/stats, absent past --stats-max-age); basis=configured, fitted (batching gain measured) or proportional (none assumed); absent when neither",
-        );
-        let largest_batch = gf(
-            "triton_capacity_largest_batch",
-            "Largest batch size executed since the model loaded, per model with an estimated capacity: the estimate is capped at it",
-        );
-        let utilization = gf(
-            "triton_utilization",
-            "Offered load over capacity, per model; keeps rising past 1 under overload; 0 when idle (nothing arrived, completed or waits, from the model's second page on), with or without a capacity; otherwise absent without a capacity",
-        );
-        let kv_occupancy = gf(
-            "triton_kv_cache_occupancy_ratio",
-            "TensorRT-LLM KV-cache occupancy, 0 to 1 (fraction, else used over max blocks), per model",
-        );
-        let active_ratio = gf(
-            "triton_trtllm_active_ratio",
-            "TensorRT-LLM active over max requests of the in-flight batcher, per model",
-        );
-        let gpu_util = gf("triton_gpu_utilization_ratio", "GPU utilization, 0 to 1");
-        let gpu_mem_used = gf("triton_gpu_memory_used_bytes", "GPU memory used, bytes");
-        let gpu_mem_total = gf("triton_gpu_memory_total_bytes", "GPU memory total, bytes");
-        let gpu_mem_ratio = gf(
-            "triton_gpu_memory_used_ratio",
-            "GPU memory used over total, 0 to 1",
-        );
-        let gpu_power = gf("triton_gpu_power_watts", "GPU power draw, watts");
-        let gpu_temp = gf(
-            "triton_gpu_temperature_celsius",
-            "GPU temperature, degrees Celsius",
-        );
         let gpu_source = gf(
             "triton_sidecar_gpu_source",
             "1 per reported GPU, labelled with the source of its values (nvml or triton); source=none alone when no GPU is reported",
         );
-        let pod_queue_wait = gf(
-            "triton_pod_queue_wait_ms",
-            "Queue wait (ms) a client sees: queue time of every model (ensemble steps included) per client-facing request completed in the window, or the longest stall",
-        );
-        let pod_pending = gf(
-            "triton_pod_pending_requests",
-            "Requests waiting now, summed over all models",
-        );
-        let pod_request_rate = gf("triton_pod_request_rate", "Client-facing successful requests per second, summed over models (ensemble steps left out)");
-        let pod_offered_load = gf(
-            "triton_pod_offered_load_rps",
-            "Client-facing arrivals per second, summed over models (ensemble steps left out)",
-        );
-        let pod_utilization = gf(
-            "triton_pod_utilization",
-            "The pod's utilization for the autoscaler: per GPU the sum of its models' utilizations (ensembles and --bls-model left out, unplaced models on every GPU), the max over GPUs; 0 when every counted model is idle; absent when no counted model is idle or has a capacity",
-        );
-        let models_without_capacity = gf(
-            "triton_sidecar_models_without_capacity",
-            "Models counted in the pod utilization that have no capacity (neither --capacity nor an estimate)",
-        );
+        let gpu: Vec<FloatGaugeFamily> = GPU_GAUGES.iter().map(|g| gf(g.name, g.help)).collect();
+        let pod: Vec<FloatGaugeFamily> = POD_GAUGES.iter().map(|g| gf(g.name, g.help)).collect();
         let statistics_age = gf(
             "triton_sidecar_statistics_age_seconds",
             "Age of the last good read of Triton's /v2/models/stats, as of the last poll; absent before the first; the estimate lapses past --stats-max-age",
@@ -442,25 +476,8 @@ impl Metrics {
         }
         Metrics {
             registry: r,
-            models: ModelFamilies {
-                queue_wait,
-                pending,
-                request_rate,
-                failure_rate,
-                compute,
-                offered_load,
-                capacity,
-                largest_batch,
-                utilization,
-                kv_occupancy,
-                active_ratio,
-            },
-            pod_queue_wait,
-            pod_pending,
-            pod_request_rate,
-            pod_offered_load,
-            pod_utilization,
-            models_without_capacity,
+            models,
+            pod,
             statistics_refused,
             statistics_age,
             statistics_errors,
@@ -477,12 +494,7 @@ impl Metrics {
             drain_waiting,
             open_requests,
             connection_scan_errors,
-            gpu_util,
-            gpu_mem_used,
-            gpu_mem_total,
-            gpu_mem_ratio,
-            gpu_power,
-            gpu_temp,
+            gpu,
             gpu_source,
             nvml_up,
             per_model: HashMap::new(),
@@ -528,24 +540,13 @@ impl Metrics {
         // With no page held, the pod gauges are absent like the per-model ones: a 0 would read
         // as "idle" to an autoscaler.
         let none: Labels = Vec::new();
-        for (f, v) in [
-            (&self.pod_queue_wait, d.pod.queue_wait_ms),
-            (&self.pod_pending, d.pod.pending),
-            (&self.pod_request_rate, d.pod.request_rate),
-            (&self.pod_offered_load, d.pod.offered_load_rps),
-            (&self.models_without_capacity, d.pod.models_without_capacity),
-        ] {
-            if d.present {
-                f.get_or_create(&none).set(clean(v));
-            } else {
-                f.clear();
+        for (spec, family) in POD_GAUGES.iter().zip(&self.pod) {
+            match (spec.value)(&d.pod).filter(|_| d.present) {
+                Some(v) => {
+                    family.get_or_create(&none).set(clean(v));
+                }
+                None => family.clear(),
             }
-        }
-        match d.pod.utilization.filter(|_| d.present) {
-            Some(u) => {
-                self.pod_utilization.get_or_create(&none).set(clean(u));
-            }
-            None => self.pod_utilization.clear(),
         }
         self.statistics_refused
             .set(if poll.statistics_refused { 1.0 } else { 0.0 });
@@ -627,33 +628,16 @@ impl Metrics {
     }
 
     fn update_gpu(&mut self, gpu: &GpuState) {
-        for f in [
-            &self.gpu_util,
-            &self.gpu_mem_used,
-            &self.gpu_mem_total,
-            &self.gpu_mem_ratio,
-            &self.gpu_power,
-            &self.gpu_temp,
-        ] {
+        for f in &self.gpu {
             f.clear();
         }
         for g in &gpu.readings {
             let l: Labels = vec![("gpu_uuid", g.uuid.clone()), ("gpu_name", g.name.clone())];
-            let set = |f: &FloatGaugeFamily, v: Option<f64>| {
-                if let Some(v) = v.filter(|v| v.is_finite() && *v >= 0.0) {
-                    f.get_or_create(&l).set(v);
+            for (spec, family) in GPU_GAUGES.iter().zip(&self.gpu) {
+                if let Some(v) = (spec.value)(g).filter(|v| v.is_finite() && *v >= 0.0) {
+                    family.get_or_create(&l).set(v);
                 }
-            };
-            set(&self.gpu_util, g.utilization_ratio);
-            set(&self.gpu_mem_used, g.memory_used_bytes);
-            set(&self.gpu_mem_total, g.memory_total_bytes);
-            let ratio = match (g.memory_used_bytes, g.memory_total_bytes) {
-                (Some(u), Some(t)) if t > 0.0 => Some(u / t),
-                _ => None,
-            };
-            set(&self.gpu_mem_ratio, ratio);
-            set(&self.gpu_power, g.power_watts);
-            set(&self.gpu_temp, g.temperature_celsius);
+            }
         }
         // One series per reported GPU saying where its values came from, since NVML may answer
         // for some of Triton's GPUs and the fallback fill in the rest; `{source="none"}` alone
@@ -704,14 +688,13 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DrainConfig;
+    use crate::drain::DrainConfig;
     use crate::derive::ModelDerived;
     use crate::drain::machine::DrainMachine;
     use std::time::Duration;
 
     fn view() -> DrainView {
         let cfg = DrainConfig {
-            poll_interval: Duration::from_millis(200),
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),

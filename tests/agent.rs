@@ -1,4 +1,6 @@
 //! The agent against a scripted fake Triton: /metrics, /readyz, and the core failure cases.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -28,7 +30,7 @@ async fn serves_derived_gauges_and_readiness() {
         s.model_ready.insert("m".into(), 200);
     });
     let mut cfg = fast_config(&t);
-    cfg.require_models = vec!["m".into()];
+    cfg.poller.require_models = vec!["m".into()];
     let a = start_agent(cfg).await;
     eventually(Duration::from_secs(5), "ready", || async {
         get(a.admin, "/readyz").await == (200, "ready\n".into())
@@ -207,8 +209,8 @@ async fn body_over_max_body_is_refused() {
     })
     .await;
     let mut cfg = fast_config(&t);
-    cfg.max_body = 1 << 20;
-    cfg.scrape_timeout = Duration::from_secs(2);
+    cfg.client.max_body = 1 << 20;
+    cfg.client.timeout = Duration::from_secs(2);
     let a = start_agent(cfg).await;
     eventually(Duration::from_secs(5), "too_large counted", || async {
         value(
@@ -350,7 +352,7 @@ async fn health_polls_never_hold_a_connection_open() {
         s.model_ready.insert("m".into(), 200);
     });
     let mut cfg = fast_config(&t);
-    cfg.require_models = vec!["m".into()];
+    cfg.poller.require_models = vec!["m".into()];
     let _a = start_agent(cfg).await;
     eventually(Duration::from_secs(5), "20 requests to /v2", || async {
         t.script.lock().unwrap().v2_hits >= 20
@@ -396,18 +398,18 @@ async fn ensemble_steps_are_learned_from_the_config_endpoint() {
 /// Serve the metrics router over a page channel the test controls.
 async fn serve_page(
     page: tokio::sync::watch::Receiver<Page>,
-) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+) -> (std::net::SocketAddr, tokio_util::sync::DropGuard) {
     use triton_sidecar::http;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(http::server::serve(
         l,
         http::server::Limits::default(),
         http::metrics::handler(page),
-        stop_rx,
+        shutdown.clone(),
     ));
-    (addr, stop_tx)
+    (addr, shutdown.drop_guard())
 }
 
 #[tokio::test]
@@ -478,8 +480,8 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
         s.configs.insert("ens".into(), r#"{"name":"ens","platform":"ensemble","ensemble_scheduling":{"step":[{"model_name":"lin"}]}}"#.into());
     });
     let mut cfg = fast_config(&t);
-    cfg.stats_interval = Duration::from_millis(200);
-    cfg.capacity.insert("cfg".into(), 40.0);
+    cfg.poller.stats_interval = Duration::from_millis(200);
+    cfg.poller.capacity.insert("cfg".into(), 40.0);
     let a = start_agent(cfg.clone()).await;
     let mut n = 0;
     // 1.5 s of load: 2 requests per 100 ms poll, about 20 requests per second per model.
@@ -579,7 +581,7 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
         s.v2_with_header = 0;
     });
     let mut cfg2 = cfg;
-    cfg2.triton_api_header =
+    cfg2.client.api_header =
         Some(triton_sidecar::config::parse_api_header("triton-access-token=tok").unwrap());
     let b = start_agent(cfg2).await;
     eventually(

@@ -2,12 +2,14 @@
 //! backend's published format (tests/fixtures/backends, see tests/fixtures/README.md): the
 //! TensorRT-LLM backend with and without the `waiting`/`fraction` types, and Triton's vLLM
 //! backend, which publishes no KV gauge. A gauge is absent (never 0) where its input is.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use triton_sidecar::derive::{derive, Window};
+use triton_sidecar::derive::{derive, Context, Window};
 use triton_sidecar::triton::snapshot::Snapshot;
 
 fn page(name: &str) -> String {
@@ -97,7 +99,7 @@ fn kv_occupancy_and_active_ratio_per_backend() {
         let snap = Arc::new(Snapshot::parse(&page(file)).expect(file));
         let mut w = Window::new(Duration::from_secs(10));
         w.push(Duration::from_secs(1), snap);
-        let d = derive(&w, Duration::from_secs(1), &HashSet::new());
+        let d = derive(&w, Duration::from_secs(1), &Context::steps(&HashSet::new()));
         let m = d
             .models
             .get(model)
@@ -134,7 +136,7 @@ fn fraction_wins_over_used_over_max_and_a_zero_max_gives_no_ratio() {
             Duration::from_secs(1),
             Arc::new(Snapshot::parse(&s).unwrap()),
         );
-        derive(&w, Duration::from_secs(1), &HashSet::new()).models["t"]
+        derive(&w, Duration::from_secs(1), &Context::steps(&HashSet::new())).models["t"]
     };
     let m = page(Some(0.5), 10.0, 100.0, 4.0, 16.0);
     assert_eq!(m.kv_occupancy, Some(0.5));
@@ -168,7 +170,7 @@ fn offered_load_counts_arrivals_that_did_not_complete() {
         Duration::from_secs(3),
         Arc::new(Snapshot::parse(&body(110, 5, 8)).unwrap()),
     );
-    let d = derive(&w, Duration::from_secs(3), &HashSet::new());
+    let d = derive(&w, Duration::from_secs(3), &Context::steps(&HashSet::new()));
     assert_eq!(d.models["t"].request_rate, 5.0);
     assert_eq!(d.models["t"].offered_load_rps, 10.0);
     assert_eq!(d.pod.offered_load_rps, 10.0);
@@ -177,7 +179,7 @@ fn offered_load_counts_arrivals_that_did_not_complete() {
         Duration::from_secs(5),
         Arc::new(Snapshot::parse(&body(120, 5, 0)).unwrap()),
     );
-    let d = derive(&w, Duration::from_secs(5), &HashSet::new());
+    let d = derive(&w, Duration::from_secs(5), &Context::steps(&HashSet::new()));
     // Over the window (t = 1 to 5): 20 completed + 4 failed − 2 queue = 22 in 4 s.
     assert_eq!(d.models["t"].offered_load_rps, 5.5);
 }
@@ -217,6 +219,6 @@ fn vllm_waiting_is_pending_per_model_and_counted_once_in_flight() {
     // Offered load counts the queue: a model with waiting requests and no completions is loaded.
     let mut w = Window::new(Duration::from_secs(10));
     w.push(Duration::from_secs(1), Arc::new(snap));
-    let d = derive(&w, Duration::from_secs(1), &HashSet::new());
+    let d = derive(&w, Duration::from_secs(1), &Context::steps(&HashSet::new()));
     assert_eq!(d.models["a"].pending, 3.0);
 }

@@ -1,11 +1,13 @@
 //! Derivation against the real Triton 2.51 pages in tests/fixtures (see its README).
 //! Every expected number is worked out by hand from the raw page values in a comment.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use triton_sidecar::derive::{derive, Derived, Pushed, Window};
+use triton_sidecar::derive::{derive, Context, Derived, Pushed, Window};
 use triton_sidecar::triton::snapshot::Snapshot;
 use triton_sidecar::triton::text;
 
@@ -97,7 +99,7 @@ fn load_sequence() -> (Window, Duration) {
 #[test]
 fn load_0_to_load_2() {
     let (w, now) = load_sequence();
-    let d: Derived = derive(&w, now, &no_steps());
+    let d: Derived = derive(&w, now, &Context::steps(&no_steps()));
     let fast = d.models["fast"];
     // fast queue wait: (51,586,212 − 17,044,237) µs / (715 − 250) = 34,541,975 / 465 = 74,283.8 µs = 74.28 ms
     close(fast.queue_wait_ms, 74.28, 0.01, "fast queue wait");
@@ -136,7 +138,7 @@ fn window_span_drops_old_snapshots() {
     w.push(t(1.002), snap(&page("load-1.prom")));
     w.push(t(2.003), snap(&page("load-2.prom")));
     assert_eq!(w.len(), 2);
-    let d = derive(&w, t(2.003), &no_steps());
+    let d = derive(&w, t(2.003), &Context::steps(&no_steps()));
     // fast load-1 → load-2: (51,586,212 − 33,952,164) / (715 − 475) = 17,634,048 / 240 = 73,475.2 µs
     close(
         d.models["fast"].queue_wait_ms,
@@ -159,7 +161,7 @@ fn counter_reset_starts_afresh() {
     // idle.prom has every counter at 0: Triton restarted.
     assert_eq!(w.push(t(3.0), snap(&page("idle.prom"))), Pushed::Reset);
     assert_eq!(w.len(), 1);
-    let d = derive(&w, t(3.0), &no_steps());
+    let d = derive(&w, t(3.0), &Context::steps(&no_steps()));
     for m in d.models.values() {
         assert_eq!(m.request_rate, 0.0);
         assert_eq!(m.queue_wait_ms, 0.0);
@@ -168,7 +170,7 @@ fn counter_reset_starts_afresh() {
     assert_eq!(d.pod.pending, 0.0);
     // The next page derives from the new process only: after.prom against idle.
     w.push(t(4.0), snap(&page("after.prom")));
-    let d = derive(&w, t(4.0), &no_steps());
+    let d = derive(&w, t(4.0), &Context::steps(&no_steps()));
     // fast: 68,598,662 / 960 = 71,457 µs = 71.46 ms, rate 960 / 1 s
     close(d.models["fast"].queue_wait_ms, 71.46, 0.01, "after reset");
     close(
@@ -198,7 +200,7 @@ fn stall_makes_wait_grow() {
     w.push(s(0), snap(&synthetic(0, 0, 0)));
     w.push(s(1), snap(&synthetic(10, 500_000, 5)));
     close(
-        derive(&w, s(1), &no_steps()).models["m"].queue_wait_ms,
+        derive(&w, s(1), &Context::steps(&no_steps())).models["m"].queue_wait_ms,
         50.0,
         1e-9,
         "before stall",
@@ -208,7 +210,7 @@ fn stall_makes_wait_grow() {
     w.push(s(3), snap(&synthetic(10, 500_000, 5)));
     // Stalled since the 1 s page; at 3 s that is 2,000 ms > 50 ms.
     close(
-        derive(&w, s(3), &no_steps()).models["m"].queue_wait_ms,
+        derive(&w, s(3), &Context::steps(&no_steps())).models["m"].queue_wait_ms,
         2000.0,
         1e-9,
         "stall at 3 s",
@@ -217,12 +219,12 @@ fn stall_makes_wait_grow() {
     for x in 4..=14 {
         w.push(s(x), snap(&synthetic(10, 500_000, 5)));
     }
-    let d = derive(&w, s(14), &no_steps());
+    let d = derive(&w, s(14), &Context::steps(&no_steps()));
     close(d.models["m"].queue_wait_ms, 13_000.0, 1e-9, "stall at 14 s");
     close(d.pod.queue_wait_ms, 13_000.0, 1e-9, "pod stall at 14 s");
     // A completion ends the stall.
     w.push(s(15), snap(&synthetic(11, 13_500_000, 0)));
-    let d = derive(&w, s(15), &no_steps());
+    let d = derive(&w, s(15), &Context::steps(&no_steps()));
     // Window now 5 s..15 s: Δqueue = 13,500,000 − 500,000 = 13,000,000 µs over 1 request = 13,000 ms.
     close(d.models["m"].queue_wait_ms, 13_000.0, 1e-9, "after stall");
 }
@@ -237,7 +239,7 @@ fn idle_queue_wait_is_zero_not_last() {
         w.push(s(x), snap(&synthetic(10, 500_000, 0)));
     }
     // No completion in the window and nothing pending: idle, 0.
-    assert_eq!(derive(&w, s(5), &no_steps()).models["m"].queue_wait_ms, 0.0);
+    assert_eq!(derive(&w, s(5), &Context::steps(&no_steps())).models["m"].queue_wait_ms, 0.0);
 }
 
 #[test]
@@ -250,7 +252,7 @@ fn model_disappearing_loses_its_series() {
         .map(|l| format!("{l}\n"))
         .collect();
     w.push(t(1.002), snap(&only_fast));
-    let d = derive(&w, t(1.002), &no_steps());
+    let d = derive(&w, t(1.002), &Context::steps(&no_steps()));
     assert!(d.models.contains_key("fast"));
     assert!(!d.models.contains_key("flaky"));
     // Pod pending is fast's 17 only.
@@ -273,7 +275,7 @@ fn nan_and_inf_never_reach_a_gauge() {
     let s = Snapshot::parse(&poisoned).unwrap();
     assert_eq!(s.non_finite, 2);
     w.push(t(1.002), Arc::new(s));
-    let d = derive(&w, t(1.002), &no_steps());
+    let d = derive(&w, t(1.002), &Context::steps(&no_steps()));
     for (name, m) in &d.models {
         for v in [
             m.queue_wait_ms,
@@ -309,7 +311,7 @@ fn ensemble_steps_leave_the_pod_rate() {
     w.push(Duration::from_secs(1), snap(&p(0, 0)));
     w.push(Duration::from_secs(2), snap(&p(10, 4)));
     let steps: HashSet<String> = ["pre".to_string(), "infer".to_string()].into();
-    let d = derive(&w, Duration::from_secs(2), &steps);
+    let d = derive(&w, Duration::from_secs(2), &Context::steps(&steps));
     // Client-facing: only ens, 10 /s (not 30 /s).
     close(d.pod.request_rate, 10.0, 1e-9, "pod rate");
     // Pending includes the step's queue.
@@ -321,12 +323,14 @@ fn ensemble_steps_leave_the_pod_rate() {
     // The steps' config, as Triton serves it, names them.
     let cfg = br#"{"name":"ens","platform":"ensemble","ensemble_scheduling":{"step":[{"model_name":"pre","model_version":-1},{"model_name":"infer","model_version":-1}]}}"#;
     assert_eq!(
-        triton_sidecar::triton::client::ensemble_steps_from_config(cfg),
+        triton_sidecar::triton::model_config::ModelInfo::from_config(cfg).steps,
         vec!["pre", "infer"]
     );
     let fast_cfg = page("v2_models_fast_config.json");
     assert!(
-        triton_sidecar::triton::client::ensemble_steps_from_config(fast_cfg.as_bytes()).is_empty()
+        triton_sidecar::triton::model_config::ModelInfo::from_config(fast_cfg.as_bytes())
+            .steps
+            .is_empty()
     );
 }
 
@@ -346,7 +350,7 @@ fn summary_only_fallback() {
     // summary-captured_at: load-0 327.076, load-2 329.080 → 2.004 s
     w.push(Duration::from_secs_f64(10.0), snap(&a));
     w.push(Duration::from_secs_f64(12.004), snap(&b));
-    let d = derive(&w, Duration::from_secs_f64(12.004), &no_steps());
+    let d = derive(&w, Duration::from_secs_f64(12.004), &Context::steps(&no_steps()));
     // fast queue: (45,650,853 − 14,921,878) / (940 − 308) = 30,728,975 / 632 = 48,621.8 µs = 48.62 ms
     close(
         d.models["fast"].queue_wait_ms,
@@ -362,7 +366,7 @@ fn summary_only_fallback() {
 fn stale_data_drops_model_series() {
     let (w, _) = load_sequence();
     // 10 s window; 11 s after the last page, the data is stale.
-    let d = derive(&w, t(2.003 + 11.0), &no_steps());
+    let d = derive(&w, t(2.003 + 11.0), &Context::steps(&no_steps()));
     assert!(d.models.is_empty());
     assert_eq!(d.pod.pending, 0.0);
 }
@@ -391,7 +395,7 @@ fn a_model_slower_than_the_poll_does_not_take_over_the_pod_wait() {
         if i < 26 {
             continue; // let the 5 s window fill
         }
-        let d = derive(&w, now, &no_steps());
+        let d = derive(&w, now, &Context::steps(&no_steps()));
         // Window 5 s = 25 polls: fast 250 requests × 20 ms, slow 12 or 13 requests × 400 ms:
         // weighted mean = (250·20 + 12.5·400) / 262.5 ≈ 38.1 ms (37.8–38.4 by parity).
         assert!(

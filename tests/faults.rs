@@ -18,6 +18,8 @@
 //! | oversized or too many headers | `oversized_headers_are_refused` |
 //! | odd methods, paths and request forms | `odd_requests_get_404_or_405_and_never_reach_triton` |
 //! | Triton's model-config endpoint hangs | `hanging_model_config_does_not_stall_the_poll_loop` |
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -415,10 +417,10 @@ async fn page_with_100k_series_keeps_serving() {
     })
     .await;
     let mut cfg = fast_config(&t);
-    cfg.max_body = 64 << 20;
-    cfg.scrape_timeout = Duration::from_secs(5);
-    cfg.poll_interval = Duration::from_millis(200);
-    cfg.window = Duration::from_secs(5);
+    cfg.client.max_body = 64 << 20;
+    cfg.client.timeout = Duration::from_secs(5);
+    cfg.poller.poll_interval = Duration::from_millis(200);
+    cfg.poller.window = Duration::from_secs(5);
     let a = start_agent(cfg).await;
     // 100 models, each pending 100 (one per version).
     eventually(
@@ -1019,8 +1021,8 @@ async fn odd_requests_get_404_or_405_and_never_reach_triton() {
     })
     .await;
     let mut cfg = fast_config(&t);
-    cfg.poll_interval = Duration::from_secs(2); // few polls, so extra Triton calls would show
-    cfg.window = Duration::from_secs(10);
+    cfg.poller.poll_interval = Duration::from_secs(2); // few polls, so extra Triton calls would show
+    cfg.poller.window = Duration::from_secs(10);
     let a = start_agent(cfg).await;
     eventually(Duration::from_secs(5), "first poll", || async {
         get(a.admin, "/readyz").await.0 == 200
@@ -1300,10 +1302,10 @@ impl ConfigTriton {
 
 fn config_for(url: &str) -> triton_sidecar::config::Config {
     let mut c = triton_sidecar::config::Config::for_tests(url);
-    c.poll_interval = Duration::from_millis(100);
-    c.window = Duration::from_secs(2);
-    c.scrape_timeout = Duration::from_millis(300);
-    c.max_body = 64 << 20;
+    c.poller.poll_interval = Duration::from_millis(100);
+    c.poller.window = Duration::from_secs(2);
+    c.client.timeout = Duration::from_millis(300);
+    c.client.max_body = 64 << 20;
     c
 }
 

@@ -1,6 +1,8 @@
 //! The whole agent (real binary) with `--nvml-lib` pointing at the fake NVML library: the real
 //! nvml-wrapper loading path, GPU selection from Triton's page, the Triton fallback, and
 //! `check --no-triton`.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -9,13 +9,15 @@
 //! `$CARGO_TARGET_DIR/fake-nvml` (or `target/fake-nvml`), and the `minimal` feature into
 //! `.../fake-nvml-minimal`. Set `FAKE_NVML_LIB` / `FAKE_NVML_LIB_MINIMAL` to a prebuilt `.so` to
 //! skip the build.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use triton_sidecar::config::GpuChoice;
+use triton_sidecar::gpu::GpuChoice;
 use triton_sidecar::gpu::nvml::{
     read_once, spawn_nvml_poller, NvmlConfig, NvmlPoller, NvmlReport, Wanted,
 };
@@ -218,7 +220,7 @@ fn only_the_gpu_tritons_page_names_is_reported() {
 #[test]
 fn explicit_uuid_list_and_unknown_uuid() {
     let fake = Fake::new("explicit", false, two_gpus());
-    let sel = GpuChoice::from_flags(false, Some(&format!("{A},GPU-not-here"))).expect("valid flag");
+    let sel = triton_sidecar::config::gpu_choice(false, Some(&format!("{A},GPU-not-here"))).expect("valid flag");
     let run = Running::start(fake.config(), select::wanted(&sel, None).expect("poller"));
     let r = run.wait_for("A", |r| !r.readings.is_empty());
     assert_eq!(uuids(&r), [A]);

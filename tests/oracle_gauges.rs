@@ -5,6 +5,8 @@
 //! wait never exceeds the larger of the mean wait of the requests completed in the window and
 //! the age of the oldest pending request plus one poll interval, never falls below that mean,
 //! and no gauge rises because a scrape failed. Pending, rates and compute equal the truth.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)] // shared with examples/oracle.rs, which uses other parts
 mod oracle;
@@ -415,12 +417,12 @@ fn page_trtllm(
 #[test]
 fn case11a_streams_in_progress_are_not_a_stall() {
     use std::time::Duration;
-    use triton_sidecar::derive::{derive, Window};
+    use triton_sidecar::derive::{derive, Context, Window};
     let mut w = Window::new(Duration::from_secs(10));
     let none = std::collections::HashSet::new();
     for s in 0..8u64 {
         w.push(Duration::from_secs(s), page_trtllm(10, 100 + 50 * s, 3));
-        let d = derive(&w, Duration::from_secs(s), &none);
+        let d = derive(&w, Duration::from_secs(s), &Context::steps(&none));
         assert_eq!(d.models["llm"].pending, 3.0);
         assert!(
             d.models["llm"].queue_wait_ms <= 1.0,
@@ -431,7 +433,7 @@ fn case11a_streams_in_progress_are_not_a_stall() {
     for s in 8..12u64 {
         w.push(Duration::from_secs(s), page_trtllm(10, 450, 3));
     }
-    let d = derive(&w, Duration::from_secs(11), &none);
+    let d = derive(&w, Duration::from_secs(11), &Context::steps(&none));
     assert_eq!(
         d.models["llm"].queue_wait_ms, 4000.0,
         "iterations stopped at t=7: a 4 s stall"
@@ -487,14 +489,22 @@ impl triton_sidecar::triton::transport::Transport for Scripted {
     ) -> Result<bool, triton_sidecar::triton::client::ScrapeError> {
         Ok(true)
     }
-    async fn ensemble_steps(
+    async fn model_config(
         &self,
         m: &str,
-    ) -> Result<Vec<String>, triton_sidecar::triton::client::ScrapeError> {
-        Ok(if m == "ens" {
+    ) -> Result<
+        triton_sidecar::triton::model_config::ModelInfo,
+        triton_sidecar::triton::client::ScrapeError,
+    > {
+        let steps = if m == "ens" {
             self.steps.lock().unwrap_or_else(|p| p.into_inner()).clone()
         } else {
             Vec::new()
+        };
+        Ok(triton_sidecar::triton::model_config::ModelInfo {
+            ensemble: !steps.is_empty(),
+            steps,
+            ..Default::default()
         })
     }
 }
@@ -526,7 +536,7 @@ fn ensemble_steps_are_relearned_after_a_reload() {
         .expect("runtime");
     let rates = rt.block_on(async {
         let mut p = Poller::with(
-            Config::for_tests("http://127.0.0.1:9"),
+            Config::for_tests("http://127.0.0.1:9").poller,
             t.clone(),
             clock.clone(),
         );

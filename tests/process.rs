@@ -1,4 +1,6 @@
 //! The real binary, real signals: start-up errors and the termination lifecycle.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -459,5 +461,52 @@ fn start_up_line_parses_in_both_formats() {
     assert_eq!(
         parse_started("triton-sidecar started metrics=0.0.0.0:8003"),
         None
+    );
+}
+
+/// A Triton that accepts every connection and never answers (a hung process, a full accept
+/// queue behind a stuck event loop): the agent's poll is then inside a request for up to three
+/// `--scrape-timeout`s (the page, then the health probes). A stop must reach the poll in
+/// progress: the second signal still exits within 1 s, as the README promises.
+#[tokio::test]
+async fn double_sigterm_exits_within_a_second_while_triton_never_answers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let url = format!("http://{addr}");
+    let started = spawn_agent(
+        Command::new(BIN)
+            .args(["--triton-url", &url, "--triton-metrics-url", &format!("{url}/metrics")])
+            .args(PORT_ZERO)
+            .args(["--poll-interval", "100ms", "--window", "2s"])
+            // Far longer than the promise: a stop that waits for the request fails the test.
+            .args(["--scrape-timeout", "20s", "--drain-timeout", "60s", "--no-gpu"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null()),
+    );
+    let a = started.unwrap_or_else(|(st, log)| panic!("agent exited at start-up: {st:?}\n{log}"));
+    let mut p = Proc {
+        child: a.child,
+        admin: a.admin,
+        metrics: a.metrics,
+        _stderr: a.stderr,
+    };
+    // The first poll is under way and hanging by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&p, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(p.child.try_wait().unwrap().is_none(), "one signal starts a drain; it must not exit");
+    signal(&p, "TERM");
+    let (st, took) = wait_exit(&mut p, Duration::from_secs(30)).await;
+    held.abort();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "second signal with a hung Triton: exit within 1 s, took {took:?}"
     );
 }

@@ -7,13 +7,15 @@
 //! - after a counter goes down (a Triton restart) the result is exactly what a fresh window fed
 //!   only the post-restart pages gives: nothing of the old process leaks through;
 //! - while requests wait and none completes, the queue wait does not fall.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use triton_sidecar::derive::{derive, Derived, Pushed, Window};
+use triton_sidecar::derive::{derive, Context, Derived, Pushed, Window};
 use triton_sidecar::triton::snapshot::{ModelCounters, Snapshot};
 
 fn ok(x: f64) -> bool {
@@ -171,7 +173,7 @@ proptest! {
             if push {
                 w.push(now, Arc::new(s.clone()));
             }
-            let d = derive(&w, now + Duration::from_millis(lag), &ensemble_steps);
+            let d = derive(&w, now + Duration::from_millis(lag), &Context::steps(&ensemble_steps));
             assert_clean(&d)?;
             if let Some((_, newest)) = w.latest() {
                 for name in d.models.keys() {
@@ -197,7 +199,7 @@ proptest! {
         for i in 0..polls {
             let now = Duration::from_millis(1_000 + i * interval_ms);
             prop_assert_eq!(w.push(now, snap(&[("m", steady(i, rate, fail, wait_us, compute_us, pending))])), Pushed::Appended);
-            d = derive(&w, now, &HashSet::new());
+            d = derive(&w, now, &Context::steps(&HashSet::new()));
         }
         let m = d.models["m"];
         let per_s = 1000.0 / interval_ms as f64;
@@ -225,7 +227,7 @@ proptest! {
             let now = Duration::from_secs(i + 1);
             let page: BTreeMap<String, ModelCounters> = models.iter().map(|(n, (r, q, p))| (n.clone(), steady(i, *r, 0, *q, 1, *p))).collect();
             w.push(now, Arc::new(Snapshot { models: page, ..Default::default() }));
-            d = derive(&w, now, &ensemble_steps);
+            d = derive(&w, now, &Context::steps(&ensemble_steps));
         }
         let rate: f64 = models.iter().filter(|(n, _)| !ensemble_steps.contains(*n)).map(|(_, (r, _, _))| *r as f64).sum();
         prop_assert!(close(d.pod.request_rate, rate), "{} vs {}", d.pod.request_rate, rate);
@@ -262,8 +264,8 @@ proptest! {
                 prop_assert_eq!(pushed, Pushed::Reset);
             }
             fresh.push(Duration::from_millis(t), s);
-            d_old = derive(&w, Duration::from_millis(t), &HashSet::new());
-            d_new = derive(&fresh, Duration::from_millis(t), &HashSet::new());
+            d_old = derive(&w, Duration::from_millis(t), &Context::steps(&HashSet::new()));
+            d_new = derive(&fresh, Duration::from_millis(t), &Context::steps(&HashSet::new()));
         }
         prop_assert_eq!(d_old, d_new);
     }
@@ -291,13 +293,13 @@ proptest! {
             q += (per_poll * wait) as f64;
             w.push(Duration::from_millis(t), page(n, q, pending as f64));
         }
-        let mut last = derive(&w, Duration::from_millis(t), &HashSet::new());
+        let mut last = derive(&w, Duration::from_millis(t), &Context::steps(&HashSet::new()));
         let mut stalled = 0u64;
         // ...then a stall: requests pending, none completes.
         for _ in 0..stall_polls {
             t += 1000;
             w.push(Duration::from_millis(t), page(n, q, pending as f64));
-            let d = derive(&w, Duration::from_millis(t), &HashSet::new());
+            let d = derive(&w, Duration::from_millis(t), &Context::steps(&HashSet::new()));
             // The stall began at the previous poll at the latest.
             stalled += 1000;
             let m = d.models["m"].queue_wait_ms;
@@ -335,14 +337,14 @@ fn stall_after_a_slow_batch() {
     w.push(Duration::from_secs(0), page(0.0, 0.0, 0.0));
     w.push(Duration::from_secs(1), page(1.0, 10_000_000.0, 1.0)); // one request waited 10 s
     w.push(Duration::from_secs(2), page(2.0, 10_000_000.0, 1.0)); // one waited 0 ms
-    let before = derive(&w, Duration::from_secs(2), &none);
+    let before = derive(&w, Duration::from_secs(2), &Context::steps(&none));
     assert_eq!(before.models["m"].queue_wait_ms, 5000.0);
     w.push(Duration::from_secs(3), page(2.0, 10_000_000.0, 1.0)); // stalled: pending 1, no completion
-    let during = derive(&w, Duration::from_secs(3), &none);
+    let during = derive(&w, Duration::from_secs(3), &Context::steps(&none));
     assert_eq!(during.models["m"].queue_wait_ms, 1000.0);
     assert_eq!(during.pod.queue_wait_ms, 1000.0);
     w.push(Duration::from_secs(4), page(2.0, 10_000_000.0, 1.0));
-    let later = derive(&w, Duration::from_secs(4), &none);
+    let later = derive(&w, Duration::from_secs(4), &Context::steps(&none));
     assert_eq!(later.models["m"].queue_wait_ms, 2000.0);
     assert_eq!(later.pod.queue_wait_ms, 2000.0);
 }

@@ -8,12 +8,14 @@
 //! - per-model and per-GPU series are exactly those of the latest state (models that left lose
 //!   their series);
 //! - counters never go down across renders.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use triton_sidecar::config::DrainConfig;
+use triton_sidecar::drain::DrainConfig;
 use triton_sidecar::derive::capacity::Basis;
 use triton_sidecar::derive::utilization::{Capacity, CapacitySource};
 use triton_sidecar::derive::{clean, Derived, ModelDerived, PodDerived};
@@ -21,7 +23,7 @@ use triton_sidecar::drain::controller::DrainView;
 use triton_sidecar::drain::machine::{Completion, DrainResult, Phase, Trigger};
 use triton_sidecar::gpu::{GpuReading, GpuSource, GpuState};
 use triton_sidecar::metrics::Metrics;
-use triton_sidecar::poller::PollState;
+use triton_sidecar::state::PollState;
 use triton_sidecar::triton::client::Reason;
 use triton_sidecar::triton::text;
 
@@ -207,7 +209,6 @@ fn drain_view(
         counts,
         terminating: false,
         config: DrainConfig {
-            poll_interval: Duration::from_millis(200),
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),

@@ -2,6 +2,8 @@
 //! `:`, label values with escapes and any Unicode, blanks and tabs, trailing commas, CRLF,
 //! HELP/TYPE/comment lines, ±Inf/NaN, timestamps); a corrupted line is reported with its line
 //! number; the name filter agrees with the full parse; arbitrary text never panics.
+// Test code: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
 use triton_sidecar::triton::snapshot::Snapshot;

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use triton_sidecar::config::DrainConfig;
+use triton_sidecar::drain::DrainConfig;
 use triton_sidecar::derive::{Pushed, Window};
 use triton_sidecar::drain::controller::DrainView;
-use triton_sidecar::drain::machine::Phase;
+use triton_sidecar::state::Phase;
 use triton_sidecar::gpu::{GpuReading, GpuSource, GpuState};
-use triton_sidecar::poller::{Health, PollState};
+use triton_sidecar::state::{Health, PollState};
 use triton_sidecar::triton::snapshot::Snapshot;
 
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -32,7 +32,6 @@ pub fn drain_view() -> DrainView {
         counts: BTreeMap::new(),
         terminating: false,
         config: DrainConfig {
-            poll_interval: Duration::from_millis(200),
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),

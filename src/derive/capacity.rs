@@ -365,7 +365,7 @@ impl Estimator {
     }
 
     /// The capacity of the model's `instances` when the config lets the batcher form batches of
-    /// `config_batch` (see [`crate::triton::client::ModelInfo::batch_limit`]), capped at the
+    /// `config_batch` (see [`crate::triton::model_config::ModelInfo::batch_limit`]), capped at the
     /// largest batch seen: the cost model's rows per second over the rows per request seen.
     pub fn estimate(&self, model: &str, instances: u32, config_batch: u32) -> Option<Estimate> {
         let l = self.models.get(model)?;

@@ -8,6 +8,7 @@
 //! - [`capacity`]: the online capacity estimate from Triton's execution statistics;
 //! - [`utilization`]: which capacity a model has, its utilization, and the pod's.
 
+pub mod activity;
 pub mod capacity;
 pub mod utilization;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::triton::snapshot::{ModelCounters, Snapshot};
+use activity::Activity;
 
 /// Gauges of one model over the window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -271,15 +273,10 @@ impl Window {
     }
 }
 
-/// **What counts as progress**: a request completed (`success`), an execution ended
-/// (`exec_count`, failed executions included: a backend that errors on every request is broken,
-/// not stalled), or a TensorRT-LLM iteration ran (streams complete only at their end, while
-/// tokens flow every iteration). Failures that never executed (REJECTED, CANCELED) are not
-/// progress: under overload they must not hide a stall.
+/// **What counts as progress**: [`Activity::progressed_since`] (the rule, and why failures are
+/// left out, is in [`activity`]).
 fn progressed(old: &ModelCounters, new: &ModelCounters) -> bool {
-    new.success > old.success
-        || new.exec_count > old.exec_count
-        || matches!((old.trtllm_iterations, new.trtllm_iterations), (Some(a), Some(b)) if b > a)
+    Activity::of_model(new).progressed_since(&Activity::of_model(old))
 }
 
 /// **Idle between two pages**: no counter moved and nothing is pending on either page. See
@@ -349,10 +346,50 @@ fn ms(d: Duration) -> f64 {
 /// gauges hold their last values (no stall grows from a scrape that failed) until `now` is
 /// more than the window past the newest page; then nothing is published (`present` is false).
 ///
-/// `steps` are ensemble step models: their requests are counted by the ensemble already, so the
-/// pod's request rate and the pod wait's divisor leave them out, while their queue time counts
-/// (it is part of the wait the ensemble's client sees).
-pub fn derive(window: &Window, now: Duration, steps: &HashSet<String>) -> Derived {
+/// `ctx.steps` are ensemble step models: their requests are counted by the ensemble already, so
+/// the pod's request rate and the pod wait's divisor leave them out, while their queue time
+/// counts (it is part of the wait the ensemble's client sees). With `ctx.capacity`, each model's
+/// capacity and utilization and the pod's follow ([`utilization`]): the one call the poller
+/// makes.
+pub fn derive(window: &Window, now: Duration, ctx: &Context<'_>) -> Derived {
+    let mut out = page_gauges(window, now, ctx.steps);
+    if let Some(inputs) = &ctx.capacity {
+        utilization::assess(&mut out, inputs);
+    }
+    out
+}
+
+/// What the derivation reads besides the window and the time: what the model configs said, and
+/// the capacity sources.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Ensemble step models, as their ensembles' configs name them.
+    pub steps: &'a HashSet<String>,
+    /// Capacities (configured, estimated), model configs and BLS models; `None`: the page's
+    /// gauges alone, with no capacity and no utilization.
+    pub capacity: Option<utilization::Inputs<'a>>,
+}
+
+impl<'a> Context<'a> {
+    /// The page's gauges alone, with these ensemble steps.
+    pub fn steps(steps: &'a HashSet<String>) -> Context<'a> {
+        Context {
+            steps,
+            capacity: None,
+        }
+    }
+}
+
+impl Default for Context<'static> {
+    fn default() -> Self {
+        static NO_STEPS: std::sync::LazyLock<HashSet<String>> =
+            std::sync::LazyLock::new(HashSet::new);
+        Context::steps(&NO_STEPS)
+    }
+}
+
+/// The gauges of the page counters: every rule of this module, before capacity.
+fn page_gauges(window: &Window, now: Duration, steps: &HashSet<String>) -> Derived {
     let mut out = Derived::default();
     let Some(t_new) = window.latest else {
         return out;

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::derive::capacity::{Basis, Estimator};
 use crate::derive::{clean, Derived};
-use crate::triton::client::ModelInfo;
+use crate::triton::model_config::ModelInfo;
 
 /// Where a capacity came from: the `source` label of `triton_capacity_rps`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,7 +108,7 @@ pub fn capacity_of(model: &str, inp: &Inputs<'_>) -> Option<Capacity> {
 }
 
 /// Fill in every model's capacity and utilization and the pod's utilization.
-pub fn assess(d: &mut Derived, inp: &Inputs<'_>) {
+pub(crate) fn assess(d: &mut Derived, inp: &Inputs<'_>) {
     let mut per_gpu: BTreeMap<u32, f64> = BTreeMap::new();
     let mut everywhere = 0.0;
     let mut any = false;

@@ -13,8 +13,8 @@ use super::machine::{
     CancelError, Completion, DrainMachine, DrainResult, Observation, Phase, Probe, Trigger,
     WaitingOn,
 };
-use crate::config::DrainConfig;
-use crate::poller::PollState;
+use crate::drain::DrainConfig;
+use crate::state::PollState;
 use crate::triton::client::ScrapeError;
 
 /// The published drain state. Immutable once sent.
@@ -208,8 +208,7 @@ impl DrainHandle {
 pub fn observation(p: &PollState) -> Observation {
     let probe = match (&p.activity, &p.last_error) {
         (Some(a), _) => Probe::Ok {
-            counters: a.counters,
-            in_flight: a.in_flight,
+            activity: *a,
             ready: p.health.is_ready(),
             connections: p.connections,
             longest_execution: p.longest_execution,
@@ -277,18 +276,9 @@ impl Stamp {
     }
 }
 
-/// Spawn the controller. Returns the handle, and a phase receiver for the poller.
+/// Spawn the controller. Returns the handle, a phase receiver for the poller, and the task, so
+/// the agent can notice it ending. It runs until the last [`DrainHandle`] is gone.
 pub fn spawn(
-    cfg: DrainConfig,
-    origin: Instant,
-    polls: watch::Receiver<Arc<PollState>>,
-) -> (DrainHandle, watch::Receiver<Phase>) {
-    let (handle, phase, _task) = spawn_task(cfg, origin, polls, Arc::new(AtomicU64::new(0)));
-    (handle, phase)
-}
-
-/// [`spawn`], also returning the controller task, so the agent can notice it ending.
-pub fn spawn_supervised(
     cfg: DrainConfig,
     origin: Instant,
     polls: watch::Receiver<Arc<PollState>>,
@@ -466,7 +456,6 @@ mod tests {
 
     fn cfg(timeout: Duration) -> DrainConfig {
         DrainConfig {
-            poll_interval: Duration::from_millis(200),
             min_drain: Duration::ZERO,
             quiet: Duration::from_millis(10),
             timeout,
@@ -552,7 +541,7 @@ mod tests {
     #[tokio::test]
     async fn a_signal_during_a_hook_drain_is_published() {
         let (_poll_tx, poll_rx) = watch::channel(Arc::new(PollState::default()));
-        let (h, _phase) = spawn(cfg(Duration::from_secs(60)), Instant::now(), poll_rx);
+        let (h, _phase, _task) = spawn(cfg(Duration::from_secs(60)), Instant::now(), poll_rx);
         let g = h.start(Trigger::PrestopHttp).await.expect("alive");
         let mut views = h.subscribe();
         views

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::DrainConfig;
+use super::DrainConfig;
 use crate::triton::connections::ConnectionView;
 
 /// What a drain under way is waiting on, as of the last poll: `/drain/status`'s `waiting_on`
@@ -129,38 +129,17 @@ impl DrainResult {
     }
 }
 
-/// The drain phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Phase {
-    /// In rotation.
-    #[default]
-    Serving,
-    /// Out of rotation, waiting for Triton to be idle.
-    Draining,
-    /// Done; stays out of rotation.
-    Drained,
-}
-
-impl Phase {
-    /// The `state` value of `/drain/status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Serving => "serving",
-            Phase::Draining => "draining",
-            Phase::Drained => "drained",
-        }
-    }
-}
+pub use crate::state::Phase;
+use crate::derive::activity::Activity;
 
 /// What one poll of Triton saw, as the drain needs it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Probe {
     /// The metrics page was read.
     Ok {
-        /// (success, failure, exec_count) summed over models.
-        counters: (f64, f64, f64),
-        /// Pending + backend-reported in-flight work.
-        in_flight: f64,
+        /// The page's counters and the work in flight (see [`Activity::moved_since`] for what
+        /// counts as movement here).
+        activity: Activity,
         /// Triton (and every required model) answered ready.
         ready: bool,
         /// The kernel's view of Triton's client connections; `None` when not read (serving,
@@ -232,7 +211,7 @@ pub struct DrainMachine {
     result: Option<DrainResult>,
     started: Option<Duration>,
     quiet_since: Option<Duration>,
-    last_counters: Option<(f64, f64, f64)>,
+    last_activity: Option<Activity>,
     last_in_flight: f64,
     refused_in_row: u32,
     terminating: bool,
@@ -260,7 +239,7 @@ impl DrainMachine {
             result: None,
             started: None,
             quiet_since: None,
-            last_counters: None,
+            last_activity: None,
             last_in_flight: 0.0,
             refused_in_row: 0,
             terminating: false,
@@ -422,21 +401,21 @@ impl DrainMachine {
                 self.quiet_since = None;
             }
             Probe::Ok {
-                counters,
-                in_flight,
+                activity,
                 ready,
                 connections,
                 longest_execution,
             } => {
                 self.refused_in_row = 0;
+                let in_flight = activity.in_flight;
                 self.last_in_flight = in_flight;
-                let moved = match self.last_counters {
-                    Some(prev) => prev != counters,
+                let moved = match &self.last_activity {
+                    Some(prev) => activity.moved_since(prev),
                     None => true,
                 };
                 if self.phase == Phase::Draining {
-                    if let Some(prev) = self.last_counters {
-                        let d = (counters.0 - prev.0) + (counters.1 - prev.1);
+                    if let Some(prev) = &self.last_activity {
+                        let d = activity.requests_since(prev);
                         if d > 0.0 && !obs.counter_reset {
                             self.requests_seen += d;
                         }
@@ -472,7 +451,7 @@ impl DrainMachine {
                     }
                     self.waiting_on = w;
                 }
-                self.last_counters = Some(counters);
+                self.last_activity = Some(activity);
                 if obs.counter_reset && self.phase == Phase::Drained {
                     self.was_unreachable = true; // a new process, even if not ready yet
                 }
@@ -515,7 +494,6 @@ mod tests {
 
     fn cfg() -> DrainConfig {
         DrainConfig {
-            poll_interval: Duration::from_millis(200),
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),
@@ -529,8 +507,12 @@ mod tests {
         Observation {
             at: ms(at),
             probe: Probe::Ok {
-                counters: (c, 0.0, c),
-                in_flight,
+                activity: Activity {
+                    success: c,
+                    executions: c,
+                    in_flight,
+                    ..Activity::default()
+                },
                 ready: true,
                 connections: None,
                 longest_execution: Duration::ZERO,
@@ -904,8 +886,7 @@ mod tests {
         let not_ready = Observation {
             at: ms(800),
             probe: Probe::Ok {
-                counters: (0.0, 0.0, 0.0),
-                in_flight: 0.0,
+                activity: Activity::default(),
                 ready: false,
                 connections: None,
                 longest_execution: Duration::ZERO,
@@ -939,8 +920,7 @@ mod tests {
         m.observe(Observation {
             at: ms(22_000),
             probe: Probe::Ok {
-                counters: (0.0, 0.0, 0.0),
-                in_flight: 0.0,
+                activity: Activity::default(),
                 ready: true,
                 connections: None,
                 longest_execution: Duration::ZERO,

@@ -19,6 +19,35 @@ pub mod task;
 pub mod triton_fallback;
 pub use task::{check_report, spawn};
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which GPUs to report: the one model of `--gpu`/`--no-gpu`, parsed by
+/// `config::gpu_choice` and read by `gpu::select`'s rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuChoice {
+    /// `--no-gpu` (or `--gpu none`): no NVML, no GPU gauges.
+    Off,
+    /// `--gpu all`: every GPU NVML can see.
+    All,
+    /// `--gpu UUID,...`: these UUIDs, in the order given.
+    Uuids(Vec<String>),
+    /// `--gpu` not set: the GPUs Triton's own page names.
+    FromTriton,
+}
+
+
+/// GPU reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuConfig {
+    /// Which GPUs.
+    pub choice: GpuChoice,
+    /// NVML library path; `libnvidia-ml.so.1` from the loader path when `None`.
+    pub nvml_lib: Option<PathBuf>,
+    /// NVML poll interval.
+    pub poll_interval: Duration,
+}
+
 /// One GPU's readings. `None` means the value is not available (NotSupported, a missing
 /// symbol, or not carried by the source) and the series is omitted, never reported as 0.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,7 +17,7 @@
 
 use super::nvml::{NvmlReport, Wanted};
 use super::{triton_fallback, GpuReading, GpuSource, GpuState};
-use crate::config::GpuChoice;
+use super::GpuChoice;
 
 /// The warning the caller logs once when no GPU could be chosen.
 pub const NO_GPU_CHOSEN: &str = "no GPU gauges: Triton's page carries no nv_gpu_* series with a \

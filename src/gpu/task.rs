@@ -14,10 +14,11 @@ use super::nvml::{
 };
 use super::select::{select, wanted, NO_GPU_CHOSEN};
 use super::{format_gpu_line, triton_fallback, GpuReading, GpuState};
-use crate::config::{GpuChoice, GpuConfig};
-use crate::poller::PollState;
+use super::{GpuChoice, GpuConfig};
+use crate::state::PollState;
 use crate::triton::snapshot::TritonGpuSample;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Triton's `nv_gpu_*` samples as GPU readings (utilization, memory, power; no name, no
 /// temperature: Triton does not publish them).
@@ -34,23 +35,15 @@ pub fn triton_readings(samples: &[TritonGpuSample]) -> Vec<GpuReading> {
     )
 }
 
-/// Spawn the GPU side; the receiver carries the state to publish.
+/// Spawn the GPU side: the receiver carries the state to publish, and the task (`None` with
+/// `--no-gpu`: nothing runs) lets the agent notice it ending. It stops when `shutdown` is
+/// cancelled.
 pub fn spawn(
     cfg: &GpuConfig,
     polls: watch::Receiver<Arc<PollState>>,
-    stop: watch::Receiver<bool>,
-) -> watch::Receiver<GpuState> {
-    spawn_with(cfg, polls, stop, spawn_nvml_poller)
-}
-
-/// [`spawn`], also returning the GPU task (`None` with `--no-gpu`: nothing runs), so the agent
-/// can notice it ending.
-pub fn spawn_supervised(
-    cfg: &GpuConfig,
-    polls: watch::Receiver<Arc<PollState>>,
-    stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> (watch::Receiver<GpuState>, Option<JoinHandle<()>>) {
-    spawn_task(cfg, polls, stop, spawn_nvml_poller)
+    spawn_with(cfg, polls, shutdown, spawn_nvml_poller)
 }
 
 /// [`spawn`] with the NVML thread's start passed in, so tests can stand in for the thread (a
@@ -58,20 +51,7 @@ pub fn spawn_supervised(
 fn spawn_with<F>(
     cfg: &GpuConfig,
     polls: watch::Receiver<Arc<PollState>>,
-    stop: watch::Receiver<bool>,
-    start_nvml: F,
-) -> watch::Receiver<GpuState>
-where
-    F: FnOnce(NvmlConfig, watch::Receiver<Wanted>, Arc<AtomicBool>) -> std::io::Result<NvmlPoller>,
-{
-    spawn_task(cfg, polls, stop, start_nvml).0
-}
-
-/// [`spawn_with`], also returning the task.
-fn spawn_task<F>(
-    cfg: &GpuConfig,
-    polls: watch::Receiver<Arc<PollState>>,
-    stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     start_nvml: F,
 ) -> (watch::Receiver<GpuState>, Option<JoinHandle<()>>)
 where
@@ -104,7 +84,7 @@ where
         wanted: wanted_tx,
         out: tx,
         fresh,
-        stop,
+        shutdown,
     };
     let task = tokio::spawn(async move {
         task.run().await;
@@ -128,7 +108,7 @@ struct GpuTask {
     /// How old the NVML thread's newest report is.
     fresh: NvmlFreshness,
     /// Shutdown.
-    stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 impl GpuTask {
@@ -214,7 +194,7 @@ impl GpuTask {
                     }
                 }, if reports_open => if r.is_err() { reports_open = false },
                 _ = tokio::time::sleep_until(wake), if expiry.is_some() => {}
-                _ = crate::stopped(&mut self.stop) => break,
+                _ = self.shutdown.cancelled() => break,
             }
         }
     }
@@ -402,8 +382,8 @@ mod tests {
     async fn nvml_that_stops_answering_goes_down_and_triton_fills_in() {
         let (poll_tx, poll_rx) = watch::channel(poll(1, true, &[A], 0.25));
         let (rep_tx, rep_rx) = watch::channel(report(1, vec![nvml_reading(A, 0.75)]));
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let mut gpu = spawn_with(&cfg(), poll_rx, stop_rx, fake_nvml(rep_rx));
+        let shutdown = CancellationToken::new();
+        let mut gpu = spawn_with(&cfg(), poll_rx, shutdown, fake_nvml(rep_rx)).0;
         until(&mut gpu, ms(100), "NVML's reading", |s| {
             s.nvml_up && util(s, A) == Some(0.75) && source(s, A) == Some(GpuSource::Nvml)
         })
@@ -449,7 +429,7 @@ mod tests {
     async fn tritons_values_go_once_its_last_good_page_is_no_longer_held() {
         // No NVML at all: the values come from Triton's page.
         let (poll_tx, poll_rx) = watch::channel(poll(1, true, &[A], 0.25));
-        let (_stop_tx, stop_rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let no_nvml = |_: NvmlConfig, _: watch::Receiver<Wanted>, _: Arc<AtomicBool>| {
             let (_tx, rx) = watch::channel(NvmlReport::default());
             // The sender is dropped: a thread that has ended, reporting NVML down.
@@ -458,7 +438,7 @@ mod tests {
                 thread: std::thread::spawn(|| {}),
             })
         };
-        let mut gpu = spawn_with(&cfg(), poll_rx, stop_rx, no_nvml);
+        let mut gpu = spawn_with(&cfg(), poll_rx, shutdown, no_nvml).0;
         until(&mut gpu, ms(100), "Triton's value", |s| {
             util(s, A) == Some(0.25) && source(s, A) == Some(GpuSource::Triton)
         })
@@ -486,8 +466,8 @@ mod tests {
         let (_poll_tx, poll_rx) = watch::channel(poll(1, true, &[A, B], 0.25));
         // NVML sees A only (B is not visible in this container).
         let (_rep_tx, rep_rx) = watch::channel(report(1, vec![nvml_reading(A, 0.75)]));
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let mut gpu = spawn_with(&cfg(), poll_rx, stop_rx, fake_nvml(rep_rx));
+        let shutdown = CancellationToken::new();
+        let mut gpu = spawn_with(&cfg(), poll_rx, shutdown, fake_nvml(rep_rx)).0;
         until(&mut gpu, ms(100), "A from NVML, B from Triton", |s| {
             uuids(s) == [A, B]
                 && util(s, A) == Some(0.75)
@@ -501,11 +481,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failed_nvml_thread_spawn_still_falls_back_to_triton() {
         let (_poll_tx, poll_rx) = watch::channel(poll(1, true, &[A], 0.25));
-        let (_stop_tx, stop_rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let cannot_spawn = |_: NvmlConfig, _: watch::Receiver<Wanted>, _: Arc<AtomicBool>| {
             Err(std::io::Error::other("no more threads"))
         };
-        let mut gpu = spawn_with(&cfg(), poll_rx, stop_rx, cannot_spawn);
+        let mut gpu = spawn_with(&cfg(), poll_rx, shutdown, cannot_spawn).0;
         until(&mut gpu, ms(100), "Triton's value", |s| {
             !s.nvml_up && util(s, A) == Some(0.25) && source(s, A) == Some(GpuSource::Triton)
         })

@@ -12,16 +12,16 @@
 //!
 //! Any other path is 404, a wrong method 405. No handler calls Triton or NVML.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hyper::Method;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use super::server::{text, with_type, Handler, Resp};
 use crate::drain::controller::DrainHandle;
 use crate::drain::machine::Trigger;
-use crate::poller::{readiness, PollState};
+use crate::state::{readiness, PollState};
 
 /// What the admin routes read.
 #[derive(Clone)]
@@ -30,15 +30,9 @@ pub struct AdminState {
     pub drain: DrainHandle,
     /// The latest poll.
     pub polls: watch::Receiver<Arc<PollState>>,
-    /// `/wait-for-drain` calls held open now; the agent exits only once this is 0.
-    pub waiters: Arc<AtomicUsize>,
-}
-
-struct WaiterGuard(Arc<AtomicUsize>);
-impl Drop for WaiterGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    /// `/wait-for-drain` calls held open now: each holds a token of the tracker, and the
+    /// agent closes its listeners only once they are all answered (or 1 s has passed).
+    pub waiters: TaskTracker,
 }
 
 /// The admin router.
@@ -93,8 +87,7 @@ async fn route(st: AdminState, method: Method, path: String, query: String) -> R
             } else {
                 Trigger::PrestopHttp
             };
-            st.waiters.fetch_add(1, Ordering::SeqCst);
-            let _guard = WaiterGuard(st.waiters.clone());
+            let _waiting = st.waiters.token();
             let generation = match st.drain.start(trigger).await {
                 Ok(g) => g,
                 Err(e) => return text(503, format!("{e}\n")),

@@ -14,7 +14,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 /// Response type of every route.
 pub type Resp = Response<Full<Bytes>>;
@@ -71,12 +72,12 @@ pub fn with_type(status: u16, content_type: &'static str, body: impl Into<Bytes>
     r
 }
 
-/// Serve `listener` until `stop` turns true, then let open connections finish (up to 1 s).
+/// Serve `listener` until `shutdown` is cancelled, then let open connections finish (up to 1 s).
 pub async fn serve(
     listener: TcpListener,
     limits: Limits,
     handler: Handler,
-    mut stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Tells every open connection to finish its response and close, and says when all have.
@@ -87,11 +88,11 @@ pub async fn serve(
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = crate::stopped(&mut stop) => break,
+            _ = shutdown.cancelled() => break,
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = crate::stopped(&mut stop) => break,
+            _ = shutdown.cancelled() => break,
         };
         let (stream, _peer) = match accepted {
             Ok(x) => x,

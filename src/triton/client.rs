@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::triton::text::ParseError;
+use super::model_config::ModelInfo;
+use super::text::ParseError;
 
 /// The HTTP client could not be built (no TLS backend, an unreadable system configuration).
 #[derive(Debug, thiserror::Error)]
@@ -164,81 +164,58 @@ pub struct TritonClient {
     max_body: u64,
 }
 
-impl TritonClient {
-    /// A client with the configured timeout and body cap. Proxies are ignored: Triton is on
-    /// localhost, and an `HTTP_PROXY` inherited from the pod must not reroute the scrape.
-    pub fn new(cfg: &Config) -> Result<Self, ClientBuildError> {
-        let mut c = Self::with(
-            &cfg.triton_url,
-            &cfg.triton_metrics_url,
-            cfg.scrape_timeout,
-            cfg.max_body,
-        )?;
-        if let Some(h) = &cfg.triton_api_header {
-            c = c.with_api_header(h, cfg.scrape_timeout)?;
-        }
-        Ok(c)
-    }
+/// What a [`TritonClient`] needs, assembled from the command line by `config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Triton's HTTP base URL (`--triton-url`), without a trailing slash.
+    pub base_url: String,
+    /// Triton's metrics page (`--triton-metrics-url`).
+    pub metrics_url: String,
+    /// Every request's bound, connecting included (`--scrape-timeout`).
+    pub timeout: Duration,
+    /// The largest body accepted, bytes (`--max-body`).
+    pub max_body: u64,
+    /// The access header for Triton's restricted HTTP APIs (`--triton-api-header`).
+    pub api_header: Option<ApiHeader>,
+}
 
-    /// The same client, sending `header` on every call to Triton's HTTP API. The value is
-    /// marked sensitive, so HTTP debug logs leave it out.
-    pub fn with_api_header(
-        mut self,
-        header: &ApiHeader,
-        timeout: Duration,
-    ) -> Result<Self, ClientBuildError> {
+impl TritonClient {
+    /// A client with the configured timeout, body cap and access header. Proxies are ignored:
+    /// Triton is on localhost, and an `HTTP_PROXY` inherited from the pod must not reroute the
+    /// scrape.
+    pub fn new(cfg: &ClientConfig) -> Result<Self, ClientBuildError> {
+        let builder = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(cfg.timeout)
+                .connect_timeout(cfg.timeout)
+        };
+        let built = |r: reqwest::Result<reqwest::Client>| r.map_err(ClientBuildError);
+        let http = built(builder().pool_max_idle_per_host(4).build())?;
+        // Triton's HTTP port: one connection per request (see `health`), and the access header
+        // on every call. Its value is marked sensitive, so HTTP debug logs leave it out.
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::CONNECTION,
             reqwest::header::HeaderValue::from_static("close"),
         );
-        let mut value = header.value.clone();
-        value.set_sensitive(true);
-        headers.insert(header.name.clone(), value);
-        self.health = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(0)
-            .default_headers(headers)
-            .build()
-            .map_err(ClientBuildError)?;
-        Ok(self)
-    }
-
-    /// A client from explicit parts.
-    pub fn with(
-        base: &str,
-        metrics_url: &str,
-        timeout: Duration,
-        max_body: u64,
-    ) -> Result<Self, ClientBuildError> {
-        // Proxies are ignored and every request is bounded by the scrape timeout.
-        let builder = || {
-            reqwest::Client::builder()
-                .no_proxy()
-                .timeout(timeout)
-                .connect_timeout(timeout)
-        };
-        let built = |r: reqwest::Result<reqwest::Client>| r.map_err(ClientBuildError);
-        let http = built(builder().pool_max_idle_per_host(4).build())?;
-        let mut close = reqwest::header::HeaderMap::new();
-        close.insert(
-            reqwest::header::CONNECTION,
-            reqwest::header::HeaderValue::from_static("close"),
-        );
+        if let Some(header) = &cfg.api_header {
+            let mut value = header.value.clone();
+            value.set_sensitive(true);
+            headers.insert(header.name.clone(), value);
+        }
         let health = built(
             builder()
                 .pool_max_idle_per_host(0)
-                .default_headers(close)
+                .default_headers(headers)
                 .build(),
         )?;
         Ok(TritonClient {
             http,
             health,
-            base: base.trim_end_matches('/').to_string(),
-            metrics_url: metrics_url.to_string(),
-            max_body,
+            base: cfg.base_url.trim_end_matches('/').to_string(),
+            metrics_url: cfg.metrics_url.clone(),
+            max_body: cfg.max_body,
         })
     }
 
@@ -296,11 +273,6 @@ impl TritonClient {
         Ok(self.status_of(self.model_url(model, "ready")?).await? == 200)
     }
 
-    /// The ensemble steps named by `/v2/models/<m>/config` (`ensemble_scheduling.step[].model_name`).
-    pub async fn ensemble_steps(&self, model: &str) -> Result<Vec<String>, ScrapeError> {
-        Ok(self.model_config(model).await?.steps)
-    }
-
     /// What the agent uses from `/v2/models/<m>/config`, in one fetch.
     pub async fn model_config(&self, model: &str) -> Result<ModelInfo, ScrapeError> {
         let body = self
@@ -332,100 +304,6 @@ impl std::fmt::Debug for ApiHeader {
     }
 }
 
-/// What the agent uses from a model's config.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ModelInfo {
-    /// The model is an ensemble (its steps are models of their own).
-    pub ensemble: bool,
-    /// Step model names of an ensemble; empty otherwise.
-    pub steps: Vec<String>,
-    /// Instances that execute in parallel: `count` of every instance group, times its GPUs for
-    /// a GPU group (Triton makes `count` instances on each listed GPU). `None` when the config
-    /// names no instance group (the capacity estimate then has no instance count).
-    pub instances: Option<u32>,
-    /// `max_batch_size`; 0 when batching is off.
-    pub max_batch_size: u32,
-    /// The largest `dynamic_batching.preferred_batch_size`, when the config lists any.
-    pub largest_preferred_batch: Option<u32>,
-    /// GPU indices the model's instances run on; `None` when it has no GPU placement (CPU
-    /// instances, or the config does not say): such a model counts on every GPU.
-    pub gpus: Option<Vec<u32>>,
-}
-
-impl ModelInfo {
-    /// The largest batch the config lets the dynamic batcher form under a deep queue: the
-    /// largest preferred batch size when there is one (the batcher forms it in preference),
-    /// else `max_batch_size`; 1 when batching is off. A shape limit, not evidence: the
-    /// capacity estimate caps it at the largest batch seen.
-    pub fn batch_limit(&self) -> u32 {
-        let max = self.max_batch_size.max(1);
-        self.largest_preferred_batch
-            .filter(|p| *p > 0)
-            .map_or(max, |p| p.min(max))
-    }
-
-    /// Parse a config body; an unreadable body yields the default (no steps, no instances).
-    pub fn from_config(body: &[u8]) -> ModelInfo {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return ModelInfo::default();
-        };
-        let steps = steps_of(&v);
-        let ensemble =
-            !steps.is_empty() || v.get("platform").and_then(|p| p.as_str()) == Some("ensemble");
-        let max_batch_size = v
-            .get("max_batch_size")
-            .and_then(|b| b.as_u64())
-            .and_then(|b| u32::try_from(b).ok())
-            .unwrap_or(0);
-        let largest_preferred_batch = v
-            .get("dynamic_batching")
-            .and_then(|d| d.get("preferred_batch_size"))
-            .and_then(|p| p.as_array())
-            .and_then(|a| {
-                a.iter()
-                    .filter_map(|b| b.as_u64().and_then(|b| u32::try_from(b).ok()))
-                    .max()
-            });
-        let groups = v.get("instance_group").and_then(|g| g.as_array());
-        let mut instances: Option<u32> = None;
-        let mut gpus: Vec<u32> = Vec::new();
-        for g in groups.into_iter().flatten() {
-            let count = g
-                .get("count")
-                .and_then(|c| c.as_u64())
-                .and_then(|c| u32::try_from(c).ok())
-                .unwrap_or(1);
-            let on: Vec<u32> = g
-                .get("gpus")
-                .and_then(|x| x.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|i| i.as_u64().and_then(|i| u32::try_from(i).ok()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let gpu_kind = g.get("kind").and_then(|k| k.as_str()) == Some("KIND_GPU");
-            let n = if gpu_kind && !on.is_empty() {
-                gpus.extend(&on);
-                count.saturating_mul(on.len() as u32)
-            } else {
-                count
-            };
-            instances = Some(instances.unwrap_or(0).saturating_add(n));
-        }
-        gpus.sort_unstable();
-        gpus.dedup();
-        ModelInfo {
-            ensemble,
-            steps,
-            instances: instances.filter(|n| *n > 0),
-            max_batch_size,
-            largest_preferred_batch,
-            gpus: (!gpus.is_empty()).then_some(gpus),
-        }
-    }
-}
-
 /// Read a body up to `limit` bytes; refused beyond it without reading the rest.
 async fn read_limited(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, ScrapeError> {
     if resp.content_length().is_some_and(|n| n > limit) {
@@ -445,75 +323,9 @@ async fn read_limited(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>
     Ok(buf)
 }
 
-/// Step model names of an ensemble config; empty for any other model or an unreadable body.
-pub fn ensemble_steps_from_config(body: &[u8]) -> Vec<String> {
-    ModelInfo::from_config(body).steps
-}
-
-fn steps_of(v: &serde_json::Value) -> Vec<String> {
-    v.get("ensemble_scheduling")
-        .and_then(|e| e.get("step"))
-        .and_then(|s| s.as_array())
-        .map(|steps| {
-            steps
-                .iter()
-                .filter_map(|s| {
-                    s.get("model_name")
-                        .and_then(|n| n.as_str())
-                        .map(str::to_string)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn model_info_from_configs() {
-        let real = include_bytes!("../../tests/fixtures/stats/lin_config.json");
-        let i = ModelInfo::from_config(real);
-        assert_eq!(
-            i,
-            ModelInfo {
-                ensemble: false,
-                steps: vec![],
-                instances: Some(2),
-                max_batch_size: 8,
-                // The real config lists preferred_batch_size [8].
-                largest_preferred_batch: Some(8),
-                gpus: None
-            }
-        );
-        assert_eq!(i.batch_limit(), 8);
-        let preferred =
-            br#"{"max_batch_size": 16, "dynamic_batching": {"preferred_batch_size": [4, 8]}}"#;
-        let i = ModelInfo::from_config(preferred);
-        assert_eq!(i.largest_preferred_batch, Some(8));
-        assert_eq!(i.batch_limit(), 8);
-        let off = br#"{"max_batch_size": 0}"#;
-        assert_eq!(ModelInfo::from_config(off).batch_limit(), 1);
-        let odd = br#"{"max_batch_size": 4, "dynamic_batching": {"preferred_batch_size": [32]}}"#;
-        assert_eq!(ModelInfo::from_config(odd).batch_limit(), 4);
-        let gpu = br#"{"max_batch_size": 4, "instance_group": [
-            {"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]},
-            {"kind": "KIND_GPU", "count": 1, "gpus": [1]}]}"#;
-        let i = ModelInfo::from_config(gpu);
-        assert_eq!(i.instances, Some(5));
-        assert_eq!(i.gpus, Some(vec![0, 1]));
-        let ens =
-            br#"{"platform": "ensemble", "ensemble_scheduling": {"step": [{"model_name": "a"}]}}"#;
-        let i = ModelInfo::from_config(ens);
-        assert!(i.ensemble);
-        assert_eq!(i.steps, vec!["a"]);
-        assert_eq!(i.instances, None);
-        assert_eq!(
-            ModelInfo::from_config(b"\xff garbage"),
-            ModelInfo::default()
-        );
-    }
 
     #[test]
     fn the_api_header_value_is_never_printed() {

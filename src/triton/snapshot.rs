@@ -140,13 +140,6 @@ impl Snapshot {
         v
     }
 
-    /// Totals used by the drain's idle test: (success, failure, exec_count) over all models.
-    pub fn activity_counters(&self) -> (f64, f64, f64) {
-        self.models.values().fold((0.0, 0.0, 0.0), |(s, f, e), m| {
-            (s + m.success, f + m.failure, e + m.exec_count)
-        })
-    }
-
     /// Work the backends report as waiting or in flight, each request once: per model its
     /// pending total (Triton's queue, TRT-LLM waiting, vLLM waiting), TRT-LLM active and vLLM
     /// running; and the vLLM series that name no model.

@@ -7,7 +7,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::client::{ModelInfo, ScrapeError, TritonClient};
+use super::client::{ScrapeError, TritonClient};
+use super::model_config::ModelInfo;
 
 /// The requests the poller makes to Triton.
 pub trait Transport: Clone + Send + Sync + 'static {
@@ -17,27 +18,11 @@ pub trait Transport: Clone + Send + Sync + 'static {
     fn server_ready(&self) -> impl Future<Output = Result<bool, ScrapeError>> + Send;
     /// `GET /v2/models/<m>/ready`: `Ok(true)` on 200.
     fn model_ready(&self, model: &str) -> impl Future<Output = Result<bool, ScrapeError>> + Send;
-    /// The ensemble steps of `model` (empty for any other model).
-    fn ensemble_steps(
-        &self,
-        model: &str,
-    ) -> impl Future<Output = Result<Vec<String>, ScrapeError>> + Send;
-    /// What the agent uses from the model's config. By default only the ensemble steps are
-    /// known (a transport that cannot say more).
+    /// What the agent uses from `model`'s config (its ensemble steps among them).
     fn model_config(
         &self,
         model: &str,
-    ) -> impl Future<Output = Result<ModelInfo, ScrapeError>> + Send {
-        let steps = self.ensemble_steps(model);
-        async move {
-            let steps = steps.await?;
-            Ok(ModelInfo {
-                ensemble: !steps.is_empty(),
-                steps,
-                ..ModelInfo::default()
-            })
-        }
-    }
+    ) -> impl Future<Output = Result<ModelInfo, ScrapeError>> + Send;
     /// The body of `GET /v2/models/stats`. By default the extension is absent (404).
     fn model_stats(&self) -> impl Future<Output = Result<Vec<u8>, ScrapeError>> + Send {
         async { Err(ScrapeError::Status(404)) }
@@ -53,12 +38,6 @@ impl Transport for TritonClient {
     }
     fn model_ready(&self, model: &str) -> impl Future<Output = Result<bool, ScrapeError>> + Send {
         TritonClient::model_ready(self, model)
-    }
-    fn ensemble_steps(
-        &self,
-        model: &str,
-    ) -> impl Future<Output = Result<Vec<String>, ScrapeError>> + Send {
-        TritonClient::ensemble_steps(self, model)
     }
     fn model_config(
         &self,

@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use sim::{Net, Sim};
 use triton_sidecar::config::Config;
-use triton_sidecar::poller::{PollState, Poller};
-use triton_sidecar::triton::client::{ModelInfo, ScrapeError};
+use triton_sidecar::poller::Poller;
+use triton_sidecar::state::PollState;
+use triton_sidecar::triton::client::ScrapeError;
+use triton_sidecar::triton::model_config::ModelInfo;
 use triton_sidecar::triton::transport::{Clock, Transport};
 use truth::{ModelGauges, Observed, PodGauges};
 
@@ -151,14 +153,6 @@ impl Transport for SimTriton {
             Err(ScrapeError::Refused)
         }
     }
-
-    async fn ensemble_steps(&self, model: &str) -> Result<Vec<String>, ScrapeError> {
-        let tr = &self.sim.trace;
-        match tr.models.iter().position(|m| m.name == model) {
-            Some(i) => Ok(tr.steps_of(i)),
-            None => Err(ScrapeError::Status(404)),
-        }
-    }
 }
 
 /// What the published state says, in the oracle's terms.
@@ -212,13 +206,13 @@ pub async fn drive_with_stats_faults(
 ) -> (Vec<Observed>, Vec<PollState>) {
     let tr = &sim.trace;
     let mut cfg = Config::for_tests("http://127.0.0.1:9");
-    cfg.poll_interval = Duration::from_secs_f64(tr.poll_interval);
-    cfg.window = Duration::from_secs_f64(tr.window);
-    cfg.scrape_timeout = Duration::from_secs_f64(tr.scrape_timeout);
+    cfg.poller.poll_interval = Duration::from_secs_f64(tr.poll_interval);
+    cfg.poller.window = Duration::from_secs_f64(tr.window);
+    cfg.client.timeout = Duration::from_secs_f64(tr.scrape_timeout);
     // The statistics on every poll, so the estimate follows the trace closely.
-    cfg.stats_interval = cfg.poll_interval;
+    cfg.poller.stats_interval = cfg.poller.poll_interval;
     if let Some(age) = stats_max_age {
-        cfg.stats_max_age = age;
+        cfg.poller.stats_max_age = age;
     }
     let clock = SimClock::default();
     let triton = SimTriton {
@@ -227,7 +221,7 @@ pub async fn drive_with_stats_faults(
         poll: Arc::new(Mutex::new(0)),
         stats_faults: Arc::new(stats_faults),
     };
-    let mut poller = Poller::with(cfg, triton.clone(), clock.clone());
+    let mut poller = Poller::with(cfg.poller, triton.clone(), clock.clone());
     let mut obs = Vec::with_capacity(tr.polls.len());
     let mut states = Vec::with_capacity(tr.polls.len());
     for (k, (t, _)) in tr.polls.iter().enumerate() {

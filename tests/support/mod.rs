@@ -344,10 +344,10 @@ pub struct RunningAgent {
 /// A config for a fake Triton with fast timings.
 pub fn fast_config(triton: &FakeTriton) -> Config {
     let mut c = Config::for_tests(&triton.url());
-    c.poll_interval = Duration::from_millis(100);
-    c.window = Duration::from_secs(2);
-    c.scrape_timeout = Duration::from_millis(300);
-    c.drain.poll_interval = Duration::from_millis(50);
+    c.poller.poll_interval = Duration::from_millis(100);
+    c.poller.window = Duration::from_secs(2);
+    c.client.timeout = Duration::from_millis(300);
+    c.poller.drain_poll_interval = Duration::from_millis(50);
     c.drain.min_drain = Duration::from_millis(1000);
     c.drain.quiet = Duration::from_millis(400);
     c.drain.timeout = Duration::from_secs(5);
