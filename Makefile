@@ -33,6 +33,9 @@ test-deps:
 ## outside tests) are then enforced, not advisory. tests/floors.rs checks the import floors.
 test-rust:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The fuzz targets are a separate crate over the library's API: checked here, so an API
+	@# change fails in minutes rather than at the last stage (fuzz-smoke).
+	RUSTC_BOOTSTRAP=1 $(CARGO) check --manifest-path fuzz/Cargo.toml
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace
 

@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use triton_sidecar::config::DrainConfig;
-use triton_sidecar::derive::{derive, Derived, Window};
+use triton_sidecar::drain::DrainConfig;
+use triton_sidecar::derive::{derive, Context, Derived, Window};
 use triton_sidecar::drain::controller::DrainView;
-use triton_sidecar::drain::machine::Phase;
+use triton_sidecar::state::Phase;
 use triton_sidecar::gpu::GpuState;
 use triton_sidecar::metrics::Metrics;
-use triton_sidecar::poller::PollState;
+use triton_sidecar::state::PollState;
 use triton_sidecar::triton::snapshot::{ModelCounters, Snapshot};
 use triton_sidecar::triton::text;
 
@@ -228,7 +228,6 @@ fn drain_view() -> DrainView {
         counts: Default::default(),
         terminating: false,
         config: DrainConfig {
-            poll_interval: Duration::from_millis(200),
             min_drain: Duration::from_secs(5),
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(90),
@@ -270,7 +269,7 @@ fuzz_target!(|input: Input| {
         }
         let lag = Duration::from_millis(step.lag_ms as u64);
         let now = if step.before { t.saturating_sub(lag) } else { t + lag };
-        let d = derive(&window, now, &steps);
+        let d = derive(&window, now, &Context::steps(&steps));
         let newest = window.latest().map(|(t, s)| (t, s.as_ref()));
         check(&d, newest, span, now);
 

@@ -112,7 +112,7 @@ fn check(body: &str) {
             assert!(g.value.is_finite(), "{g:?}");
         }
         let _ = snap.gpu_uuids();
-        let _ = snap.activity_counters();
+        let _ = triton_sidecar::derive::activity::Activity::of_page(&snap);
         let _ = snap.in_flight();
     }
 }
