@@ -316,6 +316,9 @@ pub struct Config {
     pub gpu: GpuConfig,
 }
 
+/// The one rule for a model name in a flag (`--require-model`, `--capacity`, `--bls-model`):
+/// not empty, nothing that would change the URL it is put in (`/`, `?`, `#`, a space), and no
+/// `=`, so that every name can also be written as `--capacity MODEL=RPS`.
 fn model_name_ok(m: &str) -> bool {
     !m.is_empty() && !m.contains(['/', '?', '#', ' ', '='])
 }
@@ -515,7 +518,7 @@ impl Config {
             .filter(|m| !m.is_empty())
             .collect();
         for m in &require_models {
-            if m.contains(['/', '?', '#', ' ']) {
+            if !model_name_ok(m) {
                 return Err(err("--require-model", format!("'{m}' is not a model name")));
             }
         }
@@ -844,6 +847,10 @@ mod tests {
                 "duration",
             ),
             (&["--bls-model", "a/b"], "--bls-model", "model name"),
+            // One name rule for every flag that takes one.
+            (&["--require-model", "a/b"], "--require-model", "model name"),
+            (&["--require-model", "a=b"], "--require-model", "model name"),
+            (&["--bls-model", "a=b"], "--bls-model", "model name"),
             (
                 &["--stats-interval", "20s", "--stats-max-age", "10s"],
                 "--stats-max-age",

@@ -607,3 +607,52 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
         "every /v2 call carries the header"
     );
 }
+
+/// The statistics read runs off the poll path: a `/v2/models/stats` that answers only after the
+/// scrape timeout, asked on every poll, delays no poll. A change on the page reaches `/metrics`
+/// within a few poll intervals, and every failed read is counted as a timeout. (Read inline, as
+/// before issue 20, each poll waited the whole 300 ms timeout for it.)
+#[tokio::test]
+async fn a_hanging_statistics_api_delays_no_poll() {
+    let t = FakeTriton::start(Script {
+        metrics: page("m", 10, 0, 0, 1),
+        stats: Some(LIN_STATS.into()),
+        stats_delay: Some(Duration::from_secs(60)),
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = fast_config(&t);
+    cfg.poller.stats_interval = cfg.poller.poll_interval;
+    cfg.poller.stats_max_age = Duration::from_secs(1);
+    let a = start_agent(cfg).await;
+    eventually(Duration::from_secs(5), "first page", || async {
+        metrics_page(&a)
+            .await
+            .contains("triton_pending_requests{model=\"m\"} 1")
+    })
+    .await;
+    // Ten changes, one every 100 ms poll: with a poll held 300 ms by each read, at most a third
+    // of them could be seen.
+    let mut seen = std::collections::BTreeSet::new();
+    for pending in 2..12u64 {
+        t.set(|s| s.metrics = page("m", 10, 0, 0, pending));
+        let deadline = Instant::now() + Duration::from_millis(250);
+        while Instant::now() < deadline {
+            let p = metrics_page(&a).await;
+            if value(&p, "triton_pending_requests{model=\"m\"}") == Some(pending as f64) {
+                seen.insert(pending);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(seen.len() >= 8, "changes seen within 250 ms: {seen:?}");
+    eventually(Duration::from_secs(5), "timeouts counted", || async {
+        value(
+            &metrics_page(&a).await,
+            "triton_sidecar_statistics_errors_total{reason=\"timeout\"}",
+        )
+        .is_some_and(|n| n >= 2.0)
+    })
+    .await;
+}

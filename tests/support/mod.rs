@@ -60,6 +60,8 @@ pub struct Script {
     pub v2_keepalive: usize,
     /// Body of /v2/models/stats (404 when `None`).
     pub stats: Option<String>,
+    /// /v2/models/stats answers only after this long (a statistics API that hangs).
+    pub stats_delay: Option<Duration>,
     /// `(name, value)`: /v2/models/stats answers 403 without this header, as Triton's
     /// `--http-restricted-api=statistics:name=value` does.
     pub restricted: Option<(String, String)>,
@@ -79,6 +81,7 @@ impl Default for Script {
             v2_hits: 0,
             v2_keepalive: 0,
             stats: None,
+            stats_delay: None,
             restricted: None,
             v2_with_header: 0,
         }
@@ -257,6 +260,9 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
                 }
             }
         } else if path == "/v2/models/stats" {
+            if let Some(d) = sc.stats_delay {
+                tokio::time::sleep(d).await;
+            }
             match (&sc.restricted, &sc.stats) {
                 (Some((n, _)), _) if !has_header(&sc.restricted) => (
                     403,
