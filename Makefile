@@ -32,6 +32,7 @@ test-deps:
 ## clippy first, with -D warnings: the [lints] of Cargo.toml (missing_docs, no unwrap/expect
 ## outside tests) are then enforced, not advisory. tests/floors.rs checks the import floors.
 test-rust:
+	$(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@# The fuzz targets are a separate crate over the library's API: checked here, so an API
 	@# change fails in minutes rather than at the last stage (fuzz-smoke).

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::state::Phase;
 use crate::poller::Poller;
+use crate::state::Phase;
 use crate::state::{readiness, PollState};
 use crate::triton::client::TritonClient;
 

@@ -295,7 +295,6 @@ impl std::fmt::Debug for SecretArg {
     }
 }
 
-
 /// Validated agent configuration: each subsystem's own config, assembled here from the command
 /// line (as linkerd2-proxy's `app/src/env.rs` does), so that no subsystem depends on clap.
 #[derive(Debug, Clone)]
@@ -387,7 +386,6 @@ pub fn parse_api_header(s: &str) -> Result<ApiHeader, ConfigError> {
     })?;
     Ok(ApiHeader { name, value })
 }
-
 
 /// The HTTP port of `--triton-url` (its scheme's default when none is written) and the gRPC
 /// port, as the drain's connection view needs them.
@@ -562,10 +560,12 @@ impl Config {
         let choice = gpu_choice(a.no_gpu, a.gpu.as_deref())?;
         let stats_interval = nonzero("--stats-interval", a.stats_interval)?;
         let stats_max_age = nonzero("--stats-max-age", a.stats_max_age)?;
-        if stats_max_age < stats_interval {
+        // A read is asked for by one poll and taken by the next, so between two reads the
+        // estimate ages up to the interval plus one poll.
+        if stats_max_age < stats_interval + poll_interval {
             return Err(err(
                 "--stats-max-age",
-                "must be at least --stats-interval: an estimate would lapse between two reads",
+                "must be at least --stats-interval plus --poll-interval: an estimate would lapse between two reads",
             ));
         }
         let triton_url = check_url("--triton-url", &a.triton_url)?;

@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! Triton /metrics + /v2/health ──► poller ──► PollState ──► publisher ──► cached /metrics page
-//!                                     │            │
-//!                                     │            └──► drain controller ──► DrainView
-//!                                     └── interval follows the drain phase
+//! Triton model configs ──► config worker ─┤        │
+//! Triton /v2/models/stats ─► stats worker ┘        └──► drain controller ──► DrainView
+//!                                  (the poll interval follows the drain phase)
 //! NVML thread ──► GPU state ──────────────────────────────► publisher
 //! ```
-//! Each arrow is one direction; the HTTP handlers only read published state.
+//! Each arrow is one direction; the HTTP handlers only read published state. Shutdown is one
+//! `CancellationToken`, cancelled here and handed to every task: nothing below reads a global.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -145,8 +146,7 @@ impl Agent {
             "poller",
             poller::poll_loop(poller, poll_tx, phase_rx, shutdown.clone()),
         );
-        let (gpu_rx, gpu_task) =
-            gpu::spawn(&config.gpu, poll_rx.clone(), shutdown.clone());
+        let (gpu_rx, gpu_task) = gpu::spawn(&config.gpu, poll_rx.clone(), shutdown.clone());
         if let Some(t) = gpu_task {
             tasks.watch(GPU_TASK, t);
         }
@@ -215,9 +215,9 @@ impl Agent {
 }
 
 /// The drain controller's name: it runs until the last [`DrainHandle`] is gone, not until
-/// `stop`, so shutdown does not wait for it.
+/// shutdown, so shutdown does not wait for it.
 const DRAIN_CONTROLLER: &str = "drain controller";
-/// The GPU task's name. Shutdown has never waited for it (it stops on `stop` by itself).
+/// The GPU task's name. Shutdown has never waited for it (it stops on the token by itself).
 const GPU_TASK: &str = "GPU task";
 
 /// The agent's background tasks, each under its name, so the one that ends is named in the log.
@@ -260,8 +260,8 @@ impl Supervisor {
         }
     }
 
-    /// After `stop`: wait for every task that ends on `stop` (all but the drain controller and
-    /// the GPU task).
+    /// After the token is cancelled: wait for every task that ends on it (all but the drain
+    /// controller and the GPU task).
     async fn wait_for_stopped(&mut self) {
         while self
             .running

@@ -22,8 +22,8 @@ use crate::derive::capacity::Basis;
 use crate::derive::utilization::CapacitySource;
 use crate::derive::{clean, ModelDerived, PodDerived};
 use crate::drain::controller::DrainView;
-use crate::state::Phase;
 use crate::gpu::{GpuReading, GpuSource, GpuState};
+use crate::state::Phase;
 use crate::state::{readiness, PollState};
 use crate::triton::client::Reason;
 use crate::triton::stats::StatsFailure;
@@ -82,7 +82,7 @@ const MODEL_GAUGES: [ModelGauge; 9] = [
     },
     ModelGauge {
         name: "triton_utilization",
-        help: "Offered load over capacity, per model; keeps rising past 1 under overload; 0 when idle (nothing arrived, completed or waits, from the model's second page on), with or without a capacity; otherwise absent without a capacity",
+        help: "Offered load over capacity, per model; keeps rising past 1 under overload; 0 when idle (nothing arrived, completed, iterated, waits or runs, from the model's second page on), with or without a capacity; otherwise absent without a capacity",
         value: |m| m.utilization,
     },
     ModelGauge {
@@ -307,6 +307,107 @@ const GPU_GAUGES: [GpuGauge; 6] = [
     },
 ];
 
+/// What the agent's own unlabelled gauges read: every producer's published state, and now.
+struct Sources<'a> {
+    poll: &'a PollState,
+    drain: &'a DrainView,
+    gpu: &'a GpuState,
+    /// On the agent's monotonic axis; dates the drain-elapsed gauge.
+    now: Duration,
+}
+
+/// One gauge with no labels, about the agent, Triton or a drain: its value from the sources,
+/// `None` where it is absent. **Added here, and only here.**
+struct AgentGauge {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&Sources<'_>) -> Option<f64>,
+}
+
+fn flag(on: bool) -> Option<f64> {
+    Some(if on { 1.0 } else { 0.0 })
+}
+
+const AGENT_GAUGES: [AgentGauge; 12] = [
+    AgentGauge {
+        name: "triton_ready",
+        help: "1 when Triton is ready, every required model is ready and no drain is under way",
+        value: |s| flag(readiness(s.poll, s.drain.phase).0),
+    },
+    AgentGauge {
+        name: "triton_up",
+        help: "1 when the last scrape of Triton's metrics succeeded",
+        value: |s| flag(s.poll.triton_up),
+    },
+    AgentGauge {
+        name: "triton_draining",
+        help: "1 while a drain is under way or done",
+        value: |s| flag(s.drain.phase != Phase::Serving),
+    },
+    AgentGauge {
+        name: "triton_sidecar_scrape_duration_seconds",
+        help: "Duration of the last scrape of Triton",
+        value: |s| Some(s.poll.scrape_seconds),
+    },
+    AgentGauge {
+        name: "triton_sidecar_drain_seconds",
+        help: "Length of the last completed drain, seconds",
+        value: |s| Some(s.drain.last.map_or(0.0, |c| c.duration.as_secs_f64())),
+    },
+    // The drain-timeout alert needs a signal Prometheus scrapes while the pod is still alive:
+    // the drain counters only appear once a drain has ended, and a drain on pod termination ends
+    // about a second before the agent exits, too late for any scrape. Only a drain under way
+    // counts: a drained pod stays drained (a manual drain) or exits within a second, and holding
+    // the last value would keep a near-timeout alert firing.
+    AgentGauge {
+        name: "triton_sidecar_drain_elapsed_seconds",
+        help: "Seconds since the drain under way began; 0 when none is (serving, or drained)",
+        value: |s| {
+            let elapsed = match (s.drain.phase, s.drain.started) {
+                (Phase::Draining, Some(started)) => s.now.saturating_sub(started),
+                _ => Duration::ZERO,
+            };
+            Some(elapsed.as_secs_f64())
+        },
+    },
+    AgentGauge {
+        name: "triton_sidecar_drain_timeout_seconds",
+        help: "The configured --drain-timeout, seconds",
+        value: |s| Some(s.drain.config.timeout.as_secs_f64()),
+    },
+    AgentGauge {
+        name: "triton_sidecar_statistics_refused",
+        help: "1 while Triton refuses /v2/models/stats (401/403: a restricted API without the right --triton-api-header), else 0",
+        value: |s| flag(s.poll.statistics_refused),
+    },
+    AgentGauge {
+        name: "triton_sidecar_statistics_age_seconds",
+        help: "Age of the last good read of Triton's /v2/models/stats, as of the last poll; absent before the first; the estimate lapses past --stats-max-age",
+        value: |s| {
+            let read = s.poll.statistics_read_at?;
+            Some(s.poll.at.saturating_sub(read).as_secs_f64())
+        },
+    },
+    AgentGauge {
+        name: "triton_sidecar_last_page_age_seconds",
+        help: "Age of the newest good page of Triton's metrics, as of the last poll; absent before the first",
+        value: |s| {
+            let page = s.poll.last_page_at?;
+            Some(s.poll.at.saturating_sub(page).as_secs_f64())
+        },
+    },
+    AgentGauge {
+        name: "triton_sidecar_open_requests",
+        help: "HTTP requests to Triton without an answer yet, by the kernel's view of their connections; read while a drain is under way, absent otherwise",
+        value: |s| s.poll.connections.map(|c| f64::from(c.open_requests)),
+    },
+    AgentGauge {
+        name: "triton_sidecar_nvml_up",
+        help: "1 when NVML is loaded and answering",
+        value: |s| flag(s.gpu.nvml_up),
+    },
+];
+
 /// Every family the agent exports.
 pub struct Metrics {
     registry: Registry,
@@ -314,28 +415,16 @@ pub struct Metrics {
     models: ModelFamilies,
     /// Parallel to [`POD_GAUGES`].
     pod: Vec<FloatGaugeFamily>,
-    statistics_refused: FloatGauge,
-    /// Age of the last good statistics read; absent before the first.
-    statistics_age: FloatGaugeFamily,
+    /// Parallel to [`AGENT_GAUGES`].
+    agent: Vec<FloatGaugeFamily>,
     statistics_errors: Family<Labels, Counter>,
-    /// Age of the newest good page of Triton's metrics, as of the last poll.
-    last_page_age: FloatGaugeFamily,
-    ready: FloatGauge,
-    up: FloatGauge,
-    draining: FloatGauge,
-    scrape_duration: FloatGauge,
     scrape_errors: Family<Labels, Counter>,
-    drain_seconds: FloatGauge,
-    drain_elapsed: FloatGauge,
-    drain_timeout: FloatGauge,
     drains: Family<Labels, Counter>,
     drain_waiting: FloatGaugeFamily,
-    open_requests: FloatGaugeFamily,
     connection_scan_errors: Counter,
     /// Parallel to [`GPU_GAUGES`].
     gpu: Vec<FloatGaugeFamily>,
     gpu_source: FloatGaugeFamily,
-    nvml_up: FloatGauge,
     /// Per-model gauge handles (see [`ModelGauges`]); only models that left Triton's page are
     /// removed.
     per_model: HashMap<String, ModelGauges>,
@@ -377,62 +466,11 @@ impl Metrics {
         );
         let gpu: Vec<FloatGaugeFamily> = GPU_GAUGES.iter().map(|g| gf(g.name, g.help)).collect();
         let pod: Vec<FloatGaugeFamily> = POD_GAUGES.iter().map(|g| gf(g.name, g.help)).collect();
-        let statistics_age = gf(
-            "triton_sidecar_statistics_age_seconds",
-            "Age of the last good read of Triton's /v2/models/stats, as of the last poll; absent before the first; the estimate lapses past --stats-max-age",
-        );
-        let last_page_age = gf(
-            "triton_sidecar_last_page_age_seconds",
-            "Age of the newest good page of Triton's metrics, as of the last poll; absent before the first",
-        );
+        let agent: Vec<FloatGaugeFamily> =
+            AGENT_GAUGES.iter().map(|g| gf(g.name, g.help)).collect();
         let drain_waiting = gf(
             "triton_sidecar_drain_waiting",
             "1 for each signal that holds the drain under way (on: pending, completions, open-requests, unconfirmed-connections, traffic), else 0",
-        );
-        let open_requests = gf(
-            "triton_sidecar_open_requests",
-            "HTTP requests to Triton without an answer yet, by the kernel's view of their connections; read while a drain is under way, absent otherwise",
-        );
-        let mut g = |name: &str, help: &str| {
-            let x = FloatGauge::default();
-            r.register(name, help, x.clone());
-            x
-        };
-        let ready = g(
-            "triton_ready",
-            "1 when Triton is ready, every required model is ready and no drain is under way",
-        );
-        let up = g(
-            "triton_up",
-            "1 when the last scrape of Triton's metrics succeeded",
-        );
-        let draining = g("triton_draining", "1 while a drain is under way or done");
-        let scrape_duration = g(
-            "triton_sidecar_scrape_duration_seconds",
-            "Duration of the last scrape of Triton",
-        );
-        let drain_seconds = g(
-            "triton_sidecar_drain_seconds",
-            "Length of the last completed drain, seconds",
-        );
-        // The drain-timeout alert needs a signal Prometheus scrapes while the pod is still alive:
-        // the drain counters only appear once a drain has ended, and a drain on pod termination
-        // ends about a second before the agent exits, too late for any scrape.
-        let drain_elapsed = g(
-            "triton_sidecar_drain_elapsed_seconds",
-            "Seconds since the drain under way began; 0 when none is (serving, or drained)",
-        );
-        let drain_timeout = g(
-            "triton_sidecar_drain_timeout_seconds",
-            "The configured --drain-timeout, seconds",
-        );
-        let statistics_refused = g(
-            "triton_sidecar_statistics_refused",
-            "1 while Triton refuses /v2/models/stats (401/403: a restricted API without the right --triton-api-header), else 0",
-        );
-        let nvml_up = g(
-            "triton_sidecar_nvml_up",
-            "1 when NVML is loaded and answering",
         );
         let scrape_errors = Family::<Labels, Counter>::default();
         r.register(
@@ -478,32 +516,23 @@ impl Metrics {
             registry: r,
             models,
             pod,
-            statistics_refused,
-            statistics_age,
+            agent,
             statistics_errors,
-            last_page_age,
-            ready,
-            up,
-            draining,
-            scrape_duration,
             scrape_errors,
-            drain_seconds,
-            drain_elapsed,
-            drain_timeout,
             drains,
             drain_waiting,
-            open_requests,
             connection_scan_errors,
             gpu,
             gpu_source,
-            nvml_up,
             per_model: HashMap::new(),
             buf: String::with_capacity(16 * 1024),
         }
     }
 
     /// Set every family from the published state (no encoding), with the time of the poll as
-    /// "now" for the drain clock. The agent's publisher uses [`Metrics::update_at`] instead.
+    /// "now" for the drain clock: a seam for tests, benches and the fuzz target (the `testing`
+    /// feature). The agent's publisher uses [`Metrics::render_at`].
+    #[cfg(any(test, feature = "testing"))]
     pub fn update(&mut self, poll: &PollState, drain: &DrainView, gpu: &GpuState) {
         self.update_at(poll, drain, gpu, poll.at);
     }
@@ -540,6 +569,20 @@ impl Metrics {
         // With no page held, the pod gauges are absent like the per-model ones: a 0 would read
         // as "idle" to an autoscaler.
         let none: Labels = Vec::new();
+        let sources = Sources {
+            poll,
+            drain,
+            gpu,
+            now,
+        };
+        for (spec, family) in AGENT_GAUGES.iter().zip(&self.agent) {
+            match (spec.value)(&sources) {
+                Some(v) => {
+                    family.get_or_create(&none).set(clean(v));
+                }
+                None => family.clear(),
+            }
+        }
         for (spec, family) in POD_GAUGES.iter().zip(&self.pod) {
             match (spec.value)(&d.pod).filter(|_| d.present) {
                 Some(v) => {
@@ -547,16 +590,6 @@ impl Metrics {
                 }
                 None => family.clear(),
             }
-        }
-        self.statistics_refused
-            .set(if poll.statistics_refused { 1.0 } else { 0.0 });
-        match poll.statistics_read_at {
-            Some(t) => {
-                self.statistics_age
-                    .get_or_create(&none)
-                    .set(clean(poll.at.saturating_sub(t).as_secs_f64()));
-            }
-            None => self.statistics_age.clear(),
         }
         for (reason, n) in &poll.statistics_errors {
             catch_up(
@@ -566,23 +599,6 @@ impl Metrics {
                 *n,
             );
         }
-        match poll.last_page_at {
-            Some(p) => {
-                self.last_page_age
-                    .get_or_create(&none)
-                    .set(clean(poll.at.saturating_sub(p).as_secs_f64()));
-            }
-            None => self.last_page_age.clear(),
-        }
-        let (ready, _) = readiness(poll, drain.phase);
-        self.ready.set(if ready { 1.0 } else { 0.0 });
-        self.up.set(if poll.triton_up { 1.0 } else { 0.0 });
-        self.draining.set(if drain.phase == Phase::Serving {
-            0.0
-        } else {
-            1.0
-        });
-        self.scrape_duration.set(clean(poll.scrape_seconds));
         for (reason, n) in &poll.scrape_errors {
             catch_up(
                 &self
@@ -591,30 +607,12 @@ impl Metrics {
                 *n,
             );
         }
-        if let Some(c) = drain.last {
-            self.drain_seconds.set(clean(c.duration.as_secs_f64()));
-        }
-        // Only a drain under way counts: a drained pod stays drained (a manual drain) or exits
-        // within a second, and holding the last value would keep a near-timeout alert firing.
-        let elapsed = match (drain.phase, drain.started) {
-            (Phase::Draining, Some(started)) => now.saturating_sub(started),
-            _ => Duration::ZERO,
-        };
-        self.drain_elapsed.set(clean(elapsed.as_secs_f64()));
-        self.drain_timeout
-            .set(clean(drain.config.timeout.as_secs_f64()));
         let draining = drain.phase == Phase::Draining;
         let flags = drain.waiting_on.flags();
         for (label, on) in crate::drain::machine::WaitingOn::LABELS.iter().zip(flags) {
             self.drain_waiting
                 .get_or_create(&lbl("on", label))
                 .set(if draining && on { 1.0 } else { 0.0 });
-        }
-        self.open_requests.clear();
-        if let Some(c) = poll.connections {
-            self.open_requests
-                .get_or_create(&Vec::new())
-                .set(f64::from(c.open_requests));
         }
         catch_up(&self.connection_scan_errors, poll.connection_scan_errors);
         for ((t, r), n) in &drain.counts {
@@ -655,7 +653,6 @@ impl Metrics {
                 .get_or_create(&lbl("source", GpuSource::None.as_str()))
                 .set(1.0);
         }
-        self.nvml_up.set(if gpu.nvml_up { 1.0 } else { 0.0 });
     }
 
     /// Encode the registry as Prometheus text.
@@ -666,7 +663,8 @@ impl Metrics {
         &self.buf
     }
 
-    /// Update, then encode.
+    /// [`Metrics::update`], then encode (the `testing` feature).
+    #[cfg(any(test, feature = "testing"))]
     pub fn render(&mut self, poll: &PollState, drain: &DrainView, gpu: &GpuState) -> &str {
         self.update(poll, drain, gpu);
         self.encode()
@@ -688,9 +686,9 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drain::DrainConfig;
     use crate::derive::ModelDerived;
     use crate::drain::machine::DrainMachine;
+    use crate::drain::DrainConfig;
     use std::time::Duration;
 
     fn view() -> DrainView {

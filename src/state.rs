@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::derive::activity::Activity;
+use crate::derive::activity::Activity;
 use crate::derive::Derived;
 use crate::triton::client::{Reason, ScrapeError};
 use crate::triton::connections::ConnectionView;

@@ -222,3 +222,51 @@ fn vllm_waiting_is_pending_per_model_and_counted_once_in_flight() {
     let d = derive(&w, Duration::from_secs(1), &Context::steps(&HashSet::new()));
     assert_eq!(d.models["a"].pending, 3.0);
 }
+
+/// A long stream moves no counter for minutes: a model whose TensorRT-LLM backend holds one
+/// active request, or whose vLLM backend runs one, is not idle (its utilization is not the idle
+/// 0), and neither is one whose iteration counter moves. Only a model with nothing in flight and
+/// nothing moving is.
+#[test]
+fn a_stream_in_flight_is_never_idle() {
+    let page = |extra: &str| {
+        format!(
+            "nv_inference_request_success{{model=\"t\",version=\"1\"}} 10\n\
+             nv_inference_request_failure{{model=\"t\",version=\"1\"}} 0\n\
+             nv_inference_exec_count{{model=\"t\",version=\"1\"}} 10\n\
+             nv_inference_pending_request_count{{model=\"t\",version=\"1\"}} 0\n{extra}"
+        )
+    };
+    let idle_after = |first: &str, second: &str| {
+        let mut w = Window::new(Duration::from_secs(10));
+        w.push(
+            Duration::from_secs(1),
+            Arc::new(Snapshot::parse(&page(first)).unwrap()),
+        );
+        w.push(
+            Duration::from_secs(2),
+            Arc::new(Snapshot::parse(&page(second)).unwrap()),
+        );
+        derive(&w, Duration::from_secs(2), &Context::steps(&HashSet::new())).models["t"].idle
+    };
+    let active =
+        "nv_trt_llm_request_metrics{model=\"t\",request_type=\"active\",version=\"1\"} 1\n";
+    let running = "vllm:num_requests_running{model=\"t\",version=\"1\"} 1\n";
+    let iterations = |n: u32| {
+        format!("nv_trt_llm_general_metrics{{model=\"t\",general_type=\"iteration_counter\",version=\"1\"}} {n}\n")
+    };
+    assert!(
+        idle_after("", ""),
+        "the control: nothing in flight, nothing moved"
+    );
+    assert!(!idle_after(active, active), "TensorRT-LLM active request");
+    assert!(!idle_after(running, running), "vLLM running request");
+    assert!(
+        !idle_after(&iterations(5), &iterations(9)),
+        "iterations ran"
+    );
+    assert!(
+        idle_after(&iterations(5), &iterations(5)),
+        "iterations still"
+    );
+}

@@ -239,7 +239,10 @@ fn idle_queue_wait_is_zero_not_last() {
         w.push(s(x), snap(&synthetic(10, 500_000, 0)));
     }
     // No completion in the window and nothing pending: idle, 0.
-    assert_eq!(derive(&w, s(5), &Context::steps(&no_steps())).models["m"].queue_wait_ms, 0.0);
+    assert_eq!(
+        derive(&w, s(5), &Context::steps(&no_steps())).models["m"].queue_wait_ms,
+        0.0
+    );
 }
 
 #[test]
@@ -350,7 +353,11 @@ fn summary_only_fallback() {
     // summary-captured_at: load-0 327.076, load-2 329.080 → 2.004 s
     w.push(Duration::from_secs_f64(10.0), snap(&a));
     w.push(Duration::from_secs_f64(12.004), snap(&b));
-    let d = derive(&w, Duration::from_secs_f64(12.004), &Context::steps(&no_steps()));
+    let d = derive(
+        &w,
+        Duration::from_secs_f64(12.004),
+        &Context::steps(&no_steps()),
+    );
     // fast queue: (45,650,853 − 14,921,878) / (940 − 308) = 30,728,975 / 632 = 48,621.8 µs = 48.62 ms
     close(
         d.models["fast"].queue_wait_ms,

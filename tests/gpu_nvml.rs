@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use triton_sidecar::gpu::GpuChoice;
 use triton_sidecar::gpu::nvml::{
     read_once, spawn_nvml_poller, NvmlConfig, NvmlPoller, NvmlReport, Wanted,
 };
 use triton_sidecar::gpu::select;
+use triton_sidecar::gpu::GpuChoice;
 use triton_sidecar::gpu::{triton_fallback, GpuReading, GpuSource};
 
 mod support;
@@ -220,7 +220,8 @@ fn only_the_gpu_tritons_page_names_is_reported() {
 #[test]
 fn explicit_uuid_list_and_unknown_uuid() {
     let fake = Fake::new("explicit", false, two_gpus());
-    let sel = triton_sidecar::config::gpu_choice(false, Some(&format!("{A},GPU-not-here"))).expect("valid flag");
+    let sel = triton_sidecar::config::gpu_choice(false, Some(&format!("{A},GPU-not-here")))
+        .expect("valid flag");
     let run = Running::start(fake.config(), select::wanted(&sel, None).expect("poller"));
     let r = run.wait_for("A", |r| !r.readings.is_empty());
     assert_eq!(uuids(&r), [A]);

@@ -481,11 +481,22 @@ async fn double_sigterm_exits_within_a_second_while_triton_never_answers() {
     let url = format!("http://{addr}");
     let started = spawn_agent(
         Command::new(BIN)
-            .args(["--triton-url", &url, "--triton-metrics-url", &format!("{url}/metrics")])
+            .args([
+                "--triton-url",
+                &url,
+                "--triton-metrics-url",
+                &format!("{url}/metrics"),
+            ])
             .args(PORT_ZERO)
             .args(["--poll-interval", "100ms", "--window", "2s"])
             // Far longer than the promise: a stop that waits for the request fails the test.
-            .args(["--scrape-timeout", "20s", "--drain-timeout", "60s", "--no-gpu"])
+            .args([
+                "--scrape-timeout",
+                "20s",
+                "--drain-timeout",
+                "60s",
+                "--no-gpu",
+            ])
             .env_remove("RUST_LOG")
             .stdout(Stdio::null()),
     );
@@ -500,7 +511,10 @@ async fn double_sigterm_exits_within_a_second_while_triton_never_answers() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&p, "TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(p.child.try_wait().unwrap().is_none(), "one signal starts a drain; it must not exit");
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "one signal starts a drain; it must not exit"
+    );
     signal(&p, "TERM");
     let (st, took) = wait_exit(&mut p, Duration::from_secs(30)).await;
     held.abort();

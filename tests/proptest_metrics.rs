@@ -15,14 +15,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use triton_sidecar::drain::DrainConfig;
 use triton_sidecar::derive::capacity::Basis;
 use triton_sidecar::derive::utilization::{Capacity, CapacitySource};
 use triton_sidecar::derive::{clean, Derived, ModelDerived, PodDerived};
 use triton_sidecar::drain::controller::DrainView;
-use triton_sidecar::drain::machine::{Completion, DrainResult, Phase, Trigger};
+use triton_sidecar::drain::machine::{Completion, DrainResult, Trigger};
+use triton_sidecar::drain::DrainConfig;
 use triton_sidecar::gpu::{GpuReading, GpuSource, GpuState};
 use triton_sidecar::metrics::Metrics;
+use triton_sidecar::state::Phase;
 use triton_sidecar::state::PollState;
 use triton_sidecar::triton::client::Reason;
 use triton_sidecar::triton::text;

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use triton_sidecar::drain::DrainConfig;
 use triton_sidecar::derive::{Pushed, Window};
 use triton_sidecar::drain::controller::DrainView;
-use triton_sidecar::state::Phase;
+use triton_sidecar::drain::DrainConfig;
 use triton_sidecar::gpu::{GpuReading, GpuSource, GpuState};
+use triton_sidecar::state::Phase;
 use triton_sidecar::state::{Health, PollState};
 use triton_sidecar::triton::snapshot::Snapshot;
 

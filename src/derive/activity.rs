@@ -108,7 +108,12 @@ mod tests {
             ("a success", a(11.0, 5.0, 4.0, Some(100.0)), true, true),
             ("an execution", a(10.0, 5.0, 5.0, Some(100.0)), true, true),
             ("an iteration", a(10.0, 5.0, 4.0, Some(101.0)), true, true),
-            ("only rejections", a(10.0, 9.0, 4.0, Some(100.0)), false, true),
+            (
+                "only rejections",
+                a(10.0, 9.0, 4.0, Some(100.0)),
+                false,
+                true,
+            ),
         ];
         for (case, new, progressed, moved) in cases {
             assert_eq!(new.progressed_since(&old), progressed, "{case}: progress");

@@ -51,9 +51,11 @@ pub struct ModelDerived {
     /// [`idle`]: ModelDerived::idle
     pub utilization: Option<f64>,
     /// **Idle**: the window holds two or more pages of the model and, between its oldest and
-    /// newest, no request succeeded, failed or executed, and nothing is pending on either. Zero
-    /// offered load is then known, not guessed, and its utilization is 0 whatever the capacity
-    /// (a stuck request is pending, so a stall is never idle).
+    /// newest, no request succeeded, failed or executed, no TensorRT-LLM iteration ran, and
+    /// nothing is in flight on either (pending, TensorRT-LLM active, vLLM running: one long
+    /// stream moves no counter for minutes). Zero offered load is then known, not guessed, and
+    /// its utilization is 0 whatever the capacity (a stuck request is pending, so a stall is
+    /// never idle).
     pub idle: bool,
 }
 
@@ -279,14 +281,11 @@ fn progressed(old: &ModelCounters, new: &ModelCounters) -> bool {
     Activity::of_model(new).progressed_since(&Activity::of_model(old))
 }
 
-/// **Idle between two pages**: no counter moved and nothing is pending on either page. See
-/// [`ModelDerived::idle`].
+/// **Idle between two pages**: nothing moved (the drain's rule, [`Activity::moved_since`]) and
+/// nothing is in flight on either page. See [`ModelDerived::idle`].
 fn idle(old: &ModelCounters, new: &ModelCounters) -> bool {
-    new.success == old.success
-        && new.failure == old.failure
-        && new.exec_count == old.exec_count
-        && old.pending_total() == 0.0
-        && new.pending_total() == 0.0
+    let (old, new) = (Activity::of_model(old), Activity::of_model(new));
+    !new.moved_since(&old) && old.in_flight == 0.0 && new.in_flight == 0.0
 }
 
 /// **When a model's counters restarted**: any cumulative counter went down.

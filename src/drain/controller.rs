@@ -10,11 +10,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::machine::{
-    CancelError, Completion, DrainMachine, DrainResult, Observation, Phase, Probe, Trigger,
-    WaitingOn,
+    CancelError, Completion, DrainMachine, DrainResult, Observation, Probe, Trigger, WaitingOn,
 };
-use crate::drain::DrainConfig;
-use crate::state::PollState;
+use super::DrainConfig;
+use crate::state::{Phase, PollState};
 use crate::triton::client::ScrapeError;
 
 /// The published drain state. Immutable once sent.

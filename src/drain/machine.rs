@@ -129,8 +129,8 @@ impl DrainResult {
     }
 }
 
-pub use crate::state::Phase;
 use crate::derive::activity::Activity;
+use crate::state::Phase;
 
 /// What one poll of Triton saw, as the drain needs it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -733,6 +733,38 @@ mod tests {
         // Never before min-drain: started at 1 s, so not before 6 s.
         assert_eq!(done.duration, ms(5000));
         assert_eq!(m.phase(), Phase::Drained);
+    }
+
+    #[test]
+    fn moving_iterations_alone_hold_the_quiet_period() {
+        // No request ends, nothing is reported in flight, but TensorRT-LLM iterations run until
+        // 9 s (a stream generating tokens): the drain waits for them, then 2 s of quiet.
+        let mut m = DrainMachine::new(cfg());
+        m.start(ms(0), Trigger::Signal);
+        let mut t = 0;
+        let done = loop {
+            let obs = Observation {
+                at: ms(t),
+                probe: Probe::Ok {
+                    activity: Activity {
+                        iterations: Some((t.min(9000) / 200) as f64),
+                        ..Activity::default()
+                    },
+                    ready: true,
+                    connections: None,
+                    longest_execution: Duration::ZERO,
+                },
+                counter_reset: false,
+            };
+            if let Some(done) = m.observe(obs) {
+                break done;
+            }
+            t += 200;
+            assert!(t <= 60_000, "never drained");
+        };
+        assert_eq!(done.result, DrainResult::Idle);
+        // First still poll at 9.2 s, quiet 2 s → 11.2 s.
+        assert_eq!(done.duration, ms(11_200));
     }
 
     #[test]

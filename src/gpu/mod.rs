@@ -36,7 +36,6 @@ pub enum GpuChoice {
     FromTriton,
 }
 
-
 /// GPU reporting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuConfig {

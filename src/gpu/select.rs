@@ -16,8 +16,8 @@
 //! into labels only ([`super::fresh`]).
 
 use super::nvml::{NvmlReport, Wanted};
-use super::{triton_fallback, GpuReading, GpuSource, GpuState};
 use super::GpuChoice;
+use super::{triton_fallback, GpuReading, GpuSource, GpuState};
 
 /// The warning the caller logs once when no GPU could be chosen.
 pub const NO_GPU_CHOSEN: &str = "no GPU gauges: Triton's page carries no nv_gpu_* series with a \

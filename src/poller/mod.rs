@@ -25,17 +25,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::derive::activity::Activity;
 use crate::derive::capacity::Estimator;
 use crate::derive::{derive, utilization, Context, Pushed, Window};
-use crate::state::{Activity, Phase, PollState};
+use crate::state::{Phase, PollState};
 use crate::triton::client::{Reason, ScrapeError, TritonClient};
-use crate::triton::model_config::ModelInfo;
 use crate::triton::connections::{self, ConnectionView};
+use crate::triton::model_config::ModelInfo;
 use crate::triton::snapshot::Snapshot;
 use crate::triton::stats::StatsFailure;
+use crate::triton::transport::{Clock, MonotonicClock, Transport};
 use config_worker::{config_worker, ConfigAsks, EnsembleSteps, Learned};
 use stats_worker::Statistics;
-use crate::triton::transport::{Clock, MonotonicClock, Transport};
 
 /// What the poll loop and its workers need, assembled from the command line by `config`.
 #[derive(Debug, Clone)]
@@ -64,7 +65,6 @@ pub struct PollerConfig {
     /// `--triton-url` (HTTP) and `--triton-grpc-port` (unless 0).
     pub connection_ports: Vec<(u16, connections::Protocol)>,
 }
-
 
 /// The poller's inputs. `T` is the way to Triton and `C` the clock: the real ones in the
 /// agent, simulated ones in the oracle tests.
@@ -97,7 +97,7 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     /// The statistics worker and what its reads mean (see [`stats_worker`]).
     stats: Statistics,
     /// Read Triton's connections on each poll: set by [`poll_loop`] while a drain is under way.
-    pub watch_connections: bool,
+    watch_connections: bool,
     /// Why the last connection read failed, logged once per change.
     connections_problem: Option<String>,
 }
@@ -336,7 +336,6 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             self.info = learned.info;
         }
     }
-
 }
 
 /// Run the poll loop until `shutdown` is cancelled, also in the middle of a poll: a Triton that

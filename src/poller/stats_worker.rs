@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::derive::capacity::Estimator;
@@ -44,11 +44,12 @@ struct Read {
 }
 
 /// Read whenever asked (the newest ask wins: asks made during a slow read collapse into one),
-/// and publish each outcome. Ends when the poller's side is dropped.
+/// and send each outcome; every outcome reaches the poller, so every failure is counted. Ends
+/// when the poller's side is dropped.
 async fn stats_worker<T: Transport>(
     client: T,
     mut asks: watch::Receiver<Option<Duration>>,
-    reads: watch::Sender<Option<Read>>,
+    reads: mpsc::UnboundedSender<Read>,
 ) {
     while asks.changed().await.is_ok() {
         let Some(asked_at) = *asks.borrow_and_update() else {
@@ -68,7 +69,9 @@ async fn stats_worker<T: Transport>(
                 message: e.to_string(),
             }),
         };
-        reads.send_replace(Some(Read { asked_at, outcome }));
+        if reads.send(Read { asked_at, outcome }).is_err() {
+            return;
+        }
     }
 }
 
@@ -76,7 +79,9 @@ async fn stats_worker<T: Transport>(
 /// published state.
 pub(super) struct Statistics {
     asks: watch::Sender<Option<Duration>>,
-    reads: watch::Receiver<Option<Read>>,
+    /// At most one read per ask and one ask per poll, all taken at the next poll: the queue
+    /// stays short.
+    reads: mpsc::UnboundedReceiver<Read>,
     worker: JoinHandle<()>,
     /// When the last read was asked for.
     asked_at: Option<Duration>,
@@ -92,7 +97,7 @@ impl Statistics {
     /// Spawn the worker over `client`. Must be called inside a Tokio runtime.
     pub(super) fn spawn<T: Transport>(client: T, interval: Duration, max_age: Duration) -> Self {
         let (asks, asks_rx) = watch::channel(None);
-        let (reads_tx, reads) = watch::channel(None);
+        let (reads_tx, reads) = mpsc::unbounded_channel();
         let worker = tokio::spawn(stats_worker(client, asks_rx, reads_tx));
         Statistics {
             asks,
@@ -120,16 +125,16 @@ impl Statistics {
         self.asks.send_replace(Some(now));
     }
 
-    /// Take the read that arrived since the last poll, if any: a good one into `estimator`, and
-    /// its date, refusal flag and failure count into `st`.
+    /// Take the reads that arrived since the last poll, in order: a good one into `estimator`,
+    /// and each one's date, refusal flag and failure count into `st`.
     pub(super) fn take(&mut self, estimator: &mut Estimator, st: &mut PollState) {
-        // `Err`: the worker has ended; the poll loop notices and reports it.
-        if !self.reads.has_changed().unwrap_or(false) {
-            return;
+        // `Err`: none waiting, or the worker has ended (the poll loop notices and reports it).
+        while let Ok(read) = self.reads.try_recv() {
+            self.take_one(read, estimator, st);
         }
-        let Some(read) = self.reads.borrow_and_update().clone() else {
-            return;
-        };
+    }
+
+    fn take_one(&mut self, read: Read, estimator: &mut Estimator, st: &mut PollState) {
         let problem = match read.outcome {
             Ok(stats) => {
                 let seen = estimator.observe(read.asked_at, &stats);

@@ -132,8 +132,9 @@ impl Transport for SimTriton {
         }
     }
 
-    /// Read on the poll path right after the page: the clock is the page's time plus the
-    /// health probes.
+    /// Read by the statistics worker in the yield after the poll that asked for it: the clock is
+    /// then that poll's page time plus its health probes (a timeout's `clock.add` runs between
+    /// polls, and the driver sets the next poll's time itself).
     async fn model_stats(&self) -> Result<Vec<u8>, ScrapeError> {
         let k = *self.poll.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, _, e)) = self
