@@ -560,12 +560,10 @@ impl Config {
         let choice = gpu_choice(a.no_gpu, a.gpu.as_deref())?;
         let stats_interval = nonzero("--stats-interval", a.stats_interval)?;
         let stats_max_age = nonzero("--stats-max-age", a.stats_max_age)?;
-        // A read is asked for by one poll and taken by the next, so between two reads the
-        // estimate ages up to the interval plus one poll.
-        if stats_max_age < stats_interval + poll_interval {
+        if stats_max_age < stats_interval {
             return Err(err(
                 "--stats-max-age",
-                "must be at least --stats-interval plus --poll-interval: an estimate would lapse between two reads",
+                "must be at least --stats-interval: an estimate would lapse between two reads",
             ));
         }
         let triton_url = check_url("--triton-url", &a.triton_url)?;

@@ -230,9 +230,7 @@ impl<T: Transport, C: Clock> Poller<T, C> {
             estimator: &self.estimator,
             info: &self.info,
             bls: &self.cfg.bls_models,
-            estimate_fresh: st
-                .statistics_read_at
-                .is_some_and(|t| page_at.saturating_sub(t) <= self.cfg.stats_max_age),
+            estimate_fresh: self.stats.estimate_fresh(page_at, st.statistics_read_at),
         };
         let ctx = Context {
             steps: &self.steps,

@@ -85,6 +85,8 @@ pub(super) struct Statistics {
     worker: JoinHandle<()>,
     /// When the last read was asked for.
     asked_at: Option<Duration>,
+    /// When the read now under way was asked for; `None` once its answer was taken.
+    outstanding: Option<Duration>,
     /// Why the last read failed, logged once per change; `None` after a good read.
     problem: Option<String>,
     /// `--stats-interval`.
@@ -104,6 +106,7 @@ impl Statistics {
             reads,
             worker,
             asked_at: None,
+            outstanding: None,
             problem: None,
             interval,
             max_age,
@@ -122,7 +125,24 @@ impl Statistics {
             return;
         }
         self.asked_at = Some(now);
+        self.outstanding = Some(now);
         self.asks.send_replace(Some(now));
+    }
+
+    /// Whether the estimate is published at `now`: the last good read (`read_at`) is at most
+    /// `--stats-max-age` old, or a read asked for while it still was is under way. Read inline,
+    /// the asking poll itself refreshed the estimate; the worker's answer arrives a poll later,
+    /// and that hand-off must not make the estimate lapse for a poll (with `--stats-max-age`
+    /// equal to `--stats-interval` it would, every interval). A read that then fails lapses it
+    /// at the poll that takes the failure, as the inline read did after its timeout.
+    pub(super) fn estimate_fresh(&self, now: Duration, read_at: Option<Duration>) -> bool {
+        let Some(read_at) = read_at else {
+            return false;
+        };
+        now.saturating_sub(read_at) <= self.max_age
+            || self
+                .outstanding
+                .is_some_and(|asked| asked.saturating_sub(read_at) <= self.max_age)
     }
 
     /// Take the reads that arrived since the last poll, in order: a good one into `estimator`,
@@ -135,6 +155,9 @@ impl Statistics {
     }
 
     fn take_one(&mut self, read: Read, estimator: &mut Estimator, st: &mut PollState) {
+        if self.outstanding.is_some_and(|asked| read.asked_at >= asked) {
+            self.outstanding = None;
+        }
         let problem = match read.outcome {
             Ok(stats) => {
                 let seen = estimator.observe(read.asked_at, &stats);
