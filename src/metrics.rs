@@ -134,6 +134,7 @@ impl ModelFamilies {
             handles: vec![None; MODEL_GAUGES.len()],
             model: model.to_string(),
             capacity_key: None,
+            largest_batch_on: false,
         }
     }
 
@@ -174,6 +175,8 @@ struct ModelGauges {
     model: String,
     /// The (source, basis) of the capacity series now published, to remove it when it changes.
     capacity_key: Option<(CapacitySource, Basis)>,
+    /// `triton_capacity_largest_batch` is published now.
+    largest_batch_on: bool,
 }
 
 impl ModelGauges {
@@ -205,18 +208,25 @@ impl ModelGauges {
         let key = m.capacity.map(|c| (c.source, c.basis));
         if let Some((src, basis)) = self.capacity_key.filter(|o| Some(*o) != key) {
             f.capacity.remove(&capacity_labels(&self.model, src, basis));
-            f.largest_batch.remove(&lbl("model", &self.model));
         }
         if let Some(c) = m.capacity {
             f.capacity
                 .get_or_create(&capacity_labels(&self.model, c.source, c.basis))
                 .set(clean(c.rps));
-            if let Some(b) = c.largest_batch {
+        }
+        // Its own rule: an estimate can lose its largest batch without changing its basis.
+        match m.capacity.and_then(|c| c.largest_batch) {
+            Some(b) => {
                 f.largest_batch
                     .get_or_create(&lbl("model", &self.model))
                     .set(b as f64);
             }
+            None if self.largest_batch_on => {
+                f.largest_batch.remove(&lbl("model", &self.model));
+            }
+            None => {}
         }
+        self.largest_batch_on = m.capacity.is_some_and(|c| c.largest_batch.is_some());
         self.capacity_key = key;
     }
 }
@@ -814,5 +824,63 @@ mod tests {
             "{page}"
         );
         assert!(!page.contains("model=\"b\""), "{page}");
+    }
+
+    #[test]
+    fn optional_series_come_and_go_with_their_values() {
+        use crate::derive::utilization::Capacity;
+        let mut m = Metrics::new();
+        let mut poll = PollState::default();
+        let estimated = |largest_batch| Capacity {
+            rps: 50.0,
+            source: CapacitySource::Estimated,
+            basis: Basis::Fitted,
+            largest_batch,
+        };
+        let with = |utilization, capacity| ModelDerived {
+            utilization,
+            capacity,
+            ..Default::default()
+        };
+        let mut page_for = |m: &mut Metrics, d: ModelDerived| {
+            poll.derived.models.insert("a".into(), d);
+            m.render(&poll, &view(), &GpuState::default()).to_string()
+        };
+        let page = page_for(&mut m, with(Some(0.5), Some(estimated(Some(8)))));
+        assert!(
+            page.contains("triton_utilization{model=\"a\"} 0.5"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "triton_capacity_rps{model=\"a\",source=\"estimated\",basis=\"fitted\"} 50.0"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("triton_capacity_largest_batch{model=\"a\"} 8"),
+            "{page}"
+        );
+        // The estimate keeps its basis but loses its largest batch, then the capacity goes.
+        let page = page_for(&mut m, with(Some(0.5), Some(estimated(None))));
+        assert!(!page.contains("triton_capacity_largest_batch{"), "{page}");
+        let page = page_for(&mut m, with(None, None));
+        assert!(!page.contains("triton_utilization{"), "{page}");
+        assert!(!page.contains("triton_capacity_rps{"), "{page}");
+        // And back: one series each, with the new values.
+        let page = page_for(&mut m, with(Some(1.5), Some(estimated(Some(4)))));
+        assert_eq!(
+            page.matches("triton_utilization{model=\"a\"}").count(),
+            1,
+            "{page}"
+        );
+        assert!(
+            page.contains("triton_utilization{model=\"a\"} 1.5"),
+            "{page}"
+        );
+        assert!(
+            page.contains("triton_capacity_largest_batch{model=\"a\"} 4"),
+            "{page}"
+        );
     }
 }
