@@ -418,15 +418,50 @@ const AGENT_GAUGES: [AgentGauge; 12] = [
     },
 ];
 
+/// A family with no labels, so that its one series can be absent, and the handle of that series
+/// while it is present (a handle shares its atomic with the family: no label lookup per poll).
+struct Unlabelled {
+    family: FloatGaugeFamily,
+    handle: Option<FloatGauge>,
+}
+
+impl Unlabelled {
+    fn new(family: FloatGaugeFamily) -> Self {
+        Unlabelled {
+            family,
+            handle: None,
+        }
+    }
+
+    /// Publish `value`, or make the series absent.
+    fn set(&mut self, value: Option<f64>) {
+        match (value, &self.handle) {
+            (Some(v), Some(h)) => {
+                h.set(clean(v));
+            }
+            (Some(v), None) => {
+                let h = self.family.get_or_create_owned(&Vec::new());
+                h.set(clean(v));
+                self.handle = Some(h);
+            }
+            (None, Some(_)) => {
+                self.family.clear();
+                self.handle = None;
+            }
+            (None, None) => {}
+        }
+    }
+}
+
 /// Every family the agent exports.
 pub struct Metrics {
     registry: Registry,
     /// The per-model families.
     models: ModelFamilies,
     /// Parallel to [`POD_GAUGES`].
-    pod: Vec<FloatGaugeFamily>,
+    pod: Vec<Unlabelled>,
     /// Parallel to [`AGENT_GAUGES`].
-    agent: Vec<FloatGaugeFamily>,
+    agent: Vec<Unlabelled>,
     statistics_errors: Family<Labels, Counter>,
     scrape_errors: Family<Labels, Counter>,
     drains: Family<Labels, Counter>,
@@ -475,9 +510,14 @@ impl Metrics {
             "1 per reported GPU, labelled with the source of its values (nvml or triton); source=none alone when no GPU is reported",
         );
         let gpu: Vec<FloatGaugeFamily> = GPU_GAUGES.iter().map(|g| gf(g.name, g.help)).collect();
-        let pod: Vec<FloatGaugeFamily> = POD_GAUGES.iter().map(|g| gf(g.name, g.help)).collect();
-        let agent: Vec<FloatGaugeFamily> =
-            AGENT_GAUGES.iter().map(|g| gf(g.name, g.help)).collect();
+        let pod: Vec<Unlabelled> = POD_GAUGES
+            .iter()
+            .map(|g| Unlabelled::new(gf(g.name, g.help)))
+            .collect();
+        let agent: Vec<Unlabelled> = AGENT_GAUGES
+            .iter()
+            .map(|g| Unlabelled::new(gf(g.name, g.help)))
+            .collect();
         let drain_waiting = gf(
             "triton_sidecar_drain_waiting",
             "1 for each signal that holds the drain under way (on: pending, completions, open-requests, unconfirmed-connections, traffic), else 0",
@@ -576,30 +616,19 @@ impl Metrics {
                 g.set(m, families);
             }
         }
-        // With no page held, the pod gauges are absent like the per-model ones: a 0 would read
-        // as "idle" to an autoscaler.
-        let none: Labels = Vec::new();
         let sources = Sources {
             poll,
             drain,
             gpu,
             now,
         };
-        for (spec, family) in AGENT_GAUGES.iter().zip(&self.agent) {
-            match (spec.value)(&sources) {
-                Some(v) => {
-                    family.get_or_create(&none).set(clean(v));
-                }
-                None => family.clear(),
-            }
+        for (spec, gauge) in AGENT_GAUGES.iter().zip(&mut self.agent) {
+            gauge.set((spec.value)(&sources));
         }
-        for (spec, family) in POD_GAUGES.iter().zip(&self.pod) {
-            match (spec.value)(&d.pod).filter(|_| d.present) {
-                Some(v) => {
-                    family.get_or_create(&none).set(clean(v));
-                }
-                None => family.clear(),
-            }
+        // With no page held, the pod gauges are absent like the per-model ones: a 0 would read
+        // as "idle" to an autoscaler.
+        for (spec, gauge) in POD_GAUGES.iter().zip(&mut self.pod) {
+            gauge.set((spec.value)(&d.pod).filter(|_| d.present));
         }
         for (reason, n) in &poll.statistics_errors {
             catch_up(
