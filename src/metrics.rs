@@ -128,16 +128,6 @@ impl ModelFamilies {
         }
     }
 
-    /// A new model's (empty) handles.
-    fn handles(&self, model: &str) -> ModelGauges {
-        ModelGauges {
-            handles: vec![None; MODEL_GAUGES.len()],
-            model: model.to_string(),
-            capacity_key: None,
-            largest_batch_on: false,
-        }
-    }
-
     /// Remove the model's series from every family.
     fn remove(&self, model: &str) {
         let l = lbl("model", model);
@@ -169,39 +159,37 @@ fn capacity_labels(model: &str, src: CapacitySource, basis: Basis) -> Labels {
 /// in a family hashes it; doing that for every series every poll was a third of the poll cycle
 /// at 100 models (callgrind), so a handle is made when its series appears and kept.
 struct ModelGauges {
-    /// Parallel to [`MODEL_GAUGES`]: the series published now, `None` where it is absent.
-    handles: Vec<Option<FloatGauge>>,
+    /// Parallel to [`MODEL_GAUGES`].
+    series: Vec<Series>,
+    /// `triton_capacity_largest_batch`: an estimate can lose its largest batch without
+    /// changing its basis, so it is a series of its own.
+    largest_batch: Series,
     /// The model name, for creating and removing series.
     model: String,
     /// The (source, basis) of the capacity series now published, to remove it when it changes.
     capacity_key: Option<(CapacitySource, Basis)>,
-    /// `triton_capacity_largest_batch` is published now.
-    largest_batch_on: bool,
 }
 
 impl ModelGauges {
+    /// A new model's handles, none published yet.
+    fn new(model: &str) -> Self {
+        ModelGauges {
+            series: (0..MODEL_GAUGES.len()).map(|_| Series::default()).collect(),
+            largest_batch: Series::default(),
+            model: model.to_string(),
+            capacity_key: None,
+        }
+    }
+
     /// Set every gauge from the model's derived values.
     fn set(&mut self, m: &ModelDerived, f: &ModelFamilies) {
-        for ((spec, family), handle) in MODEL_GAUGES
+        let labels = || lbl("model", &self.model);
+        for ((spec, family), series) in MODEL_GAUGES
             .iter()
             .zip(&f.gauges)
-            .zip(self.handles.iter_mut())
+            .zip(self.series.iter_mut())
         {
-            match ((spec.value)(m), handle.as_ref()) {
-                (Some(v), Some(h)) => {
-                    h.set(clean(v));
-                }
-                (Some(v), None) => {
-                    let h = family.get_or_create_owned(&lbl("model", &self.model));
-                    h.set(clean(v));
-                    *handle = Some(h);
-                }
-                (None, Some(_)) => {
-                    family.remove(&lbl("model", &self.model));
-                    *handle = None;
-                }
-                (None, None) => {}
-            }
+            series.set(family, labels, (spec.value)(m));
         }
         // The capacity is absent for most models: a label lookup only for the models that have
         // one, or just lost it.
@@ -214,19 +202,9 @@ impl ModelGauges {
                 .get_or_create(&capacity_labels(&self.model, c.source, c.basis))
                 .set(clean(c.rps));
         }
-        // Its own rule: an estimate can lose its largest batch without changing its basis.
-        match m.capacity.and_then(|c| c.largest_batch) {
-            Some(b) => {
-                f.largest_batch
-                    .get_or_create(&lbl("model", &self.model))
-                    .set(b as f64);
-            }
-            None if self.largest_batch_on => {
-                f.largest_batch.remove(&lbl("model", &self.model));
-            }
-            None => {}
-        }
-        self.largest_batch_on = m.capacity.is_some_and(|c| c.largest_batch.is_some());
+        let largest_batch = m.capacity.and_then(|c| c.largest_batch).map(|b| b as f64);
+        self.largest_batch
+            .set(&f.largest_batch, labels, largest_batch);
         self.capacity_key = key;
     }
 }
@@ -418,38 +396,50 @@ const AGENT_GAUGES: [AgentGauge; 12] = [
     },
 ];
 
-/// A family with no labels, so that its one series can be absent, and the handle of that series
-/// while it is present (a handle shares its atomic with the family: no label lookup per poll).
+/// One series of a family, and its handle while it is published: made when a value appears,
+/// removed when the value goes. A handle shares its atomic with the family, so a value that
+/// stays costs no label lookup per poll. The one mechanism behind every gauge that can be absent.
+#[derive(Default)]
+struct Series(Option<FloatGauge>);
+
+impl Series {
+    /// Publish `value` under `labels`, or make the series absent.
+    fn set(&mut self, family: &FloatGaugeFamily, labels: impl Fn() -> Labels, value: Option<f64>) {
+        match (value, &self.0) {
+            (Some(v), Some(h)) => {
+                h.set(clean(v));
+            }
+            (Some(v), None) => {
+                let h = family.get_or_create_owned(&labels());
+                h.set(clean(v));
+                self.0 = Some(h);
+            }
+            (None, Some(_)) => {
+                family.remove(&labels());
+                self.0 = None;
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// A family with no labels, so that its one series can be absent.
 struct Unlabelled {
     family: FloatGaugeFamily,
-    handle: Option<FloatGauge>,
+    series: Series,
 }
 
 impl Unlabelled {
     fn new(family: FloatGaugeFamily) -> Self {
         Unlabelled {
             family,
-            handle: None,
+            series: Series::default(),
         }
     }
 
     /// Publish `value`, or make the series absent.
     fn set(&mut self, value: Option<f64>) {
-        match (value, &self.handle) {
-            (Some(v), Some(h)) => {
-                h.set(clean(v));
-            }
-            (Some(v), None) => {
-                let h = self.family.get_or_create_owned(&Vec::new());
-                h.set(clean(v));
-                self.handle = Some(h);
-            }
-            (None, Some(_)) => {
-                self.family.clear();
-                self.handle = None;
-            }
-            (None, None) => {}
-        }
+        self.series.set(&self.family, Vec::new, value);
     }
 }
 
@@ -610,7 +600,7 @@ impl Metrics {
             // Not `entry`: that would clone the name on every poll, not once per model.
             if !self.per_model.contains_key(model) {
                 self.per_model
-                    .insert(model.clone(), families.handles(model));
+                    .insert(model.clone(), ModelGauges::new(model));
             }
             if let Some(g) = self.per_model.get_mut(model) {
                 g.set(m, families);
