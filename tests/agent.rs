@@ -573,14 +573,23 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
     assert!((pod_load - (ml("ens") + ml("cfg"))).abs() < 1e-9, "{p}");
 
     // An agent with the header reads the restricted API, and sends the header on every call.
+    // It gets a Triton of its own: a request `a` wrote just before it stopped may reach the fake
+    // after the count was reset, and would be charged to `b`.
     let _ = a.signal.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), a.join).await;
-    t.set(|s| {
-        s.restricted = Some(("triton-access-token".into(), "tok".into()));
-        s.v2_hits = 0;
-        s.v2_with_header = 0;
-    });
-    let mut cfg2 = cfg;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), a.join).await;
+    assert!(stopped.is_ok(), "the first agent did not stop within 10 s");
+    let t2 = FakeTriton::start(Script {
+        metrics: three(n),
+        stats: Some(LIN_STATS.into()),
+        restricted: Some(("triton-access-token".into(), "tok".into())),
+        ..Default::default()
+    })
+    .await;
+    let configs = t.script.lock().unwrap().configs.clone();
+    t2.set(|s| s.configs = configs);
+    let mut cfg2 = fast_config(&t2);
+    cfg2.poller.stats_interval = cfg.poller.stats_interval;
+    cfg2.poller.capacity = cfg.poller.capacity.clone();
     cfg2.client.api_header =
         Some(triton_sidecar::config::parse_api_header("triton-access-token=tok").unwrap());
     let b = start_agent(cfg2).await;
@@ -600,7 +609,7 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
         Some(0.0),
         "{p}"
     );
-    let s = t.script.lock().unwrap().clone();
+    let s = t2.script.lock().unwrap().clone();
     assert!(s.v2_hits > 0);
     assert_eq!(
         s.v2_with_header, s.v2_hits,
@@ -612,6 +621,33 @@ async fn capacity_and_utilization_gauges_and_the_refused_statistics_path() {
 /// scrape timeout, asked on every poll, delays no poll. A change on the page reaches `/metrics`
 /// within a few poll intervals, and every failed read is counted as a timeout. (Read inline, as
 /// before issue 20, each poll waited the whole 300 ms timeout for it.)
+/// Once `run` has returned, the agent asks Triton nothing more: its workers end with it, also
+/// a config worker part-way through a long list of slow configs (20 models at 200 ms each).
+#[tokio::test]
+async fn a_stopped_agent_asks_triton_nothing_more() {
+    let metrics: String = (0..20)
+        .map(|i| page(&format!("m{i}"), 1, 0, 0, 0))
+        .collect();
+    let t = FakeTriton::start(Script {
+        metrics,
+        config_delay: Some(Duration::from_millis(200)),
+        ..Default::default()
+    })
+    .await;
+    let a = start_agent(fast_config(&t)).await;
+    // The config worker is under way: the first page asked for all 20 configs (4 s of reads).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = a.signal.send(());
+    let stopped = tokio::time::timeout(Duration::from_secs(10), a.join).await;
+    assert!(stopped.is_ok(), "the agent did not stop within 10 s");
+    // A request written just before the exit is counted once it is read: let it land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = t.script.lock().unwrap().v2_hits;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = t.script.lock().unwrap().v2_hits;
+    assert_eq!(after, before, "requests to Triton after the agent stopped");
+}
+
 #[tokio::test]
 async fn a_hanging_statistics_api_delays_no_poll() {
     let t = FakeTriton::start(Script {

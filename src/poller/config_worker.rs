@@ -35,7 +35,8 @@ pub(super) struct Learned {
 /// Reads model configs one at a time, off the poll path, and publishes what it learned (the
 /// ensemble steps, each model's instances, batch size and GPUs) when it changes. Woken by every
 /// good page (see [`super::Poller`]'s `ask_for_configs`), so a config that could not be read is
-/// asked again at the next one. Ends when the poller is dropped.
+/// asked again at the next one. Aborted when the poller is dropped, also part-way through its
+/// list.
 pub(super) async fn config_worker<T: Transport>(
     client: T,
     mut asks: watch::Receiver<ConfigAsks>,

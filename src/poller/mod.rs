@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::derive::activity::Activity;
 use crate::derive::capacity::Estimator;
@@ -83,7 +84,9 @@ pub struct Poller<T: Transport = TritonClient, C: Clock = MonotonicClock> {
     next_generation: u64,
     /// The config worker. It ends only when the poller is dropped; [`poll_loop`] stops (and the
     /// agent exits) if it ends before, rather than keep a step set that can no longer change.
-    config_worker: tokio::task::JoinHandle<()>,
+    /// Aborted when the poller is dropped: a worker must not outlive the agent's exit and keep
+    /// asking Triton (a config worker part-way through many models would go on for seconds).
+    config_worker: AbortOnDropHandle<()>,
     state: PollState,
     reachable: Option<bool>,
     /// The previous page had NaN/Inf samples: log the onset once, not every poll.
@@ -115,7 +118,11 @@ impl<T: Transport, C: Clock> Poller<T, C> {
     pub fn with(cfg: PollerConfig, client: T, clock: C) -> Self {
         let (config_asks, asks) = watch::channel(ConfigAsks::default());
         let (learned_tx, learned_rx) = watch::channel(Learned::default());
-        let config_worker = tokio::spawn(config_worker(client.clone(), asks, learned_tx));
+        let config_worker = AbortOnDropHandle::new(tokio::spawn(config_worker(
+            client.clone(),
+            asks,
+            learned_tx,
+        )));
         let window = Window::new(cfg.window);
         let mut state = PollState::default();
         for r in Reason::ALL {

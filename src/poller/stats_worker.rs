@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::derive::capacity::Estimator;
 use crate::state::PollState;
@@ -44,8 +44,8 @@ struct Read {
 }
 
 /// Read whenever asked (the newest ask wins: asks made during a slow read collapse into one),
-/// and send each outcome; every outcome reaches the poller, so every failure is counted. Ends
-/// when the poller's side is dropped.
+/// and send each outcome; every outcome reaches the poller, so every failure is counted.
+/// Aborted when the poller is dropped, also in the middle of a read.
 async fn stats_worker<T: Transport>(
     client: T,
     mut asks: watch::Receiver<Option<Duration>>,
@@ -82,7 +82,8 @@ pub(super) struct Statistics {
     /// At most one read per ask and one ask per poll, all taken at the next poll: the queue
     /// stays short.
     reads: mpsc::UnboundedReceiver<Read>,
-    worker: JoinHandle<()>,
+    /// Aborted when the poller is dropped, so a read under way ends with the agent.
+    worker: AbortOnDropHandle<()>,
     /// When the last read was asked for.
     asked_at: Option<Duration>,
     /// When the read now under way was asked for; `None` once its answer was taken.
@@ -100,7 +101,7 @@ impl Statistics {
     pub(super) fn spawn<T: Transport>(client: T, interval: Duration, max_age: Duration) -> Self {
         let (asks, asks_rx) = watch::channel(None);
         let (reads_tx, reads) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(stats_worker(client, asks_rx, reads_tx));
+        let worker = AbortOnDropHandle::new(tokio::spawn(stats_worker(client, asks_rx, reads_tx)));
         Statistics {
             asks,
             reads,

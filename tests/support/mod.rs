@@ -67,6 +67,8 @@ pub struct Script {
     pub restricted: Option<(String, String)>,
     /// Of the /v2 requests, those that carried the `restricted` header.
     pub v2_with_header: usize,
+    /// /v2/models/<m>/config answers only after this long.
+    pub config_delay: Option<Duration>,
 }
 impl Default for Script {
     fn default() -> Self {
@@ -84,6 +86,7 @@ impl Default for Script {
             stats_delay: None,
             restricted: None,
             v2_with_header: 0,
+            config_delay: None,
         }
     }
 }
@@ -279,10 +282,15 @@ async fn handle(mut s: TcpStream, script: Arc<Mutex<Script>>) {
             let m = parts.next().unwrap_or("");
             match parts.next() {
                 Some("ready") => (*sc.model_ready.get(m).unwrap_or(&404), Vec::new()),
-                Some("config") => match sc.configs.get(m) {
-                    Some(c) => (200, c.clone().into_bytes()),
-                    None => (200, format!("{{\"name\":\"{m}\"}}").into_bytes()),
-                },
+                Some("config") => {
+                    if let Some(d) = sc.config_delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    match sc.configs.get(m) {
+                        Some(c) => (200, c.clone().into_bytes()),
+                        None => (200, format!("{{\"name\":\"{m}\"}}").into_bytes()),
+                    }
+                }
                 _ => (404, Vec::new()),
             }
         } else {
